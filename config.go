@@ -1,0 +1,238 @@
+package pgfast
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Defaults pgfast applies where the DSN leaves a setting unset. libpq and the
+// operating system default to minutes or "forever"; pgfast's are finite.
+const (
+	DefaultConnectTimeout     = 10 * time.Second
+	DefaultKeepalivesIdle     = 10 * time.Second
+	DefaultKeepalivesInterval = 5 * time.Second
+	DefaultKeepalivesCount    = 3
+	DefaultTCPUserTimeout     = 25 * time.Second
+	DefaultMinConns           = 1
+	DefaultDNSRecheck         = 5 * time.Second
+)
+
+// Config holds the settings pgfast itself acts on. They are the part of the
+// DSN that the backend's own parser does not handle (libpq's TCP keys and the
+// pgfast_ keys), plus the few backend settings pgfast needs to know
+// (connect_timeout, target_session_attrs, load_balance_hosts, hosts).
+//
+// A Config is produced by the connector from the DSN; read it with
+// (*Connector).Config. Durations are effective values: defaults applied.
+type Config struct {
+	// ConnectTimeout bounds each address attempt (dial, TLS, startup, auth),
+	// as libpq's connect_timeout. Unset or 0: DefaultConnectTimeout.
+	ConnectTimeout time.Duration
+	// Keepalives enables TCP keepalives (libpq keepalives, default on).
+	Keepalives bool
+	// KeepalivesIdle is libpq's keepalives_idle; 0 means the OS default.
+	KeepalivesIdle time.Duration
+	// KeepalivesInterval is libpq's keepalives_interval; 0 means the OS default.
+	KeepalivesInterval time.Duration
+	// KeepalivesCount is libpq's keepalives_count; 0 means the OS default.
+	KeepalivesCount int
+	// TCPUserTimeout is libpq's tcp_user_timeout; 0 means the OS default.
+	TCPUserTimeout time.Duration
+	// TargetSessionAttrs is libpq's target_session_attrs ("any" when unset).
+	TargetSessionAttrs string
+	// LoadBalanceHosts is libpq's load_balance_hosts ("disable" or "random").
+	LoadBalanceHosts string
+	// Hosts lists the servers of the DSN in the order given.
+	Hosts []HostPort
+	// MinConns is the number of connections opened in the background and kept
+	// warm for the first callers (pgfast_min_conns).
+	MinConns int
+	// WaitReady makes Connect wait for readiness within its context instead of
+	// failing fast with ErrNotReady while the database is down (pgfast_wait_ready).
+	WaitReady bool
+	// DNSRecheck is how often host names are re-resolved while Ready
+	// (pgfast_dns_recheck, seconds; 0 = off).
+	DNSRecheck time.Duration
+}
+
+// HostPort is one server of a DSN. Addr is the hostaddr given for it, if any.
+type HostPort struct {
+	Host string
+	Port uint16
+	Addr string
+}
+
+func (h HostPort) String() string {
+	return joinHostPort(h.Host, h.Port)
+}
+
+// libpqTCPKeys are libpq parameters neither backend understands: left alone
+// they reach the server as runtime parameters. pgfast consumes them.
+var libpqTCPKeys = []string{"keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout"}
+
+// pgfastKeys are pgfast's own DSN keys.
+var pgfastKeys = []string{"pgfast_min_conns", "pgfast_wait_ready", "pgfast_dns_recheck"}
+
+// parsedDSN is what a backend adapter's parser reports back to the core.
+type parsedDSN struct {
+	// leftover holds the settings the backend would send to the server as
+	// runtime parameters. The core deletes the keys it consumes from this very
+	// map, so the backend never sees them.
+	leftover map[string]string
+	// connectTimeout is the backend's parsed connect_timeout (0 when unset).
+	connectTimeout     time.Duration
+	targetSessionAttrs string
+	loadBalanceHosts   string
+	hosts              []HostPort
+}
+
+// buildConfig takes pgfast's settings out of what the backend's parser left
+// over, applies defaults and validates. It mutates p.leftover.
+func buildConfig(p *parsedDSN) (*Config, error) {
+	cfg := &Config{
+		ConnectTimeout:     DefaultConnectTimeout,
+		Keepalives:         true,
+		KeepalivesIdle:     DefaultKeepalivesIdle,
+		KeepalivesInterval: DefaultKeepalivesInterval,
+		KeepalivesCount:    DefaultKeepalivesCount,
+		TCPUserTimeout:     DefaultTCPUserTimeout,
+		TargetSessionAttrs: p.targetSessionAttrs,
+		LoadBalanceHosts:   p.loadBalanceHosts,
+		Hosts:              p.hosts,
+		MinConns:           DefaultMinConns,
+	}
+	if p.connectTimeout < 0 {
+		return nil, &ConfigError{Key: "connect_timeout", Value: p.connectTimeout.String(), Reason: "must not be negative"}
+	}
+	if p.connectTimeout > 0 {
+		cfg.ConnectTimeout = p.connectTimeout
+	}
+	if cfg.TargetSessionAttrs == "" {
+		cfg.TargetSessionAttrs = "any"
+	}
+	if lb, ok := take(p.leftover, "load_balance_hosts"); ok {
+		cfg.LoadBalanceHosts = lb
+	}
+	switch cfg.LoadBalanceHosts {
+	case "":
+		cfg.LoadBalanceHosts = "disable"
+	case "disable", "random":
+	default:
+		return nil, &ConfigError{Key: "load_balance_hosts", Value: cfg.LoadBalanceHosts, Reason: `must be "disable" or "random"`}
+	}
+
+	var err error
+	set := func(key string, apply func(string) error) {
+		if v, ok := take(p.leftover, key); ok && err == nil {
+			err = apply(v)
+		}
+	}
+	set("keepalives", func(v string) error {
+		n, e := parseNonNegative("keepalives", v, 1)
+		cfg.Keepalives = n != 0
+		return e
+	})
+	set("keepalives_idle", secondsInto(&cfg.KeepalivesIdle, "keepalives_idle"))
+	set("keepalives_interval", secondsInto(&cfg.KeepalivesInterval, "keepalives_interval"))
+	set("keepalives_count", func(v string) error {
+		n, e := parseNonNegative("keepalives_count", v, math.MaxInt32)
+		cfg.KeepalivesCount = int(n)
+		return e
+	})
+	set("tcp_user_timeout", func(v string) error {
+		n, e := parseNonNegative("tcp_user_timeout", v, math.MaxInt32)
+		cfg.TCPUserTimeout = time.Duration(n) * time.Millisecond
+		return e
+	})
+	set("pgfast_min_conns", func(v string) error {
+		n, e := parseNonNegative("pgfast_min_conns", v, 1000)
+		if e == nil && n < 1 {
+			return &ConfigError{Key: "pgfast_min_conns", Value: v, Reason: "must be between 1 and 1000"}
+		}
+		cfg.MinConns = int(n)
+		return e
+	})
+	set("pgfast_wait_ready", func(v string) error {
+		b, e := strconv.ParseBool(v)
+		if e != nil {
+			return &ConfigError{Key: "pgfast_wait_ready", Value: v, Reason: "must be a boolean (0 or 1)", Err: e}
+		}
+		cfg.WaitReady = b
+		return nil
+	})
+	dnsRecheckSet := false
+	set("pgfast_dns_recheck", func(v string) error {
+		dnsRecheckSet = true
+		return secondsInto(&cfg.DNSRecheck, "pgfast_dns_recheck")(v)
+	})
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range p.leftover {
+		if strings.HasPrefix(k, "pgfast_") {
+			return nil, &ConfigError{Key: k, Value: v, Reason: "unknown pgfast setting (known: " + strings.Join(pgfastKeys, ", ") + ")"}
+		}
+	}
+	if !dnsRecheckSet && hasHostName(cfg.Hosts) {
+		cfg.DNSRecheck = DefaultDNSRecheck
+	}
+	return cfg, nil
+}
+
+// take removes key from m and reports its value.
+func take(m map[string]string, key string) (string, bool) {
+	v, ok := m[key]
+	if ok {
+		delete(m, key)
+	}
+	return v, ok
+}
+
+// parseNonNegative parses a decimal integer in [0, max].
+func parseNonNegative(key, v string, max int64) (int64, error) {
+	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	if err != nil {
+		return 0, &ConfigError{Key: key, Value: v, Reason: "must be a whole number", Err: err}
+	}
+	if n < 0 {
+		return 0, &ConfigError{Key: key, Value: v, Reason: "must not be negative"}
+	}
+	if n > max {
+		return 0, &ConfigError{Key: key, Value: v, Reason: fmt.Sprintf("must be at most %d", max)}
+	}
+	return n, nil
+}
+
+// secondsInto returns a setter that parses whole seconds into *d.
+func secondsInto(d *time.Duration, key string) func(string) error {
+	return func(v string) error {
+		n, err := parseNonNegative(key, v, math.MaxInt32)
+		*d = time.Duration(n) * time.Second
+		return err
+	}
+}
+
+// hasHostName reports whether any TCP host is a name rather than an address.
+func hasHostName(hosts []HostPort) bool {
+	for _, h := range hosts {
+		if h.Addr == "" && h.Host != "" && !isUnixHost(h.Host) && !isIPLiteral(h.Host) {
+			return true
+		}
+	}
+	return false
+}
+
+// dialSettingsOf turns the config into the dialer's settings.
+func (c *Config) dialSettings() dialSettings {
+	return dialSettings{
+		ConnectTimeout:     c.ConnectTimeout,
+		Keepalives:         c.Keepalives,
+		KeepalivesIdle:     c.KeepalivesIdle,
+		KeepalivesInterval: c.KeepalivesInterval,
+		KeepalivesCount:    c.KeepalivesCount,
+		TCPUserTimeout:     c.TCPUserTimeout,
+	}
+}

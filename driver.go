@@ -1,0 +1,97 @@
+// Package pgfast is a database/sql driver for PostgreSQL that never blocks a
+// process on a database it cannot reach and never leaves it hanging on a
+// connection that has silently died.
+//
+// It wraps pgx/v5's stdlib driver (driver name "pgfast") or lib/pq
+// ("pgfast-pq"): swap the driver name in sql.Open and nothing else. sql.Open
+// returns at once while a connection is made in the background; Ready waits
+// for it within a context:
+//
+//	db, err := sql.Open("pgfast", "postgres://app@db.internal/app")
+//	if err != nil { ... }                       // a bad DSN is a *ConfigError
+//	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+//	defer cancel()
+//	if err := pgfast.Ready(ctx, db); err != nil { ... } // says what each address answered
+//
+// Every connection is dialled by pgfast: DNS is resolved afresh each time, all
+// addresses are raced (Happy Eyeballs), each under connect_timeout, and
+// TCP_USER_TIMEOUT and keepalives are set on the socket (libpq's keepalives*,
+// tcp_user_timeout keys, with finite defaults). See README.md.
+package pgfast
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"time"
+)
+
+// Driver is the driver registered as "pgfast" (pgx backend) and "pgfast-pq"
+// (lib/pq backend). sql.Open calls OpenConnector, which starts connecting in
+// the background and returns at once.
+type Driver struct {
+	backend Backend
+}
+
+var (
+	_ driver.Driver        = (*Driver)(nil)
+	_ driver.DriverContext = (*Driver)(nil)
+)
+
+var (
+	pgxDriver = &Driver{backend: PGX}
+	pqDriver  = &Driver{backend: LibPQ}
+)
+
+func init() {
+	sql.Register("pgfast", pgxDriver)
+	sql.Register("pgfast-pq", pqDriver)
+}
+
+// OpenConnector parses name and returns a connector that is already connecting
+// in the background. A bad DSN is a *ConfigError, reported by sql.Open.
+func (d *Driver) OpenConnector(name string) (driver.Connector, error) {
+	return newConnector(name, options{backend: d.backend})
+}
+
+// Open makes one connection synchronously, without background work, bounded by
+// connect_timeout per host. database/sql does not call it (it uses
+// OpenConnector); it exists for code that uses the driver directly.
+func (d *Driver) Open(name string) (driver.Conn, error) {
+	c, err := newConnector(name, options{backend: d.backend, noProbe: true})
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	timeout := c.cfg.ConnectTimeout * time.Duration(len(c.cfg.Hosts)+1)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return c.dial(ctx)
+}
+
+// connectorDriver is the driver value a Connector returns from Driver: it
+// points back at its connector, which is how ConnectorOf finds it.
+type connectorDriver struct{ c *Connector }
+
+func (d *connectorDriver) Open(name string) (driver.Conn, error) {
+	return (&Driver{backend: d.c.backendKind}).Open(name)
+}
+
+// ConnectorOf returns the pgfast connector behind db, or nil when db does not
+// use pgfast.
+func ConnectorOf(db *sql.DB) *Connector {
+	if d, ok := db.Driver().(*connectorDriver); ok {
+		return d.c
+	}
+	return nil
+}
+
+// Ready waits until db has a verified connection, or ctx ends (see
+// (*Connector).Ready). For a *sql.DB that does not use pgfast it falls back to
+// db.PingContext.
+func Ready(ctx context.Context, db *sql.DB) error {
+	if c := ConnectorOf(db); c != nil {
+		return c.Ready(ctx)
+	}
+	return db.PingContext(ctx)
+}

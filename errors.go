@@ -1,0 +1,157 @@
+package pgfast
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// ErrClosed is returned by Connect and Ready after the connector was closed.
+var ErrClosed = errors.New("pgfast: connector closed")
+
+// ErrNotReady is returned (wrapped in a *NotReadyError) when a connection is
+// requested while the database is down, or when Ready's context ends first.
+var ErrNotReady = errors.New("pgfast: database not ready")
+
+// ConfigError reports a bad DSN. It never contains the password.
+type ConfigError struct {
+	Key    string // the offending key, when known
+	Value  string // its value (empty for secrets)
+	Reason string // what is wrong
+	Err    error  // the underlying parse error, if any
+}
+
+func (e *ConfigError) Error() string {
+	var b strings.Builder
+	b.WriteString("pgfast: invalid DSN")
+	if e.Key != "" {
+		b.WriteString(": ")
+		b.WriteString(e.Key)
+		if e.Value != "" {
+			fmt.Fprintf(&b, "=%q", e.Value)
+		}
+	}
+	if e.Reason != "" {
+		b.WriteString(": ")
+		b.WriteString(e.Reason)
+	}
+	return b.String()
+}
+
+// Unwrap returns the underlying parse error.
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// NotReadyError says why no connection could be had: the connector's state,
+// the latest cause, and what each address last answered.
+type NotReadyError struct {
+	State State
+	// Waited is how long the caller waited (zero for a fail-fast Connect).
+	Waited time.Duration
+	// Cause is the latest connection error, nil if no attempt finished yet.
+	Cause error
+	// Err is the caller's context error when the wait ended with it.
+	Err error
+	// Addrs describes each address tried with its latest outcome.
+	Addrs []AddrStatus
+}
+
+func (e *NotReadyError) Error() string {
+	var b strings.Builder
+	b.WriteString("pgfast: database not ready (")
+	b.WriteString(e.State.String())
+	if e.Waited > 0 {
+		fmt.Fprintf(&b, ", waited %s", e.Waited.Round(time.Millisecond))
+	}
+	b.WriteString(")")
+	if len(e.Addrs) > 0 {
+		b.WriteString(": ")
+		for i, a := range e.Addrs {
+			if i > 0 {
+				b.WriteString("; ")
+			}
+			b.WriteString(a.String())
+		}
+	}
+	if e.Cause != nil {
+		b.WriteString(": last error: ")
+		b.WriteString(e.Cause.Error())
+	}
+	if len(e.Addrs) == 0 && e.Cause == nil {
+		b.WriteString(": no connection attempt has finished yet")
+	}
+	return b.String()
+}
+
+// Is makes errors.Is(err, ErrNotReady) true.
+func (e *NotReadyError) Is(target error) bool { return target == ErrNotReady }
+
+// Unwrap returns the latest cause and the context's error.
+func (e *NotReadyError) Unwrap() []error {
+	var errs []error
+	for _, err := range []error{e.Cause, e.Err} {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}
+
+// backendKeyPattern finds the key a backend's parse error is about.
+var backendKeyPattern = regexp.MustCompile(`(?:invalid |wrong value for "?\$?)([A-Za-z_]+)`)
+
+// configErrorFrom turns a backend parse error into a *ConfigError, scrubbing
+// the password out of its text.
+func configErrorFrom(dsn string, err error) *ConfigError {
+	reason := redactSecret(err.Error(), passwordOf(dsn))
+	ce := &ConfigError{Reason: reason, Err: err}
+	if m := backendKeyPattern.FindStringSubmatch(reason); m != nil {
+		ce.Key = m[1]
+	}
+	return ce
+}
+
+// redactSecret replaces every occurrence of secret in s.
+func redactSecret(s, secret string) string {
+	if secret == "" {
+		return s
+	}
+	s = strings.ReplaceAll(s, secret, "xxxxx")
+	if esc := url.QueryEscape(secret); esc != secret {
+		s = strings.ReplaceAll(s, esc, "xxxxx")
+	}
+	return s
+}
+
+var kvPasswordPattern = regexp.MustCompile(`(?:^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)`)
+
+// passwordOf finds the password in a DSN, best effort, only so that it can be
+// scrubbed from error messages. Parsing proper is the backend's job.
+func passwordOf(dsn string) string {
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		rest := dsn[strings.Index(dsn, "//")+2:]
+		if at := strings.LastIndex(rest[:strings.IndexAny(rest+"/", "/?")], "@"); at >= 0 {
+			if _, pw, ok := strings.Cut(rest[:at], ":"); ok {
+				if dec, err := url.PathUnescape(pw); err == nil {
+					return dec
+				}
+				return pw
+			}
+		}
+		if u, err := url.Parse(dsn); err == nil {
+			return u.Query().Get("password")
+		}
+		return ""
+	}
+	m := kvPasswordPattern.FindStringSubmatch(dsn)
+	if m == nil {
+		return ""
+	}
+	pw := m[1]
+	if strings.HasPrefix(pw, "'") && strings.HasSuffix(pw, "'") && len(pw) >= 2 {
+		pw = strings.ReplaceAll(pw[1:len(pw)-1], `\'`, `'`)
+	}
+	return pw
+}

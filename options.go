@@ -1,0 +1,38 @@
+package pgfast
+
+import (
+	"log/slog"
+)
+
+// Option configures a Connector made by NewConnector.
+type Option func(*options)
+
+type options struct {
+	backend   Backend
+	logger    *slog.Logger
+	minConns  int   // 0: from the DSN (pgfast_min_conns) or DefaultMinConns
+	waitReady *bool // nil: from the DSN (pgfast_wait_ready)
+	stateHook func(State, error)
+	resolver  hostResolver // nil: net.DefaultResolver
+	noProbe   bool         // no background goroutine (Driver.Open)
+}
+
+// WithBackend selects the driver pgfast wraps: PGX (default) or LibPQ.
+func WithBackend(b Backend) Option { return func(o *options) { o.backend = b } }
+
+// WithLogger makes the connector log its state changes (once each, no storms).
+// A nil logger logs nothing, which is the default.
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
+// WithMinConns sets how many connections are opened in the background and kept
+// warm for the first callers (default 1; overrides pgfast_min_conns).
+func WithMinConns(n int) Option { return func(o *options) { o.minConns = n } }
+
+// WithWaitReady makes Connect wait for readiness within its context instead of
+// failing fast with ErrNotReady while the database is down (overrides
+// pgfast_wait_ready).
+func WithWaitReady(wait bool) Option { return func(o *options) { o.waitReady = &wait } }
+
+// WithStateHook calls hook on every state change, with the cause of the change
+// (nil when becoming StateReady). It runs on the connector's goroutine: keep it short.
+func WithStateHook(hook func(State, error)) Option { return func(o *options) { o.stateHook = hook } }
