@@ -104,6 +104,7 @@ func (f dialFunc) DialTimeout(network, address string, timeout time.Duration) (n
 // connection uses, and so that cancelling that call's context aborts a
 // handshake stuck on a dead network (lib/pq does not watch ctx after dialing).
 type dialRecord struct {
+	ctx   context.Context // the Connect call's context (not a per-dial one)
 	mu    sync.Mutex
 	conns []net.Conn
 	stops []func() bool
@@ -112,13 +113,14 @@ type dialRecord struct {
 type dialRecordKey struct{}
 
 func withDialRecord(ctx context.Context) (context.Context, *dialRecord) {
-	rec := &dialRecord{}
+	rec := &dialRecord{ctx: ctx}
 	return context.WithValue(ctx, dialRecordKey{}, rec), rec
 }
 
-// add remembers nc and, until done is called, expires its deadline when ctx ends.
-func (r *dialRecord) add(ctx context.Context, nc net.Conn) {
-	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
+// add remembers nc and, until done is called, expires its deadline when the
+// Connect call's context ends.
+func (r *dialRecord) add(nc net.Conn) {
+	stop := context.AfterFunc(r.ctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
 	r.mu.Lock()
 	r.conns = append(r.conns, nc)
 	r.stops = append(r.stops, stop)
@@ -147,7 +149,7 @@ func recording(dial dialFunc) dialFunc {
 		nc, err := dial(ctx, network, address)
 		if err == nil {
 			if rec, ok := ctx.Value(dialRecordKey{}).(*dialRecord); ok {
-				rec.add(ctx, nc)
+				rec.add(nc)
 			}
 		}
 		return nc, err

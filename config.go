@@ -3,6 +3,8 @@ package pgfast
 import (
 	"fmt"
 	"math"
+	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -235,4 +237,20 @@ func (c *Config) dialSettings() dialSettings {
 		KeepalivesCount:    c.KeepalivesCount,
 		TCPUserTimeout:     c.TCPUserTimeout,
 	}
+}
+
+// joinHostPort formats a host and port as an address ("[::1]:5432").
+func joinHostPort(host string, port uint16) string {
+	return net.JoinHostPort(host, strconv.Itoa(int(port)))
+}
+
+// isUnixHost reports whether host names a Unix-domain socket directory.
+func isUnixHost(host string) bool {
+	return strings.HasPrefix(host, "/") || strings.HasPrefix(host, "@")
+}
+
+// isIPLiteral reports whether host is an IP address rather than a name.
+func isIPLiteral(host string) bool {
+	_, err := netip.ParseAddr(host)
+	return err == nil
 }

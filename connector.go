@@ -80,7 +80,7 @@ func newConnector(dsn string, o options) (*Connector, error) {
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.drv = &connectorDriver{c: c}
 	d := newDialer(cfg.dialSettings(), o.resolver)
-	c.seam = &seam{cfg: cfg, dial: recording(d.DialContext)}
+	c.seam = &seam{cfg: cfg, dial: recording(d.DialContext), checkout: checkout, alive: alive}
 	c.backend = a.connector(c.seam)
 	if o.noProbe {
 		close(c.done)

@@ -99,18 +99,53 @@ func (e *NotReadyError) Unwrap() []error {
 	return errs
 }
 
-// backendKeyPattern finds the key a backend's parse error is about.
-var backendKeyPattern = regexp.MustCompile(`(?:invalid |wrong value for "?\$?)([A-Za-z_]+)`)
+// libpqKeys are the DSN keys a backend parse error may be about, longest
+// first so that "sslmode" is not taken for "ssl".
+var libpqKeys = []string{
+	"target_session_attrs", "load_balance_hosts", "min_protocol_version", "max_protocol_version",
+	"ssl_min_protocol_version", "ssl_max_protocol_version", "fallback_application_name",
+	"application_name", "connect_timeout", "channel_binding", "client_encoding", "sslnegotiation",
+	"sslcertmode", "sslrootcert", "sslpassword", "require_auth", "servicefile", "krbsrvname",
+	"hostaddr", "passfile", "sslmode", "sslcert", "sslkey", "sslsni", "service", "dbname",
+	"options", "port", "host", "user",
+}
 
-// configErrorFrom turns a backend parse error into a *ConfigError, scrubbing
-// the password out of its text.
+// configErrorFrom turns a backend parse error into a *ConfigError: the
+// backend's reason without the DSN it quotes, the password scrubbed.
 func configErrorFrom(dsn string, err error) *ConfigError {
-	reason := redactSecret(err.Error(), passwordOf(dsn))
+	reason := err.Error()
+	// pgx quotes the (redacted) DSN: "cannot parse `...`: reason".
+	if i := strings.Index(reason, "`: "); i >= 0 && strings.HasPrefix(reason, "cannot parse `") {
+		reason = reason[i+3:]
+	}
+	reason = redactSecret(reason, passwordOf(dsn))
 	ce := &ConfigError{Reason: reason, Err: err}
-	if m := backendKeyPattern.FindStringSubmatch(reason); m != nil {
-		ce.Key = m[1]
+	for _, k := range libpqKeys {
+		if containsWord(reason, k) {
+			ce.Key = k
+			break
+		}
 	}
 	return ce
+}
+
+// containsWord reports whether s contains w not embedded in a longer name.
+func containsWord(s, w string) bool {
+	for i := 0; ; {
+		j := strings.Index(s[i:], w)
+		if j < 0 {
+			return false
+		}
+		start, end := i+j, i+j+len(w)
+		if (start == 0 || !isNameByte(s[start-1])) && (end == len(s) || !isNameByte(s[end])) {
+			return true
+		}
+		i = end
+	}
+}
+
+func isNameByte(b byte) bool {
+	return b == '_' || b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9'
 }
 
 // redactSecret replaces every occurrence of secret in s.

@@ -1,0 +1,157 @@
+package pgfast
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"net"
+	"testing"
+
+	"github.com/DATA-DOG/go-sqlmock"
+)
+
+// mockConnector hands out PQConn wrappers around go-sqlmock connections: a
+// plumbing test of the wrapper only (behaviour is tested on a real server).
+type mockConnector struct {
+	inner driver.Conn
+	seam  *seam
+}
+
+func (m *mockConnector) Connect(context.Context) (driver.Conn, error) {
+	return &PQConn{inner: m.inner, sock: &net.TCPConn{}, seam: m.seam}, nil
+}
+func (m *mockConnector) Driver() driver.Driver { return nil }
+
+func newMockPQ(t *testing.T, s *seam) (*sql.DB, sqlmock.Sqlmock) {
+	t.Helper()
+	mdb, mock, err := sqlmock.NewWithDSN("pgfast-mock-"+t.Name(), sqlmock.MonitorPingsOption(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mdb.Close() })
+	inner, err := mdb.Driver().Open("pgfast-mock-" + t.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := sql.OpenDB(&mockConnector{inner: inner, seam: s})
+	db.SetMaxOpenConns(1)
+	t.Cleanup(func() { db.Close() })
+	return db, mock
+}
+
+func TestPQConnPassesEverythingThrough(t *testing.T) {
+	db, mock := newMockPQ(t, &seam{})
+	mock.ExpectExec("INSERT INTO t").WithArgs(1, "a").WillReturnResult(sqlmock.NewResult(0, 1))
+	mock.ExpectQuery("SELECT name").WithArgs(1).WillReturnRows(sqlmock.NewRows([]string{"name"}).AddRow("a"))
+	mock.ExpectBegin()
+	mock.ExpectExec("UPDATE t").WillReturnResult(sqlmock.NewResult(0, 1))
+	mock.ExpectCommit()
+	mock.ExpectPrepare("SELECT 1").ExpectQuery().WillReturnRows(sqlmock.NewRows([]string{"x"}).AddRow(1))
+	mock.ExpectPing()
+	wantErr := errors.New("backend error")
+	mock.ExpectExec("BROKEN").WillReturnError(wantErr)
+
+	if _, err := db.Exec("INSERT INTO t VALUES ($1, $2)", 1, "a"); err != nil {
+		t.Fatal(err)
+	}
+	var name string
+	if err := db.QueryRow("SELECT name FROM t WHERE id = $1", 1).Scan(&name); err != nil || name != "a" {
+		t.Fatalf("query: %q %v", name, err)
+	}
+	tx, err := db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec("UPDATE t SET name = 'b'"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	stmt, err := db.Prepare("SELECT 1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var x int
+	if err := stmt.QueryRow().Scan(&x); err != nil || x != 1 {
+		t.Fatalf("prepared: %d %v", x, err)
+	}
+	stmt.Close()
+	if err := db.Ping(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec("BROKEN"); !errors.Is(err, wantErr) {
+		t.Fatalf("error not passed through unchanged: %v", err)
+	}
+	if err := mock.ExpectationsWereMet(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPQConnCheckoutHooks(t *testing.T) {
+	checkouts := 0
+	s := &seam{
+		checkout: func(context.Context, net.Conn) error { checkouts++; return nil },
+		alive:    func(net.Conn) bool { return true },
+	}
+	db, mock := newMockPQ(t, s)
+	mock.ExpectExec("SELECT 1").WillReturnResult(sqlmock.NewResult(0, 0))
+	mock.ExpectExec("SELECT 2").WillReturnResult(sqlmock.NewResult(0, 0))
+	for _, q := range []string{"SELECT 1", "SELECT 2"} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if checkouts != 1 { // database/sql resets a connection only when it reuses it
+		t.Fatalf("checkout ran %d times, want 1", checkouts)
+	}
+
+	// A dead socket at checkout: database/sql drops the connection and dials again.
+	s.checkout = func(context.Context, net.Conn) error { return driver.ErrBadConn }
+	s.alive = func(net.Conn) bool { return false }
+	pc := &PQConn{inner: nil, sock: &net.TCPConn{}, seam: s}
+	if err := pc.ResetSession(context.Background()); !errors.Is(err, driver.ErrBadConn) {
+		t.Fatalf("ResetSession = %v", err)
+	}
+	if pc.IsValid() {
+		t.Fatal("IsValid = true for a dead socket")
+	}
+}
+
+// bareConn implements only driver.Conn, to test the fallbacks.
+type bareConn struct{ prepared, begun int }
+
+func (b *bareConn) Prepare(string) (driver.Stmt, error) { b.prepared++; return nil, errors.New("prepared") }
+func (b *bareConn) Close() error                        { return nil }
+func (b *bareConn) Begin() (driver.Tx, error)           { b.begun++; return nil, errors.New("begun") }
+
+func TestPQConnFallbacksForMissingInterfaces(t *testing.T) {
+	inner := &bareConn{}
+	pc := &PQConn{inner: inner, seam: &seam{}}
+	ctx := context.Background()
+	if _, err := pc.ExecContext(ctx, "x", nil); !errors.Is(err, driver.ErrSkip) {
+		t.Errorf("ExecContext: %v", err)
+	}
+	if _, err := pc.QueryContext(ctx, "x", nil); !errors.Is(err, driver.ErrSkip) {
+		t.Errorf("QueryContext: %v", err)
+	}
+	if err := pc.CheckNamedValue(&driver.NamedValue{}); !errors.Is(err, driver.ErrSkip) {
+		t.Errorf("CheckNamedValue: %v", err)
+	}
+	if err := pc.Ping(ctx); err != nil {
+		t.Errorf("Ping: %v", err)
+	}
+	if _, err := pc.PrepareContext(ctx, "x"); err == nil || inner.prepared != 1 {
+		t.Errorf("PrepareContext did not fall back to Prepare")
+	}
+	if _, err := pc.BeginTx(ctx, driver.TxOptions{}); err == nil || inner.begun != 1 {
+		t.Errorf("BeginTx did not fall back to Begin")
+	}
+	if _, err := pc.BeginTx(ctx, driver.TxOptions{ReadOnly: true}); err == nil || inner.begun != 1 {
+		t.Errorf("BeginTx with options must refuse without calling Begin")
+	}
+	if err := pc.ResetSession(ctx); err != nil || !pc.IsValid() {
+		t.Errorf("ResetSession/IsValid: %v", err)
+	}
+}

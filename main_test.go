@@ -1,0 +1,111 @@
+package pgfast
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/pgfast/pgfast/internal/netfault"
+	"github.com/pgfast/pgfast/internal/pgtest"
+)
+
+// sharedServer is one throwaway PostgreSQL for the tests that need a running
+// server and do not stop it. Tests that stop or fault a server make their own.
+var (
+	sharedServer *pgtest.Server
+	sharedErr    error
+)
+
+// envRequireDB makes a missing PostgreSQL a failure instead of a skip
+// (set by the README's test command).
+const envRequireDB = "PGFAST_REQUIRE_DB"
+
+func TestMain(m *testing.M) {
+	code := runTests(m)
+	os.Exit(code)
+}
+
+func runTests(m *testing.M) int {
+	// Inside a fault namespace only the fault suite runs; it starts its own servers.
+	if !netfault.Inside() {
+		sharedServer, sharedErr = pgtest.New(pgtest.Options{})
+		if sharedErr == nil {
+			sharedErr = sharedServer.Start()
+		}
+		if sharedServer != nil {
+			defer sharedServer.Cleanup()
+		}
+	}
+	return m.Run()
+}
+
+// server returns the shared running server, or skips (fails under
+// PGFAST_REQUIRE_DB=1) when there is none.
+func server(t testing.TB) *pgtest.Server {
+	t.Helper()
+	if sharedErr != nil || sharedServer == nil {
+		requireOrSkip(t, fmt.Sprintf("no PostgreSQL for tests: %v", sharedErr))
+	}
+	return sharedServer
+}
+
+// newServer creates a server of the test's own, not started.
+func newServer(t testing.TB, opts pgtest.Options) *pgtest.Server {
+	t.Helper()
+	s, err := pgtest.New(opts)
+	if errors.Is(err, pgtest.ErrNoPostgres) {
+		requireOrSkip(t, err.Error())
+	}
+	if err != nil {
+		t.Fatalf("pgtest.New: %v", err)
+	}
+	t.Cleanup(s.Cleanup)
+	return s
+}
+
+func requireOrSkip(t testing.TB, why string) {
+	t.Helper()
+	if os.Getenv(envRequireDB) == "1" {
+		t.Fatalf("%s (and %s=1)", why, envRequireDB)
+	}
+	t.Skip(why)
+}
+
+// backendCase is one row of the backend table every behaviour test runs over.
+type backendCase struct {
+	name    string // pgfast's driver name
+	raw     string // the raw driver's name
+	backend Backend
+}
+
+var backends = []backendCase{
+	{name: "pgfast", raw: "pgx", backend: PGX},
+	{name: "pgfast-pq", raw: "postgres", backend: LibPQ},
+}
+
+// forEachBackend runs f as a subtest per backend.
+func forEachBackend(t *testing.T, f func(t *testing.T, b backendCase)) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) { f(t, b) })
+	}
+}
+
+// freeLoopbackPort returns a TCP port on 127.0.0.1 where nothing listens.
+func freeLoopbackPort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	return port
+}
+
+// withKV appends key=value settings to a key=value DSN.
+func withKV(dsn string, kv ...string) string {
+	return dsn + " " + strings.Join(kv, " ")
+}
