@@ -122,9 +122,12 @@ func TestPQConnCheckoutHooks(t *testing.T) {
 // bareConn implements only driver.Conn, to test the fallbacks.
 type bareConn struct{ prepared, begun int }
 
-func (b *bareConn) Prepare(string) (driver.Stmt, error) { b.prepared++; return nil, errors.New("prepared") }
-func (b *bareConn) Close() error                        { return nil }
-func (b *bareConn) Begin() (driver.Tx, error)           { b.begun++; return nil, errors.New("begun") }
+func (b *bareConn) Prepare(string) (driver.Stmt, error) {
+	b.prepared++
+	return nil, errors.New("prepared")
+}
+func (b *bareConn) Close() error              { return nil }
+func (b *bareConn) Begin() (driver.Tx, error) { b.begun++; return nil, errors.New("begun") }
 
 func TestPQConnFallbacksForMissingInterfaces(t *testing.T) {
 	inner := &bareConn{}
