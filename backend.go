@@ -76,6 +76,10 @@ type seam struct {
 	checkout func(ctx context.Context, nc net.Conn) error
 	// alive reports whether the socket still looks usable (no I/O).
 	alive func(nc net.Conn) bool
+	// onError is told every error a backend call on a connection returned
+	// (adapters that wrap connections call it); the core decides what the
+	// error says about the server (a demoted primary, a dead host).
+	onError func(nc net.Conn, err error)
 }
 
 // dialFunc is pgfast's dial function. Its methods make it a lib/pq Dialer and
