@@ -103,6 +103,13 @@ func (a *pgxAdapter) connector(s *seam) driver.Connector {
 	cc.DialFunc = pgconn.DialFunc(s.dial)
 	cc.LookupFunc = a.lookup
 	cc.ConnectTimeout = s.cfg.ConnectTimeout
+	if s.onError != nil {
+		prev := cc.OnPgError
+		cc.OnPgError = func(pc *pgconn.PgConn, pgErr *pgconn.PgError) bool {
+			s.onError(pc.Conn(), pgErr)
+			return prev == nil || prev(pc, pgErr)
+		}
+	}
 	opts := []stdlib.OptionOpenDB{
 		stdlib.OptionAfterConnect(func(ctx context.Context, c *pgx.Conn) error {
 			if s.afterConnect == nil {
@@ -117,10 +124,16 @@ func (a *pgxAdapter) connector(s *seam) driver.Connector {
 			return err
 		}),
 		stdlib.OptionResetSession(func(ctx context.Context, c *pgx.Conn) error {
+			nc := c.PgConn().Conn()
+			if s.checkRole != nil {
+				if err := s.checkRole(nc, c.PgConn().ParameterStatus); err != nil {
+					return err
+				}
+			}
 			if s.checkout == nil {
 				return nil
 			}
-			return s.checkout(ctx, c.PgConn().Conn())
+			return s.checkout(ctx, nc)
 		}),
 	}
 	if s.alive != nil {
@@ -129,10 +142,30 @@ func (a *pgxAdapter) connector(s *seam) driver.Connector {
 		// hangs on a zombie connection.
 		opts = append(opts, stdlib.OptionShouldPing(func(context.Context, stdlib.ShouldPingParams) bool { return false }))
 	}
-	if s.cfg.LoadBalanceHosts == "random" {
-		opts = append(opts, stdlib.OptionBeforeConnect(stdlib.RandomizeHostOrderFunc))
+	if s.orderHosts != nil && len(cc.Fallbacks) > 0 {
+		opts = append(opts, stdlib.OptionBeforeConnect(func(_ context.Context, cc *pgx.ConnConfig) error {
+			orderPgxHosts(cc, a.hostaddrs, s.orderHosts)
+			return nil
+		}))
 	}
 	return stdlib.GetConnector(*cc, opts...)
+}
+
+// orderPgxHosts rewrites a per-connection copy of the config so that pgx tries
+// its hosts in the order pgfast chose (load_balance_hosts, bad hosts last).
+func orderPgxHosts(cc *pgx.ConnConfig, hostaddrs map[string]string, order func([]HostPort) []int) {
+	all := append([]*pgconn.FallbackConfig{{Host: cc.Host, Port: cc.Port, TLSConfig: cc.TLSConfig}}, cc.Fallbacks...)
+	hosts := make([]HostPort, len(all))
+	for i, fb := range all {
+		hosts[i] = HostPort{Host: fb.Host, Port: fb.Port, Addr: hostaddrs[fb.Host]}
+	}
+	idx := order(hosts)
+	ordered := make([]*pgconn.FallbackConfig, len(all))
+	for i, j := range idx {
+		ordered[i] = all[j]
+	}
+	cc.Host, cc.Port, cc.TLSConfig = ordered[0].Host, ordered[0].Port, ordered[0].TLSConfig
+	cc.Fallbacks = ordered[1:]
 }
 
 // closePgx closes c without waiting on a network that may be dead.

@@ -49,22 +49,57 @@ func pqHost(host, addr string, port uint16) HostPort {
 func (a *pqAdapter) connector(s *seam) driver.Connector {
 	cfg := a.cfg.Clone()
 	cfg.ConnectTimeout = s.cfg.ConnectTimeout
-	inner, _ := pq.NewConnectorConfig(cfg) // never fails
-	inner.Dialer(s.dial)
-	return &pqConnector{inner: inner, seam: s}
+	pc := &pqConnector{cfg: cfg, seam: s}
+	if len(cfg.Multi) > 0 && s.orderHosts != nil {
+		// pgfast orders the hosts itself per connection (random first when
+		// load_balance_hosts=random, bad hosts last).
+		pc.cfg.LoadBalanceHosts = pq.LoadBalanceHostsDisable
+		pc.reorder = true
+	}
+	pc.fixed = pc.connectorFor(pc.cfg)
+	return pc
 }
 
 // pqConnector opens lib/pq connections and wraps them in *PQConn.
 type pqConnector struct {
-	inner *pq.Connector
-	seam  *seam
+	cfg     pq.Config
+	seam    *seam
+	fixed   *pq.Connector // used when the host order never changes
+	reorder bool
 }
 
 var _ driver.Connector = (*pqConnector)(nil)
 
+func (c *pqConnector) connectorFor(cfg pq.Config) *pq.Connector {
+	inner, _ := pq.NewConnectorConfig(cfg) // never fails
+	inner.Dialer(c.seam.dial)
+	return inner
+}
+
+// ordered returns a connector whose host list is in the order pgfast chose.
+func (c *pqConnector) ordered() *pq.Connector {
+	if !c.reorder {
+		return c.fixed
+	}
+	all := append([]pq.ConfigMultihost{{Host: c.cfg.Host, Hostaddr: c.cfg.Hostaddr, Port: c.cfg.Port}}, c.cfg.Multi...)
+	hosts := make([]HostPort, len(all))
+	for i, h := range all {
+		hosts[i] = pqHost(h.Host, h.Hostaddr.String(), h.Port)
+	}
+	idx := c.seam.orderHosts(hosts)
+	cfg := c.cfg
+	first := all[idx[0]]
+	cfg.Host, cfg.Hostaddr, cfg.Port = first.Host, first.Hostaddr, first.Port
+	cfg.Multi = make([]pq.ConfigMultihost, 0, len(idx)-1)
+	for _, j := range idx[1:] {
+		cfg.Multi = append(cfg.Multi, all[j])
+	}
+	return c.connectorFor(cfg)
+}
+
 func (c *pqConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	ctx, rec := withDialRecord(ctx)
-	dc, err := c.inner.Connect(ctx)
+	dc, err := c.ordered().Connect(ctx)
 	nc := rec.done()
 	if err != nil {
 		return nil, err
@@ -78,7 +113,7 @@ func (c *pqConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	return &PQConn{inner: dc, sock: nc, seam: c.seam}, nil
 }
 
-func (c *pqConnector) Driver() driver.Driver { return c.inner.Driver() }
+func (c *pqConnector) Driver() driver.Driver { return c.fixed.Driver() }
 
 // closeSoon closes a connection without waiting on a network that may be dead.
 func closeSoon(dc driver.Conn, nc net.Conn) {

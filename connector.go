@@ -23,6 +23,8 @@ type Connector struct {
 	stateHook   func(State, error)
 	backend     driver.Connector
 	seam        *seam
+	book        *addrBook
+	resolver    hostResolver
 	drv         *connectorDriver
 	ready       *readiness
 
@@ -79,8 +81,15 @@ func newConnector(dsn string, o options) (*Connector, error) {
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.drv = &connectorDriver{c: c}
-	d := newDialer(cfg.dialSettings(), o.resolver)
-	c.seam = &seam{cfg: cfg, dial: recording(d.DialContext), checkout: checkout, alive: alive}
+	c.resolver = o.resolver
+	if c.resolver == nil {
+		c.resolver = net.DefaultResolver
+	}
+	c.book = newAddrBook()
+	c.book.onEvict = c.onEvict
+	d := newDialer(cfg.dialSettings(), c.resolver)
+	d.book = c.book
+	c.seam = c.newSeam(d)
 	c.backend = a.connector(c.seam)
 	if o.noProbe {
 		close(c.done)
@@ -124,7 +133,11 @@ func (c *Connector) Ready(ctx context.Context) error {
 // notReady describes why no connection can be had now.
 func (c *Connector) notReady(waited time.Duration, ctxErr error) error {
 	st, cause, _ := c.ready.load()
-	return &NotReadyError{State: st, Waited: waited, Cause: cause, Err: ctxErr, Addrs: addrStatusesOf(cause)}
+	addrs := c.book.progress(time.Now())
+	if len(addrs) == 0 {
+		addrs = addrStatusesOf(cause)
+	}
+	return &NotReadyError{State: st, Waited: waited, Cause: cause, Err: ctxErr, Addrs: addrs}
 }
 
 // Connect hands out a warm connection when there is one, else dials with ctx.
@@ -279,6 +292,12 @@ func (c *Connector) run() {
 	next := time.Now() // when the next probe may start
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	var dnsTick <-chan time.Time
+	if c.cfg.DNSRecheck > 0 {
+		t := time.NewTicker(c.cfg.DNSRecheck)
+		defer t.Stop()
+		dnsTick = t.C
+	}
 	for {
 		st, _, _ := c.ready.load()
 		if st == StateClosed {
@@ -315,6 +334,10 @@ func (c *Connector) run() {
 			c.settle(r, &bo, &warmDials)
 		case <-wait:
 		case <-c.kick:
+		case <-dnsTick:
+			if st == StateReady {
+				c.recheckDNS(c.ctx)
+			}
 		}
 	}
 }
@@ -398,8 +421,10 @@ type Stats struct {
 	WarmHandedOut int64     // warm connections given to callers
 	WarmIdle      int       // warm connections waiting for a caller
 	StateChanges  int64     // transitions between states
+	Evictions     int64     // address generations evicted
 	LastError     error     // the latest cause recorded with the state
 	StateSince    time.Time // when the current state began
+	Addrs         []AddrStats
 }
 
 // Stats returns a snapshot of the connector's activity.
@@ -414,7 +439,9 @@ func (c *Connector) Stats() Stats {
 		WarmHandedOut: c.stats.handedOut.Load(),
 		WarmIdle:      c.warmCount(),
 		StateChanges:  c.stats.stateChanges.Load(),
+		Evictions:     c.book.evictions.Load(),
 		LastError:     cause,
 		StateSince:    since,
+		Addrs:         c.book.stats(),
 	}
 }

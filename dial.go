@@ -43,6 +43,10 @@ type dialer struct {
 	// defaults to a net.Dialer configured with the socket options; tests
 	// replace it to simulate blackholed addresses.
 	dialAddr func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// book, when set, records every attempt's outcome, orders addresses
+	// known to be bad last, and tracks every socket it makes (health.go).
+	book *addrBook
 }
 
 // newDialer returns a dialer; r == nil means net.DefaultResolver. No caching of ours.
@@ -102,6 +106,10 @@ func (d *dialer) DialContext(ctx context.Context, network, address string) (net.
 	targets := make([]netip.AddrPort, len(addrs))
 	for i, a := range addrs {
 		targets[i] = netip.AddrPortFrom(a, uint16(portNum))
+	}
+	if d.book != nil {
+		d.book.resolved(host, targets)
+		d.book.preferHealthy(targets)
 	}
 	conn, attempts := d.race(ctx, network, targets)
 	switch {
@@ -293,8 +301,22 @@ func (d *dialer) attemptDelay() time.Duration {
 // errAttemptDeadline is the cancellation cause of an attempt's own deadline.
 var errAttemptDeadline = errors.New("pgfast: connect_timeout reached")
 
-// attempt dials one address with its own ConnectTimeout deadline.
+// attempt dials one address with its own ConnectTimeout deadline, and
+// reports its outcome to the address book.
 func (d *dialer) attempt(ctx context.Context, network string, target netip.AddrPort) (net.Conn, error) {
+	if d.book == nil {
+		return d.attemptAddr(ctx, network, target)
+	}
+	d.book.attemptStarted(target)
+	conn, err := d.attemptAddr(ctx, network, target)
+	if tracked := d.book.attemptDone(target, conn, err); tracked != nil {
+		conn = tracked
+	}
+	return conn, err
+}
+
+// attemptAddr dials one address with its own ConnectTimeout deadline.
+func (d *dialer) attemptAddr(ctx context.Context, network string, target netip.AddrPort) (net.Conn, error) {
 	timeout := d.settings.ConnectTimeout
 	attemptCtx := ctx
 	var deadline time.Time

@@ -4,17 +4,389 @@ import (
 	"context"
 	"crypto/tls"
 	"database/sql/driver"
+	"errors"
+	"io"
+	"math/rand/v2"
 	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 )
 
+// addrBook is a connector's view of the server addresses it has dialled: each
+// address's latest outcome, its generation, and the sockets of the current
+// generation. Evicting an address bumps its generation and shuts down every
+// socket of the old one at once, so that in-flight queries fail immediately
+// instead of each waiting out its own timer, and marks the address to be
+// tried last until it is seen alive again.
+type addrBook struct {
+	mu    sync.Mutex
+	addrs map[netip.AddrPort]*addrEntry
+	hosts map[string][]netip.AddrPort // host name → its latest resolution
+
+	evictions atomic.Int64
+	// onEvict is told about every eviction (once per generation), outside
+	// the lock; down says whether the address is believed unreachable.
+	onEvict func(addr netip.AddrPort, cause error, down bool)
+}
+
+// addrEntry is one address's state.
+type addrEntry struct {
+	host    string
+	gen     uint64
+	pending int       // attempts in flight
+	since   time.Time // when the oldest pending attempt started, or the last outcome
+	err     error     // latest failure; nil after a success
+	bad     bool      // evicted or failing: tried last until seen alive
+	conns   map[*trackedConn]struct{}
+}
+
+func newAddrBook() *addrBook {
+	return &addrBook{addrs: make(map[netip.AddrPort]*addrEntry), hosts: make(map[string][]netip.AddrPort)}
+}
+
+// entry returns addr's entry, creating it. The caller holds b.mu.
+func (b *addrBook) entry(addr netip.AddrPort) *addrEntry {
+	e := b.addrs[addr]
+	if e == nil {
+		e = &addrEntry{conns: make(map[*trackedConn]struct{})}
+		b.addrs[addr] = e
+	}
+	return e
+}
+
+// resolved records host's latest answer.
+func (b *addrBook) resolved(host string, targets []netip.AddrPort) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.hosts[host] = slices.Clone(targets)
+	for _, t := range targets {
+		b.entry(t).host = host
+	}
+}
+
+// preferHealthy reorders targets so that addresses known to be bad come
+// last, keeping the order otherwise (a stable partition).
+func (b *addrBook) preferHealthy(targets []netip.AddrPort) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	slices.SortStableFunc(targets, func(x, y netip.AddrPort) int {
+		return boolRank(b.isBad(x)) - boolRank(b.isBad(y))
+	})
+}
+
+func (b *addrBook) isBad(addr netip.AddrPort) bool {
+	e := b.addrs[addr]
+	return e != nil && e.bad
+}
+
+func boolRank(v bool) int {
+	if v {
+		return 1
+	}
+	return 0
+}
+
+// attemptStarted records a connection attempt to addr.
+func (b *addrBook) attemptStarted(addr netip.AddrPort) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e := b.entry(addr)
+	if e.pending == 0 {
+		e.since = time.Now()
+	}
+	e.pending++
+}
+
+// attemptDone records an attempt's outcome; a success is tracked and
+// returned wrapped so the book sees the socket's I/O errors.
+func (b *addrBook) attemptDone(addr netip.AddrPort, nc net.Conn, err error) net.Conn {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e := b.entry(addr)
+	e.pending--
+	if err != nil {
+		if !errors.Is(err, context.Canceled) {
+			e.err, e.bad, e.since = err, true, time.Now()
+		}
+		return nil
+	}
+	e.err, e.bad, e.since = nil, false, time.Now()
+	tc := &trackedConn{Conn: nc, book: b, addr: addr, gen: e.gen}
+	e.conns[tc] = struct{}{}
+	return tc
+}
+
+// evict bumps addr's generation if it is still gen, and shuts down every
+// socket of the old generation. It reports whether it evicted.
+func (b *addrBook) evict(addr netip.AddrPort, gen uint64, cause error, down bool) bool {
+	b.mu.Lock()
+	e := b.addrs[addr]
+	if e == nil || e.gen != gen {
+		b.mu.Unlock()
+		return false
+	}
+	e.gen++
+	e.bad, e.err, e.since = true, cause, time.Now()
+	old := e.conns
+	e.conns = make(map[*trackedConn]struct{})
+	b.mu.Unlock()
+
+	b.evictions.Add(1)
+	for tc := range old {
+		tc.shutdown()
+	}
+	if b.onEvict != nil {
+		b.onEvict(addr, cause, down)
+	}
+	return true
+}
+
+// evictAll evicts every address whose entry matches keep == false.
+func (b *addrBook) evictWhere(cause error, down bool, match func(netip.AddrPort, *addrEntry) bool) {
+	type victim struct {
+		addr netip.AddrPort
+		gen  uint64
+	}
+	var victims []victim
+	b.mu.Lock()
+	for addr, e := range b.addrs {
+		if len(e.conns) > 0 && match(addr, e) {
+			victims = append(victims, victim{addr, e.gen})
+		}
+	}
+	b.mu.Unlock()
+	for _, v := range victims {
+		b.evict(v.addr, v.gen, cause, down)
+	}
+}
+
+// sweep closes the sockets of addr that the liveness check finds dead (after
+// one connection saw the server close it: a restart closes them all, a
+// terminated backend only its own).
+func (b *addrBook) sweep(addr netip.AddrPort) {
+	b.mu.Lock()
+	var conns []*trackedConn
+	if e := b.addrs[addr]; e != nil {
+		for tc := range e.conns {
+			conns = append(conns, tc)
+		}
+	}
+	b.mu.Unlock()
+	for _, tc := range conns {
+		if ok, _ := socketState(tc); !ok {
+			tc.shutdown()
+		}
+	}
+}
+
+func (b *addrBook) untrack(tc *trackedConn) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if e := b.addrs[tc.addr]; e != nil {
+		delete(e.conns, tc)
+	}
+}
+
+// hostBad reports whether every known address of host is bad (a host never
+// resolved is not).
+func (b *addrBook) hostBad(host string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	addrs := b.hosts[host]
+	if ip, err := netip.ParseAddr(host); err == nil && len(addrs) == 0 {
+		for a := range b.addrs {
+			if a.Addr() == ip {
+				addrs = append(addrs, a)
+			}
+		}
+	}
+	if len(addrs) == 0 {
+		return false
+	}
+	for _, a := range addrs {
+		if !b.isBad(a) {
+			return false
+		}
+	}
+	return true
+}
+
+// AddrStats describes one server address a connector has dialled.
+type AddrStats struct {
+	Addr       string    // ip:port
+	Host       string    // the host name it was resolved from, if any
+	Generation uint64    // bumped by every eviction
+	Status     string    // "up", "pending", "failed" or "evicted"
+	OpenConns  int       // sockets of the current generation
+	LastError  error     // the latest failure, nil after a success
+	Since      time.Time // when the status began
+}
+
+// stats lists every address, in address order.
+func (b *addrBook) stats() []AddrStats {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]AddrStats, 0, len(b.addrs))
+	for addr, e := range b.addrs {
+		st := "up"
+		switch {
+		case e.pending > 0 && len(e.conns) == 0 && e.err == nil:
+			st = "pending"
+		case e.bad && e.gen > 0 && len(e.conns) == 0:
+			st = "evicted"
+		case e.err != nil:
+			st = "failed"
+		}
+		out = append(out, AddrStats{Addr: addr.String(), Host: e.host, Generation: e.gen, Status: st,
+			OpenConns: len(e.conns), LastError: e.err, Since: e.since})
+	}
+	slices.SortFunc(out, func(x, y AddrStats) int { return compareStrings(x.Addr, y.Addr) })
+	return out
+}
+
+// progress describes each address's latest outcome for an error message,
+// including attempts still in flight.
+func (b *addrBook) progress(now time.Time) []AddrStatus {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []AddrStatus
+	for addr, e := range b.addrs {
+		switch {
+		case e.pending > 0:
+			out = append(out, AddrStatus{Addr: addr.String(), Err: &pendingError{since: now.Sub(e.since), last: e.err}})
+		case e.err != nil:
+			out = append(out, AddrStatus{Addr: addr.String(), Err: e.err})
+		}
+	}
+	slices.SortFunc(out, func(x, y AddrStatus) int { return compareStrings(x.Addr, y.Addr) })
+	return out
+}
+
+func compareStrings(x, y string) int {
+	switch {
+	case x < y:
+		return -1
+	case x > y:
+		return 1
+	}
+	return 0
+}
+
+// pendingError stands for an attempt that has not answered yet.
+type pendingError struct {
+	since time.Duration
+	last  error
+}
+
+func (e *pendingError) Error() string {
+	s := "no answer yet after " + e.since.Round(time.Millisecond).String()
+	if e.last != nil {
+		s += " (before: " + e.last.Error() + ")"
+	}
+	return s
+}
+
+// trackedConn is a socket pgfast's dialer made, registered in its address's
+// generation. It sees the socket's I/O errors: a network failure on one
+// connection is evidence about the whole address.
+type trackedConn struct {
+	net.Conn
+	book     *addrBook
+	addr     netip.AddrPort
+	gen      uint64
+	reported atomic.Bool
+}
+
+// NetConn returns the underlying socket.
+func (c *trackedConn) NetConn() net.Conn { return c.Conn }
+
+func (c *trackedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil {
+		c.failed(err)
+	}
+	return n, err
+}
+
+func (c *trackedConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if err != nil {
+		c.failed(err)
+	}
+	return n, err
+}
+
+func (c *trackedConn) Close() error {
+	c.book.untrack(c)
+	return c.Conn.Close()
+}
+
+// shutdown closes the socket under whoever uses it: blocked reads and writes
+// return at once.
+func (c *trackedConn) shutdown() {
+	c.reported.Store(true)
+	_ = c.Conn.Close()
+}
+
+// failed classifies an I/O error once per connection.
+func (c *trackedConn) failed(err error) {
+	switch {
+	case errors.Is(err, net.ErrClosed), errors.Is(err, io.ErrShortWrite), isDeadline(err):
+		// closed by us or the driver, or a deadline the driver set for a
+		// context: says nothing about the server.
+		return
+	}
+	if !c.reported.CompareAndSwap(false, true) {
+		return
+	}
+	if hostDeath(err) {
+		c.book.evict(c.addr, c.gen, err, true)
+		return
+	}
+	// The server closed this connection (restart, terminated backend, idle
+	// timeout): close its siblings that are closed too, keep the rest.
+	go c.book.sweep(c.addr)
+}
+
+// isDeadline reports a deadline set on the socket (the drivers set one when a
+// query's context ends).
+func isDeadline(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout() && !errors.Is(err, syscall.ETIMEDOUT)
+}
+
+// hostDeath reports errors that say the server's host is unreachable rather
+// than that the server closed one connection: the kernel gave up
+// (TCP_USER_TIMEOUT, keepalive, retransmissions: ETIMEDOUT), a reset, or no
+// route.
+func hostDeath(err error) bool {
+	for _, errno := range []syscall.Errno{syscall.ETIMEDOUT, syscall.ECONNRESET, syscall.EPIPE,
+		syscall.EHOSTUNREACH, syscall.ENETUNREACH, syscall.ECONNABORTED, syscall.ECONNREFUSED} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	return false
+}
+
+// errServerClosing is what the liveness check reports when an idle
+// connection has an ErrorResponse waiting: the server is terminating it.
+var errServerClosing = errors.New("server is closing the connection")
+
 // rawConnOf returns the syscall.RawConn under a connection pgfast's dialer
-// made, unwrapping TLS.
+// made, unwrapping TLS and pgfast's own wrapper.
 func rawConnOf(nc net.Conn) (syscall.RawConn, bool) {
-	for {
+	for i := 0; i < 8; i++ {
 		switch c := nc.(type) {
 		case *tls.Conn:
 			nc = c.NetConn()
+			continue
+		case *trackedConn:
+			nc = c.Conn
 			continue
 		case syscall.Conn:
 			rc, err := c.SyscallConn()
@@ -25,26 +397,83 @@ func rawConnOf(nc net.Conn) (syscall.RawConn, bool) {
 		}
 		return nil, false
 	}
+	return nil, false
+}
+
+// trackedOf finds pgfast's wrapper under nc (TLS unwrapped).
+func trackedOf(nc net.Conn) *trackedConn {
+	for i := 0; i < 8 && nc != nil; i++ {
+		switch c := nc.(type) {
+		case *trackedConn:
+			return c
+		case *tls.Conn:
+			nc = c.NetConn()
+		default:
+			return nil
+		}
+	}
+	return nil
+}
+
+// socketState is the liveness check on nc: alive, or dead and why.
+func socketState(nc net.Conn) (bool, error) {
+	if nc == nil {
+		return true, nil
+	}
+	rc, ok := rawConnOf(nc)
+	if !ok {
+		return true, nil
+	}
+	return peekState(rc)
 }
 
 // alive reports whether nc still looks usable, without any I/O on the wire.
 func alive(nc net.Conn) bool {
-	if nc == nil {
-		return true
-	}
-	rc, ok := rawConnOf(nc)
-	if !ok {
-		return true
-	}
-	return socketAlive(rc)
+	ok, _ := socketState(nc)
+	return ok
 }
 
 // checkout is run by database/sql (through the backend's ResetSession) before
 // it reuses a connection: a dead socket is driver.ErrBadConn, so database/sql
-// drops the connection and retries on another.
+// drops the connection and retries on another. A socket the kernel killed
+// (keepalive, TCP_USER_TIMEOUT) or that was reset evicts its whole address.
 func checkout(_ context.Context, nc net.Conn) error {
-	if !alive(nc) {
-		return driver.ErrBadConn
+	ok, why := socketState(nc)
+	if ok {
+		return nil
 	}
-	return nil
+	if tc := trackedOf(nc); tc != nil && why != nil {
+		if hostDeath(why) {
+			tc.reported.Store(true)
+			tc.book.evict(tc.addr, tc.gen, why, true)
+		} else if tc.reported.CompareAndSwap(false, true) {
+			go tc.book.sweep(tc.addr)
+		}
+	}
+	return driver.ErrBadConn
+}
+
+// orderHosts returns the order in which to try hosts, as indexes into hosts:
+// shuffled for load_balance_hosts=random, then hosts whose every address is
+// bad last, so that no connection pays a dead host's timeout first.
+func (b *addrBook) orderHosts(hosts []HostPort, random bool) []int {
+	order := make([]int, len(hosts))
+	for i := range order {
+		order[i] = i
+	}
+	if random {
+		rand.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+	}
+	slices.SortStableFunc(order, func(x, y int) int {
+		return boolRank(b.hostBad(hostKey(hosts[x]))) - boolRank(b.hostBad(hostKey(hosts[y])))
+	})
+	return order
+}
+
+// hostKey is the name the dialer sees for a host (its hostaddr when given).
+func hostKey(h HostPort) string {
+	if h.Addr != "" {
+		return h.Addr
+	}
+	return h.Host
 }

@@ -4,6 +4,6 @@ package pgfast
 
 import "syscall"
 
-// socketAlive cannot peek portably without blocking; outside Linux pgfast
+// peekState cannot peek portably without blocking; outside Linux pgfast
 // relies on the backend's own checks and reports every socket alive.
-func socketAlive(syscall.RawConn) bool { return true }
+func peekState(syscall.RawConn) (bool, error) { return true, nil }

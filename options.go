@@ -1,7 +1,9 @@
 package pgfast
 
 import (
+	"context"
 	"log/slog"
+	"net/netip"
 )
 
 // Option configures a Connector made by NewConnector.
@@ -13,7 +15,7 @@ type options struct {
 	minConns  int   // 0: from the DSN (pgfast_min_conns) or DefaultMinConns
 	waitReady *bool // nil: from the DSN (pgfast_wait_ready)
 	stateHook func(State, error)
-	resolver  hostResolver // nil: net.DefaultResolver
+	resolver  Resolver // nil: net.DefaultResolver
 	noProbe   bool         // no background goroutine (Driver.Open)
 }
 
@@ -36,3 +38,14 @@ func WithWaitReady(wait bool) Option { return func(o *options) { o.waitReady = &
 // WithStateHook calls hook on every state change, with the cause of the change
 // (nil when becoming StateReady). It runs on the connector's goroutine: keep it short.
 func WithStateHook(hook func(State, error)) Option { return func(o *options) { o.stateHook = hook } }
+
+// Resolver resolves host names; *net.Resolver satisfies it. pgfast asks it on
+// every dial (and every pgfast_dns_recheck), and caches nothing itself.
+type Resolver interface {
+	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
+}
+
+// WithResolver makes the connector resolve host names with r instead of
+// net.DefaultResolver (service discovery, tests). Note that Go's own resolver
+// caches /etc/hosts for up to 5 s.
+func WithResolver(r Resolver) Option { return func(o *options) { o.resolver = r } }
