@@ -16,7 +16,7 @@ type options struct {
 	waitReady *bool // nil: from the DSN (pgfast_wait_ready)
 	stateHook func(State, error)
 	resolver  Resolver // nil: net.DefaultResolver
-	noProbe   bool         // no background goroutine (Driver.Open)
+	noProbe   bool     // no background goroutine (Driver.Open)
 }
 
 // WithBackend selects the driver pgfast wraps: PGX (default) or LibPQ.
