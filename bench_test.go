@@ -66,21 +66,33 @@ func BenchmarkQueryArg(b *testing.B) {
 }
 
 // BenchmarkOpenUnreachable measures sql.Open on a DSN whose server does not
-// answer (a refused loopback port); Close is outside the timer.
+// answer (a refused loopback port). The *sql.DBs are closed in batches
+// outside the timer.
 func BenchmarkOpenUnreachable(b *testing.B) {
 	dsn := fmt.Sprintf("host=127.0.0.1 port=%d user=x dbname=x sslmode=disable", freeLoopbackPort(b))
 	for _, name := range benchDrivers {
 		b.Run("driver="+name, func(b *testing.B) {
 			b.ReportAllocs()
+			const batch = 200
+			dbs := make([]*sql.DB, 0, batch)
+			closeBatch := func() {
+				b.StopTimer()
+				for _, db := range dbs {
+					db.Close()
+				}
+				dbs = dbs[:0]
+				b.StartTimer()
+			}
 			for i := 0; i < b.N; i++ {
 				db, err := sql.Open(name, dsn)
 				if err != nil {
 					b.Fatal(err)
 				}
-				b.StopTimer()
-				db.Close()
-				b.StartTimer()
+				if dbs = append(dbs, db); len(dbs) == batch {
+					closeBatch()
+				}
 			}
+			closeBatch()
 		})
 	}
 }

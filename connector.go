@@ -289,7 +289,8 @@ func (c *Connector) run() {
 	var bo backoff
 	limit := probeLimit(c.cfg.ConnectTimeout)
 	inflight, warmDials := 0, 0
-	next := time.Now() // when the next probe may start
+	next := time.Now()      // when the next probe may start (backoff)
+	var lastProbe time.Time // when the newest probe started
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	var dnsTick <-chan time.Time
@@ -304,10 +305,18 @@ func (c *Connector) run() {
 			return
 		}
 		now := time.Now()
-		probing := st != StateReady && inflight < limit && !now.Before(next)
+		// A probe starts when the backoff allows it and, while others are
+		// in flight, once the newest has been pending for probeOverlap:
+		// attempts overlap only when one is stuck (a blackholed address).
+		startAt := next
+		if inflight > 0 {
+			startAt = later(next, lastProbe.Add(probeOverlap))
+		}
+		probing := st != StateReady && inflight < limit && !now.Before(startAt)
 		warming := st == StateReady && inflight == 0 && warmDials < c.cfg.MinConns && c.warmCount() < c.cfg.MinConns
 		if probing {
-			next = now.Add(bo.next())
+			next, lastProbe = now.Add(bo.next()), now
+			startAt = later(next, lastProbe.Add(probeOverlap))
 		}
 		if warming {
 			warmDials++
@@ -323,7 +332,7 @@ func (c *Connector) run() {
 		}
 		var wait <-chan time.Time
 		if st != StateReady && inflight < limit {
-			resetTimer(timer, time.Until(next))
+			resetTimer(timer, time.Until(startAt))
 			wait = timer.C
 		}
 		select {
@@ -340,6 +349,17 @@ func (c *Connector) run() {
 			}
 		}
 	}
+}
+
+// probeOverlap is how long the newest background attempt must have been
+// pending before another may start beside it.
+const probeOverlap = time.Second
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // probeLimit is how many background attempts may be in flight at once: enough

@@ -157,7 +157,7 @@ func TestSetsockoptFailureIsReturned(t *testing.T) {
 // dialTestBlackhole returns "127.0.0.1:port" of a listening socket whose
 // accept queue is full, so that the kernel drops further SYNs: connecting
 // to it hangs like connecting to a blackholed address.
-func dialTestBlackhole(t *testing.T) string {
+func dialTestBlackhole(t testing.TB) string {
 	t.Helper()
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {

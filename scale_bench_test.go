@@ -1,0 +1,215 @@
+package pgfast
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pgfast/pgfast/internal/pgtest"
+)
+
+// The scale benchmarks open many tenants' *sql.DB in one process. Run them
+// once each (they set up a server of their own with room for the
+// connections):
+//
+//	go test -run '^$' -bench BenchmarkScale -benchtime 1x -count 5 .
+//
+// The blackholed tenants point at a loopback listener whose accept queue is
+// full, so the kernel drops their SYNs exactly like a blackholed address.
+
+const scaleTenants = 1000
+
+// scaleServer starts a server with room for every tenant's connection.
+func scaleServer(b *testing.B) *pgtest.Server {
+	b.Helper()
+	srv := newServer(b, pgtest.Options{Settings: map[string]string{"max_connections": "1100"}})
+	if err := srv.Start(); err != nil {
+		b.Fatal(err)
+	}
+	return srv
+}
+
+// BenchmarkScaleOpen opens scaleTenants tenants, half on a live server and
+// half blackholed: it reports the time all opens took, and when the last
+// healthy tenant was Ready (measured from the first open).
+func BenchmarkScaleOpen(b *testing.B) {
+	srv := scaleServer(b)
+	live := withKV(srv.DSN(pgtest.TrustUser), "pgfast_dns_recheck=0")
+	blackhole := blackholeDSN(b)
+	for _, bc := range backends {
+		b.Run("driver="+bc.name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				dbs := make([]*sql.DB, 0, scaleTenants)
+				start := time.Now()
+				for t := 0; t < scaleTenants; t++ {
+					dsn := live
+					if t%2 == 1 {
+						dsn = blackhole
+					}
+					db, err := sql.Open(bc.name, dsn)
+					if err != nil {
+						b.Fatal(err)
+					}
+					dbs = append(dbs, db)
+				}
+				opened := time.Since(start)
+				readyAll := waitReady(b, dbs, 0, 2, 20*time.Second)
+				lastReady := time.Since(start)
+				b.ReportMetric(float64(opened.Microseconds())/1000, "open-all-ms")
+				b.ReportMetric(float64(lastReady.Microseconds())/1000, "healthy-ready-ms")
+				closeAll(dbs)
+				if !readyAll {
+					b.Fatal("healthy tenants not all ready within 20 s")
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkScaleIdle measures what an idle tenant costs: goroutines and heap
+// per Ready tenant (its one warm connection included), and per tenant whose
+// database is unreachable (no connection at all).
+func BenchmarkScaleIdle(b *testing.B) {
+	srv := scaleServer(b)
+	dsns := map[string]string{
+		"ready": withKV(srv.DSN(pgtest.TrustUser), "pgfast_dns_recheck=0"),
+		"down":  fmt.Sprintf("host=127.0.0.1 port=%d user=x sslmode=disable", freeLoopbackPort(b)),
+	}
+	for _, bc := range backends {
+		for _, kind := range []string{"ready", "down"} {
+			b.Run(fmt.Sprintf("driver=%s/tenant=%s", bc.name, kind), func(b *testing.B) {
+				for i := 0; i < b.N; i++ {
+					goroutines0, heap0 := settledFootprint()
+					dbs := make([]*sql.DB, 0, scaleTenants/2)
+					for t := 0; t < scaleTenants/2; t++ {
+						db, err := sql.Open(bc.name, dsns[kind])
+						if err != nil {
+							b.Fatal(err)
+						}
+						dbs = append(dbs, db)
+					}
+					want := StateReady
+					if kind == "down" {
+						want = StateDown
+					}
+					waitState(b, dbs, want, 20*time.Second)
+					settleGoroutines(5 * time.Second) // let overlapping attempts finish
+					goroutines1, heap1 := settledFootprint()
+					n := float64(len(dbs))
+					b.ReportMetric(float64(goroutines1-goroutines0)/n, "goroutines/tenant")
+					b.ReportMetric(float64(int64(heap1)-int64(heap0))/n/1024, "heap-KiB/tenant")
+					closeAll(dbs)
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkScaleNaiveStartup is the raw drivers' naive start-up loop for
+// comparison: db.PingContext per tenant in turn, half blackholed, capped at
+// 10 s; it reports how many healthy tenants were reachable when the cap hit.
+func BenchmarkScaleNaiveStartup(b *testing.B) {
+	srv := scaleServer(b)
+	live := srv.DSN(pgtest.TrustUser)
+	blackhole := blackholeDSN(b)
+	for _, raw := range []string{"pgx", "postgres"} {
+		b.Run("driver="+raw, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				healthy := 0
+				for t := 0; t < scaleTenants && ctx.Err() == nil; t++ {
+					dsn := live
+					if t%2 == 1 {
+						dsn = blackhole
+					}
+					db, err := sql.Open(raw, dsn)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if db.PingContext(ctx) == nil {
+						healthy++
+					}
+					db.Close()
+				}
+				cancel()
+				b.ReportMetric(float64(healthy), "healthy-ready-in-10s")
+			}
+		})
+	}
+}
+
+// blackholeDSN is a DSN whose server never answers a SYN.
+func blackholeDSN(b *testing.B) string {
+	host, port, _ := net.SplitHostPort(dialTestBlackhole(b))
+	return fmt.Sprintf("host=%s port=%s user=x sslmode=disable pgfast_dns_recheck=0", host, port)
+}
+
+// waitReady waits until every db at index start, start+step, ... is Ready.
+func waitReady(b *testing.B, dbs []*sql.DB, start, step int, limit time.Duration) bool {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	ok := true
+	for i := start; i < len(dbs); i += step {
+		wg.Add(1)
+		go func(db *sql.DB) {
+			defer wg.Done()
+			if err := Ready(ctx, db); err != nil {
+				mu.Lock()
+				ok = false
+				mu.Unlock()
+			}
+		}(dbs[i])
+	}
+	wg.Wait()
+	return ok
+}
+
+// waitState waits until every db's connector is in state want.
+func waitState(b *testing.B, dbs []*sql.DB, want State, limit time.Duration) {
+	b.Helper()
+	deadline := time.Now().Add(limit)
+	for _, db := range dbs {
+		for ConnectorOf(db).State() != want {
+			if time.Now().After(deadline) {
+				b.Fatalf("state %v, want %v", ConnectorOf(db).State(), want)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
+
+// settledFootprint returns the goroutine count and live heap after a GC.
+func settledFootprint() (int, uint64) {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return runtime.NumGoroutine(), ms.HeapAlloc
+}
+
+// settleGoroutines waits until the goroutine count has not changed for
+// 300 ms, at most limit.
+func settleGoroutines(limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	last, since := runtime.NumGoroutine(), time.Now()
+	for time.Now().Before(deadline) && time.Since(since) < 300*time.Millisecond {
+		time.Sleep(20 * time.Millisecond)
+		if n := runtime.NumGoroutine(); n != last {
+			last, since = n, time.Now()
+		}
+	}
+}
+
+func closeAll(dbs []*sql.DB) {
+	for _, db := range dbs {
+		db.Close()
+	}
+}
