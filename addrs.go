@@ -12,7 +12,7 @@ func (a AddrStatus) String() string {
 	if a.Err == nil {
 		return a.Addr + ": ok"
 	}
-	return fmt.Sprintf("%s: %v", a.Addr, a.Err)
+	return fmt.Sprintf("%s: %s", a.Addr, conciseCause(a.Err))
 }
 
 // addrStatusesOf lists the addresses named by a connection error.

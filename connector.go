@@ -234,7 +234,7 @@ func (c *Connector) setState(st State, err error) {
 	}
 	c.stats.stateChanges.Add(1)
 	if c.log != nil {
-		if err != nil {
+		if err != nil && st != StateClosed {
 			c.log.Warn("pgfast: state changed", "state", st.String(), "cause", err)
 		} else {
 			c.log.Info("pgfast: state changed", "state", st.String())

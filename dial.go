@@ -388,6 +388,10 @@ func (e *DialError) Error() string {
 	b.WriteString("dial ")
 	b.WriteString(net.JoinHostPort(e.Host, e.Port))
 	b.WriteString(": ")
+	if len(e.Attempts) == 1 && e.Attempts[0].Addr.String() == net.JoinHostPort(e.Host, e.Port) {
+		b.WriteString(conciseCause(e.Attempts[0].Err)) // the address is the host
+		return b.String()
+	}
 	for i, a := range e.Attempts {
 		if i > 0 {
 			b.WriteString("; ")

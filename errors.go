@@ -75,7 +75,9 @@ func (e *NotReadyError) Error() string {
 			b.WriteString(a.String())
 		}
 	}
-	if e.Cause != nil {
+	// The cause is worth repeating when the addresses do not already say it
+	// (an authentication failure, a wrong role, ...).
+	if e.Cause != nil && (len(e.Addrs) == 0 || len(dialErrorsIn(e.Cause)) == 0) {
 		b.WriteString(": last error: ")
 		b.WriteString(e.Cause.Error())
 	}

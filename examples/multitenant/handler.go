@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/pgfast/pgfast"
+)
+
+// TenantStatus is a tenant's readiness as the health endpoints report it.
+type TenantStatus struct {
+	ID        string    `json:"id"`
+	State     string    `json:"state"` // connecting, ready, down, closed
+	Ready     bool      `json:"ready"`
+	Since     time.Time `json:"since"`                // when the current state began
+	LastError string    `json:"last_error,omitempty"` // why it is not ready, when known
+}
+
+// statusOf reads a tenant's state from its connector: no I/O, no waiting.
+func statusOf(t *Tenant) TenantStatus {
+	s := t.Connector.Stats()
+	st := TenantStatus{ID: t.ID, State: s.State.String(), Ready: s.State == pgfast.StateReady, Since: s.StateSince}
+	if s.LastError != nil {
+		st.LastError = s.LastError.Error()
+	}
+	return st
+}
+
+// Handler serves the tenants:
+//
+//	GET /readyz               200 when every tenant is ready, else 503; JSON with each tenant's state
+//	GET /tenants/{id}/readyz  200 when that tenant is ready, else 503
+//	GET /tenants/{id}/query   SELECT now() on that tenant's database, within queryTimeout
+//
+// The health endpoints read the connectors' state and never touch a
+// database, so they answer at once whatever the databases do. A query on a
+// tenant that is down fails at once with 503 (pgfast.ErrNotReady) instead of
+// waiting out a dead host's timeouts.
+func Handler(ts *Tenants, queryTimeout time.Duration) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		body := struct {
+			Ready   bool                    `json:"ready"`
+			Tenants map[string]TenantStatus `json:"tenants"`
+		}{Ready: true, Tenants: make(map[string]TenantStatus)}
+		for _, t := range ts.All() {
+			st := statusOf(t)
+			body.Tenants[t.ID] = st
+			body.Ready = body.Ready && st.Ready
+		}
+		writeJSON(w, readyCode(body.Ready), body)
+	})
+	mux.HandleFunc("GET /tenants/{id}/readyz", func(w http.ResponseWriter, r *http.Request) {
+		t := tenantOf(w, r, ts)
+		if t == nil {
+			return
+		}
+		st := statusOf(t)
+		writeJSON(w, readyCode(st.Ready), st)
+	})
+	mux.HandleFunc("GET /tenants/{id}/query", func(w http.ResponseWriter, r *http.Request) {
+		t := tenantOf(w, r, ts)
+		if t == nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
+		defer cancel()
+		var now time.Time
+		err := t.DB.QueryRowContext(ctx, "SELECT now()").Scan(&now)
+		switch {
+		case err == nil:
+			writeJSON(w, http.StatusOK, map[string]any{"tenant": t.ID, "now": now})
+		case errors.Is(err, pgfast.ErrNotReady), errors.Is(err, context.DeadlineExceeded):
+			w.Header().Set("Retry-After", "1")
+			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"tenant": t.ID, "error": err.Error()})
+		default:
+			writeJSON(w, http.StatusInternalServerError, map[string]any{"tenant": t.ID, "error": err.Error()})
+		}
+	})
+	return mux
+}
+
+// tenantOf finds the tenant named in the path, answering 404 if there is none.
+func tenantOf(w http.ResponseWriter, r *http.Request, ts *Tenants) *Tenant {
+	id := r.PathValue("id")
+	t := ts.Get(id)
+	if t == nil {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no tenant " + id})
+	}
+	return t
+}
+
+func readyCode(ready bool) int {
+	if ready {
+		return http.StatusOK
+	}
+	return http.StatusServiceUnavailable
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
