@@ -37,6 +37,11 @@ func parsePGX(dsn string) (*pgxAdapter, *parsedDSN, error) {
 	}
 	p.hosts = append(p.hosts, HostPort{Host: cc.Host, Port: cc.Port})
 	for _, fb := range cc.Fallbacks {
+		// sslmode=prefer/allow gives each host a TLS and a plaintext entry
+		// in a row: list the host once.
+		if last := p.hosts[len(p.hosts)-1]; last.Host == fb.Host && last.Port == fb.Port {
+			continue
+		}
 		p.hosts = append(p.hosts, HostPort{Host: fb.Host, Port: fb.Port})
 	}
 	if v, ok := take(p.leftover, "hostaddr"); ok {

@@ -181,3 +181,18 @@ func FuzzParseDSN(f *testing.F) {
 		}
 	})
 }
+
+func TestHostsListedOnceWhateverTheSSLMode(t *testing.T) {
+	for _, b := range backends {
+		for _, mode := range []string{"disable", "prefer", "allow", "require"} {
+			c, err := NewConnector("host=a.example,b.example port=1,2 sslmode="+mode, WithBackend(b.backend))
+			if err != nil {
+				t.Fatalf("%s sslmode=%s: %v", b.name, mode, err)
+			}
+			if h := c.Config().Hosts; len(h) != 2 || h[0].String() != "a.example:1" || h[1].String() != "b.example:2" {
+				t.Errorf("%s sslmode=%s: hosts %v", b.name, mode, h)
+			}
+			c.Close()
+		}
+	}
+}

@@ -37,6 +37,7 @@ type Connector struct {
 	cancel context.CancelFunc
 	kick   chan struct{}
 	done   chan struct{} // closed when the background goroutine has stopped
+	bg     group         // short-lived background work (role verifications)
 	close  sync.Once
 }
 
@@ -257,6 +258,7 @@ func (c *Connector) Close() error {
 		c.setState(StateClosed, ErrClosed)
 		c.cancel()
 		<-c.done
+		c.bg.closeAndWait()
 		c.mu.Lock()
 		warm := c.warm
 		c.warm = nil

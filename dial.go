@@ -108,7 +108,7 @@ func (d *dialer) DialContext(ctx context.Context, network, address string) (net.
 		targets[i] = netip.AddrPortFrom(a, uint16(portNum))
 	}
 	if d.book != nil {
-		d.book.resolved(host, targets)
+		d.book.resolved(host, port, targets)
 		d.book.preferHealthy(targets)
 	}
 	conn, attempts := d.race(ctx, network, targets)

@@ -25,13 +25,33 @@ import (
 type addrBook struct {
 	mu    sync.Mutex
 	addrs map[netip.AddrPort]*addrEntry
-	hosts map[string][]netip.AddrPort // host name → its latest resolution
+	hosts map[string][]netip.AddrPort // "host:port" → its latest resolution
 
 	evictions atomic.Int64
 	// onEvict is told about every eviction (once per generation), outside
-	// the lock; down says whether the address is believed unreachable.
-	onEvict func(addr netip.AddrPort, cause error, down bool)
+	// the lock.
+	onEvict func(addr netip.AddrPort, cause error, how eviction)
 }
+
+// eviction says how an address's old generation goes.
+type eviction struct {
+	// down: the address is believed unusable now, so the connector goes
+	// Down (callers fail fast) and probes.
+	down bool
+	// soft: the old sockets are doomed rather than shut down: each is
+	// dropped at its next checkout, so queries in flight on a server that is
+	// still healthy (a DNS change) finish.
+	soft bool
+}
+
+var (
+	evictDead  = eviction{down: true} // current evidence the host is unreachable
+	evictStale = eviction{}           // a socket found dead at checkout: old evidence
+	evictMoved = eviction{soft: true} // DNS no longer lists the address
+	// evictRole: the server answers but no longer has the role asked for;
+	// fresh dials validate target_session_attrs and find another server.
+	evictRole = eviction{}
+)
 
 // addrEntry is one address's state.
 type addrEntry struct {
@@ -41,6 +61,7 @@ type addrEntry struct {
 	since   time.Time // when the oldest pending attempt started, or the last outcome
 	err     error     // latest failure; nil after a success
 	bad     bool      // evicted or failing: tried last until seen alive
+	verify  bool      // a role verification is running
 	conns   map[*trackedConn]struct{}
 }
 
@@ -58,11 +79,11 @@ func (b *addrBook) entry(addr netip.AddrPort) *addrEntry {
 	return e
 }
 
-// resolved records host's latest answer.
-func (b *addrBook) resolved(host string, targets []netip.AddrPort) {
+// resolved records host's latest answer (the targets carry the port).
+func (b *addrBook) resolved(host, port string, targets []netip.AddrPort) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.hosts[host] = slices.Clone(targets)
+	b.hosts[net.JoinHostPort(host, port)] = slices.Clone(targets)
 	for _, t := range targets {
 		b.entry(t).host = host
 	}
@@ -120,9 +141,9 @@ func (b *addrBook) attemptDone(addr netip.AddrPort, nc net.Conn, err error) net.
 	return tc
 }
 
-// evict bumps addr's generation if it is still gen, and shuts down every
-// socket of the old generation. It reports whether it evicted.
-func (b *addrBook) evict(addr netip.AddrPort, gen uint64, cause error, down bool) bool {
+// evict bumps addr's generation if it is still gen, and shuts down (or, soft,
+// dooms) every socket of the old generation. It reports whether it evicted.
+func (b *addrBook) evict(addr netip.AddrPort, gen uint64, cause error, how eviction) bool {
 	b.mu.Lock()
 	e := b.addrs[addr]
 	if e == nil || e.gen != gen {
@@ -137,16 +158,20 @@ func (b *addrBook) evict(addr netip.AddrPort, gen uint64, cause error, down bool
 
 	b.evictions.Add(1)
 	for tc := range old {
-		tc.shutdown()
+		if how.soft {
+			tc.doomed.Store(true)
+		} else {
+			tc.shutdown()
+		}
 	}
 	if b.onEvict != nil {
-		b.onEvict(addr, cause, down)
+		b.onEvict(addr, cause, how)
 	}
 	return true
 }
 
-// evictAll evicts every address whose entry matches keep == false.
-func (b *addrBook) evictWhere(cause error, down bool, match func(netip.AddrPort, *addrEntry) bool) {
+// evictWhere evicts every address with open sockets that match.
+func (b *addrBook) evictWhere(cause error, how eviction, match func(netip.AddrPort, *addrEntry) bool) {
 	type victim struct {
 		addr netip.AddrPort
 		gen  uint64
@@ -160,7 +185,7 @@ func (b *addrBook) evictWhere(cause error, down bool, match func(netip.AddrPort,
 	}
 	b.mu.Unlock()
 	for _, v := range victims {
-		b.evict(v.addr, v.gen, cause, down)
+		b.evict(v.addr, v.gen, cause, how)
 	}
 }
 
@@ -183,6 +208,26 @@ func (b *addrBook) sweep(addr netip.AddrPort) {
 	}
 }
 
+// startVerify claims addr's role verification for generation gen.
+func (b *addrBook) startVerify(addr netip.AddrPort, gen uint64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e := b.addrs[addr]
+	if e == nil || e.gen != gen || e.verify {
+		return false
+	}
+	e.verify = true
+	return true
+}
+
+func (b *addrBook) endVerify(addr netip.AddrPort) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if e := b.addrs[addr]; e != nil {
+		e.verify = false
+	}
+}
+
 func (b *addrBook) untrack(tc *trackedConn) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -191,16 +236,18 @@ func (b *addrBook) untrack(tc *trackedConn) {
 	}
 }
 
-// hostBad reports whether every known address of host is bad (a host never
-// resolved is not).
-func (b *addrBook) hostBad(host string) bool {
+// hostBad reports whether every known address of h is bad (a host never
+// dialled is not).
+func (b *addrBook) hostBad(h HostPort) bool {
+	name := hostKey(h)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	addrs := b.hosts[host]
-	if ip, err := netip.ParseAddr(host); err == nil && len(addrs) == 0 {
-		for a := range b.addrs {
-			if a.Addr() == ip {
-				addrs = append(addrs, a)
+	addrs := b.hosts[joinHostPort(name, h.Port)]
+	if len(addrs) == 0 {
+		if ip, err := netip.ParseAddr(name); err == nil {
+			addrs = []netip.AddrPort{netip.AddrPortFrom(ip.Unmap(), h.Port)}
+			if _, known := b.addrs[addrs[0]]; !known {
+				return false
 			}
 		}
 	}
@@ -298,7 +345,8 @@ type trackedConn struct {
 	book     *addrBook
 	addr     netip.AddrPort
 	gen      uint64
-	reported atomic.Bool
+	reported atomic.Bool // an error of this socket was already acted on
+	doomed   atomic.Bool // evicted softly: dropped at its next checkout
 }
 
 // NetConn returns the underlying socket.
@@ -344,12 +392,12 @@ func (c *trackedConn) failed(err error) {
 		return
 	}
 	if hostDeath(err) {
-		c.book.evict(c.addr, c.gen, err, true)
+		c.book.evict(c.addr, c.gen, err, evictDead)
 		return
 	}
 	// The server closed this connection (restart, terminated backend, idle
 	// timeout): close its siblings that are closed too, keep the rest.
-	go c.book.sweep(c.addr)
+	c.book.sweep(c.addr)
 }
 
 // isDeadline reports a deadline set on the socket (the drivers set one when a
@@ -415,10 +463,16 @@ func trackedOf(nc net.Conn) *trackedConn {
 	return nil
 }
 
+// errEvicted is the liveness check's answer for a socket evicted softly.
+var errEvicted = errors.New("connection evicted")
+
 // socketState is the liveness check on nc: alive, or dead and why.
 func socketState(nc net.Conn) (bool, error) {
 	if nc == nil {
 		return true, nil
+	}
+	if tc := trackedOf(nc); tc != nil && tc.doomed.Load() {
+		return false, errEvicted
 	}
 	rc, ok := rawConnOf(nc)
 	if !ok {
@@ -436,18 +490,21 @@ func alive(nc net.Conn) bool {
 // checkout is run by database/sql (through the backend's ResetSession) before
 // it reuses a connection: a dead socket is driver.ErrBadConn, so database/sql
 // drops the connection and retries on another. A socket the kernel killed
-// (keepalive, TCP_USER_TIMEOUT) or that was reset evicts its whole address.
+// (keepalive, TCP_USER_TIMEOUT) or that was reset evicts its whole address:
+// its siblings died the same way. That is old evidence (the socket may have
+// died while the pool sat idle through a blip that is over), so the connector
+// stays Ready and the retry's fresh dial decides whether the server is down.
 func checkout(_ context.Context, nc net.Conn) error {
 	ok, why := socketState(nc)
 	if ok {
 		return nil
 	}
-	if tc := trackedOf(nc); tc != nil && why != nil {
+	if tc := trackedOf(nc); tc != nil && why != nil && why != errEvicted {
 		if hostDeath(why) {
 			tc.reported.Store(true)
-			tc.book.evict(tc.addr, tc.gen, why, true)
+			tc.book.evict(tc.addr, tc.gen, why, evictStale)
 		} else if tc.reported.CompareAndSwap(false, true) {
-			go tc.book.sweep(tc.addr)
+			tc.book.sweep(tc.addr)
 		}
 	}
 	return driver.ErrBadConn
@@ -465,7 +522,7 @@ func (b *addrBook) orderHosts(hosts []HostPort, random bool) []int {
 		rand.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
 	}
 	slices.SortStableFunc(order, func(x, y int) int {
-		return boolRank(b.hostBad(hostKey(hosts[x]))) - boolRank(b.hostBad(hostKey(hosts[y])))
+		return boolRank(b.hostBad(hosts[x])) - boolRank(b.hostBad(hosts[y]))
 	})
 	return order
 }

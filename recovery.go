@@ -27,11 +27,7 @@ func (c *Connector) newSeam(d *dialer) *seam {
 			if param == nil {
 				return nil
 			}
-			if why := roleViolation(c.cfg.TargetSessionAttrs, param); why != "" {
-				c.evictSocket(nc, fmt.Errorf("%w: %s", ErrWrongRole, why))
-				return driver.ErrBadConn
-			}
-			return nil
+			return c.checkRole(nc, param)
 		},
 		orderHosts: func(hosts []HostPort) []int {
 			return c.book.orderHosts(hosts, c.cfg.LoadBalanceHosts == "random")
@@ -40,37 +36,62 @@ func (c *Connector) newSeam(d *dialer) *seam {
 }
 
 // roleViolation says why a server whose reported parameters are param no
-// longer suits tsa, or "" when it does. in_hot_standby is reported by
-// PostgreSQL 14 and later; older servers report nothing and are not judged.
-func roleViolation(tsa string, param func(string) string) string {
+// longer suits tsa, or "" when it does; serverWide tells whether the reason
+// holds for the whole server (in_hot_standby) or may be this session's own
+// (default_transaction_read_only can be SET per session). in_hot_standby is
+// reported by PostgreSQL 14 and later; older servers are not judged by it.
+func roleViolation(tsa string, param func(string) string) (why string, serverWide bool) {
 	standby, readOnly := param("in_hot_standby"), param("default_transaction_read_only")
 	switch tsa {
 	case "read-write":
 		if standby == "on" {
-			return "server is in hot standby"
+			return "server is in hot standby", true
 		}
 		if readOnly == "on" {
-			return "default_transaction_read_only is on"
+			return "default_transaction_read_only is on", false
 		}
 	case "primary":
 		if standby == "on" {
-			return "server is in hot standby"
+			return "server is in hot standby", true
 		}
 	case "standby":
 		if standby == "off" {
-			return "server is no longer a standby"
+			return "server is no longer a standby", true
 		}
 	case "read-only":
 		if standby == "off" && readOnly == "off" {
-			return "server is no longer read-only"
+			return "server is no longer read-only", false
 		}
 	}
-	return ""
+	return "", false
+}
+
+// checkRole judges a connection by the parameters its server reported (at
+// checkout, no round trip). A server-wide change evicts the address at once.
+// A session-level one (default_transaction_read_only can be SET per session)
+// drops just this connection, whose replacement validates
+// target_session_attrs afresh, and verifies the server with a fresh
+// connection before evicting the address.
+func (c *Connector) checkRole(nc net.Conn, param func(string) string) error {
+	why, serverWide := roleViolation(c.cfg.TargetSessionAttrs, param)
+	if why == "" {
+		return nil
+	}
+	cause := fmt.Errorf("%w: %s", ErrWrongRole, why)
+	if serverWide {
+		c.evictSocket(nc, cause)
+	} else {
+		c.verifyRole(nc, cause)
+	}
+	return driver.ErrBadConn
 }
 
 // onBackendError looks at an error a connection returned: SQLSTATE 25006
 // (read-only transaction) on a connection that asked for a writable server
-// means the primary was demoted, so its address is evicted.
+// may mean the primary was demoted, or only that the application wrote in a
+// read-only transaction. The connection is dropped at its next checkout (the
+// error itself reaches the caller unchanged) and the server is verified with
+// a fresh connection.
 func (c *Connector) onBackendError(nc net.Conn, err error) {
 	var coded interface{ SQLState() string }
 	if !errors.As(err, &coded) || coded.SQLState() != "25006" {
@@ -78,25 +99,59 @@ func (c *Connector) onBackendError(nc net.Conn, err error) {
 	}
 	switch c.cfg.TargetSessionAttrs {
 	case "read-write", "primary":
-		c.evictSocket(nc, fmt.Errorf("%w: %w", ErrWrongRole, err))
+		if tc := trackedOf(nc); tc != nil {
+			tc.doomed.Store(true)
+		}
+		c.verifyRole(nc, fmt.Errorf("%w: %w", ErrWrongRole, err))
 	}
 }
 
 // evictSocket evicts the generation of the address nc is connected to.
 func (c *Connector) evictSocket(nc net.Conn, cause error) {
 	if tc := trackedOf(nc); tc != nil {
-		tc.book.evict(tc.addr, tc.gen, cause, true)
+		tc.book.evict(tc.addr, tc.gen, cause, evictRole)
+	}
+}
+
+// verifyRole checks, in the background, whether the server behind nc still
+// suits target_session_attrs: it opens a fresh connection through the backend
+// (which validates target_session_attrs itself). Landing on the same address
+// clears the server; landing elsewhere or failing evicts its address. One
+// verification per address generation runs at a time.
+func (c *Connector) verifyRole(nc net.Conn, cause error) {
+	tc := trackedOf(nc)
+	if tc == nil || !c.book.startVerify(tc.addr, tc.gen) {
+		return
+	}
+	if !c.bg.goIfOpen(func() {
+		defer c.book.endVerify(tc.addr)
+		ctx, cancel := context.WithTimeout(c.ctx, c.cfg.ConnectTimeout*time.Duration(len(c.cfg.Hosts)+1))
+		defer cancel()
+		dc, err := c.backend.Connect(ctx)
+		if err == nil {
+			landed := trackedOf(socketOf(dc))
+			_ = dc.Close()
+			if landed != nil && landed.addr == tc.addr {
+				return // the same server passed validation: a session's own setting
+			}
+		}
+		if c.ctx.Err() != nil {
+			return
+		}
+		tc.book.evict(tc.addr, tc.gen, cause, evictRole)
+	}) {
+		c.book.endVerify(tc.addr)
 	}
 }
 
 // onEvict is the address book's report of an eviction: logged once, and when
 // the address is believed unreachable (or has the wrong role) the connector
 // goes Down so that callers fail fast while it probes for a usable server.
-func (c *Connector) onEvict(addr netip.AddrPort, cause error, down bool) {
+func (c *Connector) onEvict(addr netip.AddrPort, cause error, how eviction) {
 	if c.log != nil {
 		c.log.Warn("pgfast: evicted connections to an address", "addr", addr.String(), "cause", cause)
 	}
-	if down {
+	if how.down {
 		c.setState(StateDown, fmt.Errorf("%s: %w", addr, cause))
 	}
 }
@@ -120,7 +175,7 @@ func (c *Connector) recheckDNS(ctx context.Context) {
 			current[ip.Unmap()] = true
 		}
 		host, port := h.Host, h.Port
-		c.book.evictWhere(fmt.Errorf("DNS no longer lists it for %s", host), false, func(a netip.AddrPort, e *addrEntry) bool {
+		c.book.evictWhere(fmt.Errorf("DNS no longer lists it for %s", host), evictMoved, func(a netip.AddrPort, e *addrEntry) bool {
 			return e.host == host && a.Port() == port && !current[a.Addr().Unmap()]
 		})
 	}

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/pgfast/pgfast"
+	"github.com/pgfast/pgfast/internal/timeline"
+)
+
+// runExplain runs "pgfast explain".
+func runExplain(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("explain", flag.ContinueOnError)
+	backend := fs.String("backend", "pgx", "the parser that reads the DSN: pgx or pq")
+	dsn, err := parseArgs(fs, args, stderr)
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(stderr, err)
+		}
+		return exitUsage
+	}
+	b, ok := map[string]pgfast.Backend{"pgx": pgfast.PGX, "pq": pgfast.LibPQ, "lib/pq": pgfast.LibPQ}[*backend]
+	if !ok {
+		fmt.Fprintf(stderr, "pgfast explain: --backend must be pgx or pq, not %q\n", *backend)
+		return exitUsage
+	}
+	info, err := pgfast.InspectDSN(dsn, b)
+	if err != nil {
+		fmt.Fprintln(stderr, "pgfast explain:", err)
+		return exitUsage
+	}
+	k, notes := timeline.ReadKernel(timeline.ProcDir)
+	writeExplainText(stdout, explain(info, k, notes))
+	return exitOK
+}
+
+// driverModel is how one driver sets up its connections.
+type driverModel struct {
+	name           string
+	socket         timeline.Socket
+	connectTimeout time.Duration // 0: none
+	connectScope   string        // what connect_timeout bounds
+}
+
+// explanation is everything explain prints.
+type explanation struct {
+	info        *pgfast.DSNInfo
+	kernel      timeline.Kernel
+	kernelNotes []string
+	drivers     []driverModel // pgfast, pgx, lib/pq
+	// connect, idle and unacked hold one result per driver.
+	connect, idle, unacked []timeline.Result
+	// kernelOnly is pgfast's connect result without connect_timeout.
+	kernelOnly timeline.Result
+	notes      []string
+}
+
+// explain models pgfast and the raw drivers with the DSN's settings.
+func explain(info *pgfast.DSNInfo, k timeline.Kernel, kernelNotes []string) explanation {
+	c := info.Config
+	goDefault := timeline.GoDefaultSocket()
+	raw := info.RawConnectTimeout
+	e := explanation{
+		info:        info,
+		kernel:      k,
+		kernelNotes: kernelNotes,
+		drivers: []driverModel{
+			{
+				name: "pgfast",
+				socket: timeline.Socket{Keepalive: c.Keepalives, KeepIdle: c.KeepalivesIdle, KeepIntvl: c.KeepalivesInterval,
+					KeepCount: c.KeepalivesCount, UserTimeout: c.TCPUserTimeout},
+				connectTimeout: c.ConnectTimeout,
+				connectScope:   "per address",
+			},
+			{name: "pgx", socket: goDefault, connectTimeout: raw, connectScope: "per address"},
+			{name: "lib/pq", socket: goDefault, connectTimeout: raw, connectScope: "per host"},
+		},
+	}
+	for _, d := range e.drivers {
+		e.connect = append(e.connect, timeline.Connect(k, d.socket, d.connectTimeout))
+		e.idle = append(e.idle, timeline.Idle(k, d.socket))
+		e.unacked = append(e.unacked, timeline.Unacked(k, d.socket))
+	}
+	e.kernelOnly = timeline.Connect(k, e.drivers[0].socket, 0)
+	e.notes = explainNotes(info)
+	return e
+}
+
+// explainNotes are the remarks that depend on the DSN.
+func explainNotes(info *pgfast.DSNInfo) []string {
+	var notes []string
+	var rejected []string
+	for k := range info.Forwarded {
+		if strings.HasPrefix(k, "keepalives") {
+			rejected = append(rejected, k)
+		}
+	}
+	slices.Sort(rejected)
+	if len(rejected) > 0 {
+		notes = append(notes, fmt.Sprintf("pgx and lib/pq do not know %s: they send them to the server as startup "+
+			"parameters, which the server refuses (unrecognized configuration parameter, SQLSTATE 42704), so "+
+			"with this DSN the raw drivers cannot connect at all. Their columns assume those keys were removed.",
+			strings.Join(rejected, ", ")))
+	}
+	if v, ok := info.Forwarded["tcp_user_timeout"]; ok {
+		notes = append(notes, fmt.Sprintf("tcp_user_timeout=%s reaches the server as its own setting with the raw "+
+			"drivers: it bounds the server's socket, the client's socket gets no TCP_USER_TIMEOUT.", v))
+	}
+	if info.RawConnectTimeout == 0 {
+		notes = append(notes, fmt.Sprintf("connect_timeout is unset (or 0): pgfast applies %s, the raw drivers wait "+
+			"for the kernel.", timeline.Format(info.Config.ConnectTimeout)))
+	}
+	if allUnix(info.Config.Hosts) {
+		notes = append(notes, "every host is a Unix socket: there is no TCP, none of the timelines below applies.")
+	}
+	return notes
+}
+
+// allUnix reports whether every host is a Unix-domain socket directory.
+func allUnix(hosts []pgfast.HostPort) bool {
+	if len(hosts) == 0 {
+		return false
+	}
+	for _, h := range hosts {
+		if !strings.HasPrefix(h.Host, "/") || h.Addr != "" {
+			return false
+		}
+	}
+	return true
+}
