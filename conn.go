@@ -5,6 +5,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"net"
+	"sync/atomic"
 )
 
 // PQConn is the connection "pgfast-pq" hands to database/sql: lib/pq's own
@@ -14,10 +15,21 @@ import (
 // Code that needs lib/pq's connection in sql.Conn.Raw reaches it with Unwrap:
 //
 //	conn.Raw(func(dc any) error { inner := dc.(*pgfast.PQConn).Unwrap(); ... })
+//
+// A call's context always unblocks it: while a call with a context runs (for
+// a query, until its rows are closed; for a transaction, until Commit or
+// Rollback), the context's end puts a past deadline on the socket, so the
+// call returns at once and the connection is discarded (pq_ctx.go). Every
+// error lib/pq returns is also told to pgfast's core (seam.onError).
 type PQConn struct {
 	inner driver.Conn
 	sock  net.Conn
 	seam  *seam
+
+	// interrupted is set, to the error of the context that ended, once a
+	// context's end has put a past deadline on sock: the connection is
+	// unusable from then on.
+	interrupted atomic.Pointer[error]
 }
 
 var (
@@ -38,66 +50,137 @@ func (c *PQConn) Unwrap() driver.Conn { return c.inner }
 // NetConn returns the socket pgfast's dialer made for this connection.
 func (c *PQConn) NetConn() net.Conn { return c.sock }
 
-// Prepare passes through.
-func (c *PQConn) Prepare(query string) (driver.Stmt, error) { return c.inner.Prepare(query) }
+// Prepare passes through; the statement is wrapped (pq_stmt.go).
+func (c *PQConn) Prepare(query string) (driver.Stmt, error) {
+	if err := c.usable(); err != nil {
+		return nil, err
+	}
+	st, err := c.inner.Prepare(query)
+	if err != nil {
+		return nil, c.check(err)
+	}
+	return c.wrapStmt(st), nil
+}
 
-// Close passes through.
-func (c *PQConn) Close() error { return c.inner.Close() }
+// Close passes through. It never waits on the network once a context ended a
+// call (the socket's deadline has passed).
+func (c *PQConn) Close() error {
+	err := c.inner.Close()
+	if err != nil && c.interrupted.Load() == nil {
+		c.report(err)
+	}
+	return err
+}
 
 // Begin passes through.
 //
 // Deprecated: database/sql calls BeginTx; Begin is part of driver.Conn.
 func (c *PQConn) Begin() (driver.Tx, error) {
-	return c.inner.Begin() //nolint:staticcheck // required by driver.Conn
+	if err := c.usable(); err != nil {
+		return nil, err
+	}
+	tx, err := c.inner.Begin() //nolint:staticcheck // required by driver.Conn
+	if err != nil {
+		return nil, c.check(err)
+	}
+	return &pqTx{c: c, inner: tx, ctx: context.Background()}, nil
 }
 
 // PrepareContext passes through, or falls back to Prepare as database/sql does.
 func (c *PQConn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
-	if p, ok := c.inner.(driver.ConnPrepareContext); ok {
-		return p.PrepareContext(ctx, query)
+	p, ok := c.inner.(driver.ConnPrepareContext)
+	if !ok {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		return c.Prepare(query)
 	}
-	if err := ctx.Err(); err != nil {
+	stop, err := c.watch(ctx)
+	if err != nil {
 		return nil, err
 	}
-	return c.inner.Prepare(query)
+	st, err := p.PrepareContext(ctx, query)
+	c.unwatch(ctx, stop)
+	if err != nil {
+		return nil, c.check(err)
+	}
+	return c.wrapStmt(st), nil
 }
 
-// BeginTx passes through, or falls back to Begin as database/sql does.
+// BeginTx passes through, or falls back to Begin as database/sql does. ctx
+// is watched until Commit or Rollback.
 func (c *PQConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
-	if b, ok := c.inner.(driver.ConnBeginTx); ok {
-		return b.BeginTx(ctx, opts)
-	}
-	if opts.Isolation != 0 || opts.ReadOnly {
+	b, ok := c.inner.(driver.ConnBeginTx)
+	if !ok && (opts.Isolation != 0 || opts.ReadOnly) {
 		return nil, errors.New("pgfast: driver does not support non-default isolation level or read-only transactions")
 	}
-	if err := ctx.Err(); err != nil {
+	stop, err := c.watch(ctx)
+	if err != nil {
 		return nil, err
 	}
-	return c.inner.Begin() //nolint:staticcheck // the documented fallback
+	var tx driver.Tx
+	if ok {
+		tx, err = b.BeginTx(ctx, opts)
+	} else {
+		tx, err = c.inner.Begin() //nolint:staticcheck // the documented fallback
+	}
+	if err != nil {
+		c.unwatch(ctx, stop)
+		return nil, c.check(err)
+	}
+	return &pqTx{c: c, inner: tx, ctx: ctx, stop: stop}, nil
 }
 
 // ExecContext passes through; driver.ErrSkip makes database/sql prepare instead.
 func (c *PQConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
-	if e, ok := c.inner.(driver.ExecerContext); ok {
-		return e.ExecContext(ctx, query, args)
+	e, ok := c.inner.(driver.ExecerContext)
+	if !ok {
+		return nil, driver.ErrSkip
 	}
-	return nil, driver.ErrSkip
+	stop, err := c.watch(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res, err := e.ExecContext(ctx, query, args)
+	c.unwatch(ctx, stop)
+	if err != nil {
+		return nil, c.check(err)
+	}
+	return res, nil
 }
 
-// QueryContext passes through; driver.ErrSkip makes database/sql prepare instead.
+// QueryContext passes through; driver.ErrSkip makes database/sql prepare
+// instead. ctx is watched until the rows are closed.
 func (c *PQConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
-	if q, ok := c.inner.(driver.QueryerContext); ok {
-		return q.QueryContext(ctx, query, args)
+	q, ok := c.inner.(driver.QueryerContext)
+	if !ok {
+		return nil, driver.ErrSkip
 	}
-	return nil, driver.ErrSkip
+	stop, err := c.watch(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := q.QueryContext(ctx, query, args)
+	if err != nil {
+		c.unwatch(ctx, stop)
+		return nil, c.check(err)
+	}
+	return c.wrapRows(rows, ctx, stop), nil
 }
 
 // Ping passes through (no Pinger: nil, as database/sql).
 func (c *PQConn) Ping(ctx context.Context) error {
-	if p, ok := c.inner.(driver.Pinger); ok {
-		return p.Ping(ctx)
+	p, ok := c.inner.(driver.Pinger)
+	if !ok {
+		return nil
 	}
-	return nil
+	stop, err := c.watch(ctx)
+	if err != nil {
+		return err
+	}
+	err = p.Ping(ctx)
+	c.unwatch(ctx, stop)
+	return c.check(err)
 }
 
 // CheckNamedValue passes through; driver.ErrSkip selects database/sql's default conversion.
@@ -108,11 +191,23 @@ func (c *PQConn) CheckNamedValue(nv *driver.NamedValue) error {
 	return driver.ErrSkip
 }
 
-// ResetSession runs pgfast's checkout check, then lib/pq's own.
+// ResetSession reports a connection a context interrupted as bad, then runs
+// pgfast's checkout checks (lib/pq does not expose the server's
+// ParameterStatus values, so checkRole gets none), then lib/pq's own.
 func (c *PQConn) ResetSession(ctx context.Context) error {
-	if c.seam.checkout != nil && c.sock != nil {
-		if err := c.seam.checkout(ctx, c.sock); err != nil {
-			return err
+	if c.interrupted.Load() != nil {
+		return driver.ErrBadConn
+	}
+	if c.seam != nil && c.sock != nil {
+		if c.seam.checkout != nil {
+			if err := c.seam.checkout(ctx, c.sock); err != nil {
+				return err
+			}
+		}
+		if c.seam.checkRole != nil {
+			if err := c.seam.checkRole(c.sock, nil); err != nil {
+				return err
+			}
 		}
 	}
 	if r, ok := c.inner.(driver.SessionResetter); ok {
@@ -121,10 +216,13 @@ func (c *PQConn) ResetSession(ctx context.Context) error {
 	return nil
 }
 
-// IsValid reports false when pgfast's liveness check or lib/pq finds the
-// connection unusable.
+// IsValid reports false when a context interrupted a call on the connection,
+// or when pgfast's liveness check or lib/pq finds it unusable.
 func (c *PQConn) IsValid() bool {
-	if c.seam.alive != nil && c.sock != nil && !c.seam.alive(c.sock) {
+	if c.interrupted.Load() != nil {
+		return false
+	}
+	if c.seam != nil && c.seam.alive != nil && c.sock != nil && !c.seam.alive(c.sock) {
 		return false
 	}
 	if v, ok := c.inner.(driver.Validator); ok {

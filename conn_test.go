@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"errors"
+	"fmt"
 	"net"
 	"testing"
 
@@ -156,5 +157,140 @@ func TestPQConnFallbacksForMissingInterfaces(t *testing.T) {
 	}
 	if err := pc.ResetSession(ctx); err != nil || !pc.IsValid() {
 		t.Errorf("ResetSession/IsValid: %v", err)
+	}
+}
+
+func TestPQConnRowsPassThroughColumnTypesAndResultSets(t *testing.T) {
+	db, mock := newMockPQ(t, &seam{})
+	raw, err := sql.Open("sqlmock", "pgfast-mock-"+t.Name()) // database/sql directly on the same mock
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+
+	defined := func() *sqlmock.Rows {
+		return sqlmock.NewRowsWithColumnDefinition(
+			sqlmock.NewColumn("n").OfType("NUMERIC", 1.5).WithPrecisionAndScale(7, 2).Nullable(true),
+			sqlmock.NewColumn("s").OfType("VARCHAR", "").WithLength(10),
+		).AddRow(1.5, "a")
+	}
+	plain := func() *sqlmock.Rows { return sqlmock.NewRows([]string{"x"}).AddRow(1) }
+
+	describe := func(db *sql.DB, query string) string {
+		rows, err := db.Query(query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var out string
+		for {
+			cts, err := rows.ColumnTypes()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, ct := range cts {
+				l, lok := ct.Length()
+				p, s, dok := ct.DecimalSize()
+				out += fmt.Sprintf("[%s %s %v %d %v %d %d %v]", ct.Name(), ct.DatabaseTypeName(), ct.ScanType(), l, lok, p, s, dok)
+				if _, ok := ct.Nullable(); ok && db != raw {
+					t.Error("Nullable passed through, but lib/pq's rows do not implement it")
+				}
+			}
+			for rows.Next() {
+				out += "row;"
+			}
+			if !rows.NextResultSet() {
+				break
+			}
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	// Column types known (two result sets), then unknown (database/sql's defaults).
+	for _, q := range []string{"DEFINED", "PLAIN"} {
+		for range 2 {
+			if q == "DEFINED" {
+				mock.ExpectQuery(q).WillReturnRows(defined(), defined())
+			} else {
+				mock.ExpectQuery(q).WillReturnRows(plain(), plain())
+			}
+		}
+		want, got := describe(raw, q), describe(db, q)
+		if got != want {
+			t.Fatalf("through PQConn:\n%s\ndirect:\n%s", got, want)
+		}
+		t.Log(got)
+	}
+}
+
+func TestPQConnReportsEveryBackendError(t *testing.T) {
+	rec := &errRecorder{}
+	db, mock := newMockPQ(t, &seam{onError: rec.onError})
+	fail := errors.New("backend error")
+	mock.ExpectExec("E").WillReturnError(fail)
+	mock.ExpectQuery("Q").WillReturnError(fail)
+	mock.ExpectQuery("R").WillReturnRows(sqlmock.NewRows([]string{"x"}).AddRow(1).AddRow(2).RowError(1, fail))
+	mock.ExpectPrepare("P").WillReturnError(fail)
+	mock.ExpectBegin().WillReturnError(fail)
+	mock.ExpectBegin()
+	mock.ExpectCommit().WillReturnError(fail)
+	mock.ExpectExec("OK").WillReturnResult(sqlmock.NewResult(0, 1))
+
+	if _, err := db.Exec("E"); !errors.Is(err, fail) {
+		t.Fatal(err)
+	}
+	if _, err := db.Query("Q"); !errors.Is(err, fail) {
+		t.Fatal(err)
+	}
+	rows, err := db.Query("R")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+	}
+	if !errors.Is(rows.Err(), fail) {
+		t.Fatal(rows.Err())
+	}
+	rows.Close()
+	if _, err := db.Prepare("P"); !errors.Is(err, fail) {
+		t.Fatal(err)
+	}
+	if _, err := db.Begin(); !errors.Is(err, fail) {
+		t.Fatal(err)
+	}
+	tx, err := db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); !errors.Is(err, fail) {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec("OK"); err != nil {
+		t.Fatal(err)
+	}
+	if err := mock.ExpectationsWereMet(); err != nil {
+		t.Fatal(err)
+	}
+
+	errs, socks := rec.snapshot()
+	if len(errs) != 6 {
+		t.Fatalf("onError told %d errors, want 6: %v", len(errs), errs)
+	}
+	for i, err := range errs {
+		if !errors.Is(err, fail) || socks[i] == nil || socks[i] != socks[0] {
+			t.Errorf("onError(%p, %v)", socks[i], err)
+		}
+	}
+}
+
+func TestPQConnNilSeamAndHooks(t *testing.T) {
+	pc := &PQConn{inner: &bareConn{}}
+	if _, err := pc.PrepareContext(context.Background(), "x"); err == nil {
+		t.Fatal("want the inner error")
+	}
+	if err := pc.ResetSession(context.Background()); err != nil || !pc.IsValid() {
+		t.Fatalf("ResetSession/IsValid without a seam: %v", err)
 	}
 }

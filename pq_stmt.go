@@ -1,0 +1,178 @@
+package pgfast
+
+import (
+	"context"
+	"database/sql/driver"
+	"errors"
+)
+
+// pqStmt wraps a lib/pq prepared statement: each call's context is watched
+// (for a query, until its rows are closed) and errors are told to the core.
+//
+// lib/pq's statement calls, unlike its connection calls, wait for their
+// cancel request to finish before returning: a context that ends during
+// stmt.ExecContext/QueryContext makes lib/pq dial a new connection and read
+// it to EOF, and on a silent network that waits out connect_timeout after the
+// context ended. So pqStmt calls lib/pq's statement with
+// context.Background() (lib/pq starts no goroutine and sends no cancel
+// request) and relies on its own watch alone: the call returns when the
+// context ends, and the connection is discarded, which ends the session on
+// the server once it notices the socket closed (server-side limits such as
+// statement_timeout or client_connection_check_interval bound the work the
+// server may go on doing meanwhile).
+//
+// lib/pq's statements (*stmt, and *copyin for pq.CopyIn) implement
+// driver.Stmt; *stmt also StmtExecContext and StmtQueryContext; *copyin also
+// CopyData(ctx, line). Neither implements ColumnConverter or
+// NamedValueChecker, so neither does pqStmt: database/sql converts
+// arguments with the connection's CheckNamedValue, as with raw lib/pq (and a
+// NumInput of -1, pq.CopyIn's, keeps disabling its argument count check).
+type pqStmt struct {
+	c     *PQConn
+	inner driver.Stmt
+}
+
+// pqCopyStmt is a pqStmt around pq.CopyIn's statement, which also has a
+// CopyData method.
+type pqCopyStmt struct {
+	pqStmt
+}
+
+// copyDataer is pq.CopyIn's statement's extra method.
+type copyDataer interface {
+	CopyData(ctx context.Context, line string) (driver.Result, error)
+}
+
+var (
+	_ driver.Stmt             = (*pqStmt)(nil)
+	_ driver.StmtExecContext  = (*pqStmt)(nil)
+	_ driver.StmtQueryContext = (*pqStmt)(nil)
+	_ driver.Stmt             = (*pqCopyStmt)(nil)
+	_ driver.StmtExecContext  = (*pqCopyStmt)(nil)
+	_ copyDataer              = (*pqCopyStmt)(nil)
+)
+
+// wrapStmt wraps a statement lib/pq prepared on c.
+func (c *PQConn) wrapStmt(st driver.Stmt) driver.Stmt {
+	if _, ok := st.(copyDataer); ok {
+		return &pqCopyStmt{pqStmt{c: c, inner: st}}
+	}
+	return &pqStmt{c: c, inner: st}
+}
+
+// Close passes through.
+func (s *pqStmt) Close() error { return s.c.check(s.inner.Close()) }
+
+// NumInput passes through.
+func (s *pqStmt) NumInput() int { return s.inner.NumInput() }
+
+// Exec passes through.
+//
+// Deprecated: database/sql calls ExecContext; Exec is part of driver.Stmt.
+func (s *pqStmt) Exec(args []driver.Value) (driver.Result, error) {
+	if err := s.c.usable(); err != nil {
+		return nil, err
+	}
+	res, err := s.inner.Exec(args) //nolint:staticcheck // required by driver.Stmt
+	return res, s.c.check(err)
+}
+
+// Query passes through.
+//
+// Deprecated: database/sql calls QueryContext; Query is part of driver.Stmt.
+func (s *pqStmt) Query(args []driver.Value) (driver.Rows, error) {
+	if err := s.c.usable(); err != nil {
+		return nil, err
+	}
+	rows, err := s.inner.Query(args) //nolint:staticcheck // required by driver.Stmt
+	if err != nil {
+		return nil, s.c.check(err)
+	}
+	return s.c.wrapRows(rows, context.Background(), nil), nil
+}
+
+// ExecContext runs the statement with ctx watched.
+func (s *pqStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
+	e, hasCtx := s.inner.(driver.StmtExecContext)
+	var vals []driver.Value
+	if !hasCtx {
+		var err error
+		if vals, err = namedValuesToValues(args); err != nil {
+			return nil, err
+		}
+	}
+	stop, err := s.c.watch(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var res driver.Result
+	if hasCtx {
+		res, err = e.ExecContext(context.Background(), args)
+	} else {
+		res, err = s.inner.Exec(vals) //nolint:staticcheck // database/sql's fallback
+	}
+	s.c.unwatch(ctx, stop)
+	if err != nil {
+		return nil, s.c.check(err)
+	}
+	return res, nil
+}
+
+// QueryContext runs the statement with ctx watched until the rows are closed.
+func (s *pqStmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
+	q, hasCtx := s.inner.(driver.StmtQueryContext)
+	var vals []driver.Value
+	if !hasCtx {
+		var err error
+		if vals, err = namedValuesToValues(args); err != nil {
+			return nil, err
+		}
+	}
+	stop, err := s.c.watch(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var rows driver.Rows
+	if hasCtx {
+		rows, err = q.QueryContext(context.Background(), args)
+	} else {
+		rows, err = s.inner.Query(vals) //nolint:staticcheck // database/sql's fallback
+	}
+	if err != nil {
+		s.c.unwatch(ctx, stop)
+		return nil, s.c.check(err)
+	}
+	return s.c.wrapRows(rows, ctx, stop), nil
+}
+
+// CopyData passes through with ctx watched. lib/pq's own watch here is a
+// connection-level one, which never waits for its cancel request.
+func (s *pqCopyStmt) CopyData(ctx context.Context, line string) (driver.Result, error) {
+	stop, err := s.c.watch(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.inner.(copyDataer).CopyData(ctx, line)
+	s.c.unwatch(ctx, stop)
+	if err != nil {
+		return nil, s.c.check(err)
+	}
+	return res, nil
+}
+
+// errNamedParams is database/sql's answer to named arguments for a statement
+// without StmtExecContext/StmtQueryContext.
+var errNamedParams = errors.New("sql: driver does not support the use of Named Parameters")
+
+// namedValuesToValues converts arguments as database/sql does for a statement
+// that takes driver.Values.
+func namedValuesToValues(named []driver.NamedValue) ([]driver.Value, error) {
+	vals := make([]driver.Value, len(named))
+	for i, nv := range named {
+		if nv.Name != "" {
+			return nil, errNamedParams
+		}
+		vals[i] = nv.Value
+	}
+	return vals, nil
+}
