@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -347,6 +348,7 @@ type trackedConn struct {
 	gen      uint64
 	reported atomic.Bool // an error of this socket was already acted on
 	doomed   atomic.Bool // evicted softly: dropped at its next checkout
+	evicted  atomic.Bool // shut down by an eviction
 }
 
 // NetConn returns the underlying socket.
@@ -355,7 +357,7 @@ func (c *trackedConn) NetConn() net.Conn { return c.Conn }
 func (c *trackedConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if err != nil {
-		c.failed(err)
+		err = c.ioError(err)
 	}
 	return n, err
 }
@@ -363,9 +365,19 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 func (c *trackedConn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
 	if err != nil {
-		c.failed(err)
+		err = c.ioError(err)
 	}
 	return n, err
+}
+
+// ioError reports err to the book, and turns any error of a socket pgfast shut
+// down into errConnEvicted.
+func (c *trackedConn) ioError(err error) error {
+	if c.evicted.Load() {
+		return errConnEvicted
+	}
+	c.failed(err)
+	return err
 }
 
 func (c *trackedConn) Close() error {
@@ -374,11 +386,28 @@ func (c *trackedConn) Close() error {
 }
 
 // shutdown closes the socket under whoever uses it: blocked reads and writes
-// return at once.
+// return at once, with errConnEvicted. That error is a timeout, which the
+// drivers report to the caller: pgx takes "use of closed network connection"
+// for a connection that never sent the statement and database/sql would run
+// it again on another connection, a duplicate write.
 func (c *trackedConn) shutdown() {
 	c.reported.Store(true)
+	c.evicted.Store(true)
+	_ = c.Conn.SetDeadline(time.Unix(1, 0))
 	_ = c.Conn.Close()
 }
+
+// errConnEvicted is the I/O error of a socket pgfast shut down.
+var errConnEvicted error = evictedConnError{}
+
+type evictedConnError struct{}
+
+func (evictedConnError) Error() string   { return "pgfast: connection shut down: its server was evicted" }
+func (evictedConnError) Timeout() bool   { return true }
+func (evictedConnError) Temporary() bool { return false }
+
+// Is makes it match os.ErrDeadlineExceeded, as the deadline it stands for.
+func (evictedConnError) Is(target error) bool { return target == os.ErrDeadlineExceeded }
 
 // failed classifies an I/O error once per connection.
 func (c *trackedConn) failed(err error) {

@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -594,4 +595,49 @@ func hcIsBackendError(b backendCase, err error, code string) bool {
 		return errors.As(err, &pqErr) && string(pqErr.Code) == code
 	}
 	return false
+}
+
+// TestEvictionNeverRunsAStatementTwice: shutting down the socket under a
+// statement in flight must give the caller an error; pgx would otherwise
+// take the closed socket for a statement never sent, and database/sql would
+// run it again on a fresh connection.
+func TestEvictionNeverRunsAStatementTwice(t *testing.T) {
+	srv := server(t)
+	forEachBackend(t, func(t *testing.T, b backendCase) {
+		db := openT(t, b, srv.DSN(pgtest.TrustUser))
+		readyT(t, db, 10*time.Second)
+		db.SetMaxOpenConns(1)
+		table := "evict_once_" + strings.ReplaceAll(b.name, "-", "_")
+		mustExec(t, db, "DROP TABLE IF EXISTS "+table)
+		mustExec(t, db, "CREATE TABLE "+table+" (x int)")
+
+		ctx := context.Background()
+		conn, err := db.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tc *trackedConn
+		if err := conn.Raw(func(dc any) error {
+			tc = trackedOf(socketOf(dc.(driver.Conn)))
+			return nil
+		}); err != nil || tc == nil {
+			t.Fatalf("no tracked socket: %v", err)
+		}
+		conn.Close() // back to the pool: the next statement runs on it
+
+		time.AfterFunc(300*time.Millisecond, tc.shutdown)
+		start := time.Now()
+		_, err = db.ExecContext(ctx, "INSERT INTO "+table+" SELECT 1 FROM pg_sleep(1)")
+		if err == nil {
+			t.Fatalf("the statement whose socket was shut down succeeded after %v: it ran again", time.Since(start))
+		}
+		if d := time.Since(start); d > 900*time.Millisecond {
+			t.Errorf("the caller waited %v after the shutdown", d)
+		}
+		time.Sleep(1200 * time.Millisecond) // let a cancelled or orphaned run finish
+		var n int
+		if err := db.QueryRow("SELECT count(*) FROM " + table).Scan(&n); err != nil || n > 1 {
+			t.Fatalf("rows = %d (%v), want at most 1", n, err)
+		}
+	})
 }
