@@ -12,8 +12,8 @@ import (
 // request on a new connection and then keeps reading the old socket: on a
 // network that has gone silent the call stays blocked until the kernel gives
 // up on the socket. So every PQConn call with a context arms
-// context.AfterFunc: when the context ends during the call, it puts a past
-// deadline on the socket pgfast's dialer made, which makes the blocked read
+// context.AfterFunc: when the context ends during the call, it puts (after
+// cancelGrace) a past deadline on the socket pgfast's dialer made, which makes the blocked read
 // or write return at once, and marks the connection interrupted
 // (ResetSession: driver.ErrBadConn, IsValid: false), so database/sql
 // discards it. The call's work ends, and the watch is disarmed, when the call
@@ -49,8 +49,17 @@ func (c *PQConn) watch(ctx context.Context) (stop func() bool, err error) {
 		return nil, ctx.Err()
 	default:
 	}
-	return context.AfterFunc(ctx, func() { c.interrupt(ctx.Err()) }), nil
+	return context.AfterFunc(ctx, func() {
+		time.AfterFunc(cancelGrace, func() { c.interrupt(ctx.Err()) })
+	}), nil
 }
+
+// cancelGrace is how long a call whose context ended may still run before its
+// socket's deadline is expired: long enough for lib/pq's cancel request (its
+// goroutine also watches the context) to reach a healthy server and the
+// server's answer to come back, so the statement is cancelled server-side;
+// short enough that on a dead network the call still returns at once.
+const cancelGrace = 50 * time.Millisecond
 
 // unwatch disarms a watch. When its context ended first, the connection is
 // interrupted before unwatch returns, even if the AfterFunc is still running.
