@@ -93,56 +93,65 @@ func (s *pqStmt) Query(args []driver.Value) (driver.Rows, error) {
 
 // ExecContext runs the statement with ctx watched.
 func (s *pqStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
-	e, hasCtx := s.inner.(driver.StmtExecContext)
-	var vals []driver.Value
-	if !hasCtx {
-		var err error
-		if vals, err = namedValuesToValues(args); err != nil {
-			return nil, err
-		}
+	var viaCtx func(context.Context, []driver.NamedValue) (driver.Result, error)
+	if e, ok := s.inner.(driver.StmtExecContext); ok {
+		viaCtx = e.ExecContext
 	}
-	stop, err := s.c.watch(ctx)
+	res, stop, err := callWatched(s, ctx, args, viaCtx, s.inner.Exec) //nolint:staticcheck // database/sql's fallback
 	if err != nil {
 		return nil, err
 	}
-	var res driver.Result
-	if hasCtx {
-		res, err = e.ExecContext(context.Background(), args)
-	} else {
-		res, err = s.inner.Exec(vals) //nolint:staticcheck // database/sql's fallback
-	}
 	s.c.unwatch(ctx, stop)
-	if err != nil {
-		return nil, s.c.check(err)
-	}
 	return res, nil
 }
 
 // QueryContext runs the statement with ctx watched until the rows are closed.
 func (s *pqStmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
-	q, hasCtx := s.inner.(driver.StmtQueryContext)
+	var viaCtx func(context.Context, []driver.NamedValue) (driver.Rows, error)
+	if q, ok := s.inner.(driver.StmtQueryContext); ok {
+		viaCtx = q.QueryContext
+	}
+	rows, stop, err := callWatched(s, ctx, args, viaCtx, s.inner.Query) //nolint:staticcheck // database/sql's fallback
+	if err != nil {
+		return nil, err
+	}
+	return s.c.wrapRows(rows, ctx, stop), nil
+}
+
+// callWatched makes one call on the inner statement with ctx watched by the
+// connection (see PQConn.watch): through viaCtx, with a Background context so
+// lib/pq never starts its own cancel, when the inner statement has a context
+// method, else through viaValues, database/sql's fallback for statements
+// without one. On success the watch is still armed and its stop is returned:
+// ExecContext disarms it at once, QueryContext when the rows close. On error
+// it is already disarmed.
+func callWatched[T any](s *pqStmt, ctx context.Context, args []driver.NamedValue,
+	viaCtx func(context.Context, []driver.NamedValue) (T, error),
+	viaValues func([]driver.Value) (T, error),
+) (T, func() bool, error) {
+	var zero T
 	var vals []driver.Value
-	if !hasCtx {
+	if viaCtx == nil {
 		var err error
 		if vals, err = namedValuesToValues(args); err != nil {
-			return nil, err
+			return zero, nil, err
 		}
 	}
 	stop, err := s.c.watch(ctx)
 	if err != nil {
-		return nil, err
+		return zero, nil, err
 	}
-	var rows driver.Rows
-	if hasCtx {
-		rows, err = q.QueryContext(context.Background(), args)
+	var out T
+	if viaCtx != nil {
+		out, err = viaCtx(context.Background(), args)
 	} else {
-		rows, err = s.inner.Query(vals) //nolint:staticcheck // database/sql's fallback
+		out, err = viaValues(vals)
 	}
 	if err != nil {
 		s.c.unwatch(ctx, stop)
-		return nil, s.c.check(err)
+		return zero, nil, s.c.check(err)
 	}
-	return s.c.wrapRows(rows, ctx, stop), nil
+	return out, stop, nil
 }
 
 // CopyData passes through with ctx watched. lib/pq's own watch here is a
