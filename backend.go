@@ -81,10 +81,10 @@ type seam struct {
 	// error says about the server (a demoted primary, a dead host).
 	onError func(nc net.Conn, err error)
 	// checkRole runs at checkout with the server's reported parameters
-	// (ParameterStatus; nil when the backend does not expose them): a server
-	// that no longer has the role target_session_attrs asked for is
-	// driver.ErrBadConn and its address is evicted.
-	checkRole func(nc net.Conn, param func(string) string) error
+	// (nil when the backend does not expose them): a server that no longer
+	// has the role target_session_attrs asked for is driver.ErrBadConn and
+	// its address is evicted.
+	checkRole func(nc net.Conn, params serverParams) error
 	// orderHosts returns the order to try the DSN's hosts in, as indexes.
 	orderHosts func(hosts []HostPort) []int
 }

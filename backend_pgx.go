@@ -131,7 +131,7 @@ func (a *pgxAdapter) connector(s *seam) driver.Connector {
 		stdlib.OptionResetSession(func(ctx context.Context, c *pgx.Conn) error {
 			nc := c.PgConn().Conn()
 			if s.checkRole != nil {
-				if err := s.checkRole(nc, c.PgConn().ParameterStatus); err != nil {
+				if err := s.checkRole(nc, c.PgConn()); err != nil {
 					return err
 				}
 			}

@@ -446,7 +446,10 @@ type Stats struct {
 	Evictions     int64     // address generations evicted
 	LastError     error     // the latest cause recorded with the state
 	StateSince    time.Time // when the current state began
-	Addrs         []AddrStats
+	// Addrs lists the server addresses the connector knows: every address
+	// dialled, except those that DNS no longer lists for their host once no
+	// socket to them is left (they are forgotten then).
+	Addrs []AddrStats
 }
 
 // Stats returns a snapshot of the connector's activity.

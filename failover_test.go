@@ -258,7 +258,8 @@ func foAssertNoConnsTo(t *testing.T, c *Connector, ip string, port int) {
 	}
 	a, ok := foAddrStats(c, ip, port)
 	if !ok {
-		t.Errorf("Stats().Addrs has no entry for %s:%d: %+v", ip, port, st.Addrs)
+		// Forgotten: the book drops an address DNS no longer lists only
+		// once no socket of any generation is open to it.
 		return
 	}
 	if a.OpenConns != 0 {

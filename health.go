@@ -58,12 +58,13 @@ var (
 type addrEntry struct {
 	host    string
 	gen     uint64
-	pending int       // attempts in flight
-	since   time.Time // when the oldest pending attempt started, or the last outcome
-	err     error     // latest failure; nil after a success
-	bad     bool      // evicted or failing: tried last until seen alive
-	verify  bool      // a role verification is running
-	conns   map[*trackedConn]struct{}
+	pending int                       // attempts in flight
+	since   time.Time                 // when the oldest pending attempt started, or the last outcome
+	err     error                     // latest failure; nil after a success
+	bad     bool                      // evicted or failing: tried last until seen alive
+	verify  bool                      // a role verification is running
+	conns   map[*trackedConn]struct{} // open sockets of the current generation
+	sockets int                       // open sockets of any generation
 }
 
 func newAddrBook() *addrBook {
@@ -87,6 +88,30 @@ func (b *addrBook) resolved(host, port string, targets []netip.AddrPort) {
 	b.hosts[net.JoinHostPort(host, port)] = slices.Clone(targets)
 	for _, t := range targets {
 		b.entry(t).host = host
+	}
+	if len(targets) > 0 {
+		b.pruneLocked(host, targets[0].Port(), func(a netip.AddrPort) bool { return slices.Contains(targets, a) })
+	}
+}
+
+// prune forgets the addresses of host:port that its latest resolution no
+// longer lists (listed reports which it does) once nothing refers to them:
+// no attempt in flight, no open socket of any generation, no verification.
+// A process whose DNS name moves from address to address for months keeps
+// only the addresses it can still use or still has sockets to. A forgotten
+// address that comes back starts afresh, as one never seen.
+func (b *addrBook) prune(host string, port uint16, listed func(netip.AddrPort) bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.pruneLocked(host, port, listed)
+}
+
+func (b *addrBook) pruneLocked(host string, port uint16, listed func(netip.AddrPort) bool) {
+	for addr, e := range b.addrs {
+		if e.host == host && addr.Port() == port && !listed(addr) &&
+			e.pending == 0 && e.sockets == 0 && !e.verify {
+			delete(b.addrs, addr)
+		}
 	}
 }
 
@@ -137,7 +162,11 @@ func (b *addrBook) attemptDone(addr netip.AddrPort, nc net.Conn, err error) net.
 		return nil
 	}
 	e.err, e.bad, e.since = nil, false, time.Now()
+	e.sockets++
 	tc := &trackedConn{Conn: nc, book: b, addr: addr, gen: e.gen}
+	if rc, ok := rawConnOf(nc); ok {
+		tc.peek = newPeeker(rc)
+	}
 	e.conns[tc] = struct{}{}
 	return tc
 }
@@ -229,11 +258,13 @@ func (b *addrBook) endVerify(addr netip.AddrPort) {
 	}
 }
 
+// untrack forgets a socket that is closing; it runs once per socket.
 func (b *addrBook) untrack(tc *trackedConn) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if e := b.addrs[tc.addr]; e != nil {
 		delete(e.conns, tc)
+		e.sockets--
 	}
 }
 
@@ -349,6 +380,8 @@ type trackedConn struct {
 	reported atomic.Bool // an error of this socket was already acted on
 	doomed   atomic.Bool // evicted softly: dropped at its next checkout
 	evicted  atomic.Bool // shut down by an eviction
+	closed   atomic.Bool // Close ran
+	peek     *peeker     // the liveness check, nil when the socket has no fd
 }
 
 // NetConn returns the underlying socket.
@@ -380,8 +413,12 @@ func (c *trackedConn) ioError(err error) error {
 	return err
 }
 
+// Close closes the socket and takes it out of the book (once, however often
+// the driver calls it).
 func (c *trackedConn) Close() error {
-	c.book.untrack(c)
+	if c.closed.CompareAndSwap(false, true) {
+		c.book.untrack(c)
+	}
 	return c.Conn.Close()
 }
 
@@ -500,8 +537,13 @@ func socketState(nc net.Conn) (bool, error) {
 	if nc == nil {
 		return true, nil
 	}
-	if tc := trackedOf(nc); tc != nil && tc.doomed.Load() {
-		return false, errEvicted
+	if tc := trackedOf(nc); tc != nil {
+		if tc.doomed.Load() {
+			return false, errEvicted
+		}
+		if tc.peek != nil {
+			return tc.peek.state()
+		}
 	}
 	rc, ok := rawConnOf(nc)
 	if !ok {

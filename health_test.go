@@ -10,6 +10,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -339,7 +340,7 @@ func TestRoleViolation(t *testing.T) {
 			}
 			return ""
 		}
-		why, _ := roleViolation(tc.tsa, param)
+		why, _ := roleViolation(tc.tsa, paramFunc(param))
 		if (why != "") != tc.violation {
 			t.Errorf("roleViolation(%s, in_hot_standby=%q default_transaction_read_only=%q) = %q, want violation %v",
 				tc.tsa, tc.p.standby, tc.p.readOnly, why, tc.violation)
@@ -456,6 +457,69 @@ func TestHostOrderBookUntilSeenAlive(t *testing.T) {
 				t.Errorf("after %s was seen alive again: order %v, want [0 1]", tc.hosts[0], got)
 			}
 		})
+	}
+}
+
+// paramFunc serves ParameterStatus from a function.
+type paramFunc func(string) string
+
+func (f paramFunc) ParameterStatus(key string) string { return f(key) }
+
+// TestAddrBookForgetsAddressesDNSNoLongerLists: a name that moves from
+// address to address must not grow the book without bound. An address that
+// left the answer is forgotten once no socket of any generation and no
+// attempt refers to it; until then it stays, so its sockets' generation
+// checks still hold.
+func TestAddrBookForgetsAddressesDNSNoLongerLists(t *testing.T) {
+	b := newAddrBook()
+	a1 := netip.MustParseAddrPort("127.0.0.2:5432")
+	a2 := netip.MustParseAddrPort("127.0.0.3:5432")
+	a3 := netip.MustParseAddrPort("127.0.0.4:5432")
+	other := netip.MustParseAddrPort("127.0.0.2:5433") // same name, other port
+	connect := func(a netip.AddrPort) net.Conn {
+		b.attemptStarted(a)
+		client, server := net.Pipe()
+		t.Cleanup(func() { server.Close() })
+		return b.attemptDone(a, client, nil)
+	}
+	known := func() []netip.AddrPort {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		out := slices.Collect(maps.Keys(b.addrs))
+		slices.SortFunc(out, netip.AddrPort.Compare)
+		return out
+	}
+
+	b.resolved("db.test", "5433", []netip.AddrPort{other})
+	b.attemptStarted(other)
+	b.attemptDone(other, nil, errors.New("connection refused"))
+
+	b.resolved("db.test", "5432", []netip.AddrPort{a1})
+	tc1 := connect(a1)
+	b.evict(a1, 0, errors.New("gone"), evictMoved) // its socket is now of an old generation
+	b.resolved("db.test", "5432", []netip.AddrPort{a2})
+	b.attemptStarted(a2)
+	b.attemptDone(a2, nil, errors.New("connection refused"))
+	if got, want := known(), []netip.AddrPort{a1, other, a2}; !slices.Equal(got, want) {
+		t.Fatalf("with a socket still open to %s: book %v, want %v", a1, got, want)
+	}
+
+	tc1.Close()
+	tc1.Close() // drivers may close twice; it counts once
+	b.resolved("db.test", "5432", []netip.AddrPort{a3})
+	if got, want := known(), []netip.AddrPort{other, a3}; !slices.Equal(got, want) {
+		t.Fatalf("after the socket closed and the name moved on: book %v, want %v", got, want)
+	}
+
+	b.attemptStarted(a3) // an attempt in flight keeps it
+	b.prune("db.test", 5432, func(netip.AddrPort) bool { return false })
+	if got := known(); !slices.Contains(got, a3) {
+		t.Fatalf("an address with an attempt in flight was forgotten: book %v", got)
+	}
+	b.attemptDone(a3, nil, context.Canceled)
+	b.prune("db.test", 5432, func(netip.AddrPort) bool { return false })
+	if got, want := known(), []netip.AddrPort{other}; !slices.Equal(got, want) {
+		t.Fatalf("after the recheck listed none of port 5432: book %v, want %v (the other port untouched)", got, want)
 	}
 }
 

@@ -23,11 +23,11 @@ func (c *Connector) newSeam(d *dialer) *seam {
 		checkout: checkout,
 		alive:    alive,
 		onError:  c.onBackendError,
-		checkRole: func(nc net.Conn, param func(string) string) error {
-			if param == nil {
+		checkRole: func(nc net.Conn, params serverParams) error {
+			if params == nil {
 				return nil
 			}
-			return c.checkRole(nc, param)
+			return c.checkRole(nc, params)
 		},
 		orderHosts: func(hosts []HostPort) []int {
 			return c.book.orderHosts(hosts, c.cfg.LoadBalanceHosts == "random")
@@ -35,13 +35,24 @@ func (c *Connector) newSeam(d *dialer) *seam {
 	}
 }
 
-// roleViolation says why a server whose reported parameters are param no
+// serverParams is what a server reported in ParameterStatus messages
+// (*pgconn.PgConn has it).
+type serverParams interface {
+	ParameterStatus(key string) string
+}
+
+// roleViolation says why a server whose reported parameters are params no
 // longer suits tsa, or "" when it does; serverWide tells whether the reason
 // holds for the whole server (in_hot_standby) or may be this session's own
 // (default_transaction_read_only can be SET per session). in_hot_standby is
 // reported by PostgreSQL 14 and later; older servers are not judged by it.
-func roleViolation(tsa string, param func(string) string) (why string, serverWide bool) {
-	standby, readOnly := param("in_hot_standby"), param("default_transaction_read_only")
+func roleViolation(tsa string, params serverParams) (why string, serverWide bool) {
+	switch tsa {
+	case "", "any", "prefer-standby":
+		return "", false // nothing to judge: no lookups on the checkout path
+	}
+	standby := params.ParameterStatus("in_hot_standby")
+	readOnly := params.ParameterStatus("default_transaction_read_only")
 	switch tsa {
 	case "read-write":
 		if standby == "on" {
@@ -72,8 +83,8 @@ func roleViolation(tsa string, param func(string) string) (why string, serverWid
 // drops just this connection, whose replacement validates
 // target_session_attrs afresh, and verifies the server with a fresh
 // connection before evicting the address.
-func (c *Connector) checkRole(nc net.Conn, param func(string) string) error {
-	why, serverWide := roleViolation(c.cfg.TargetSessionAttrs, param)
+func (c *Connector) checkRole(nc net.Conn, params serverParams) error {
+	why, serverWide := roleViolation(c.cfg.TargetSessionAttrs, params)
 	if why == "" {
 		return nil
 	}
@@ -178,5 +189,6 @@ func (c *Connector) recheckDNS(ctx context.Context) {
 		c.book.evictWhere(fmt.Errorf("DNS no longer lists it for %s", host), evictMoved, func(a netip.AddrPort, e *addrEntry) bool {
 			return e.host == host && a.Port() == port && !current[a.Addr().Unmap()]
 		})
+		c.book.prune(host, port, func(a netip.AddrPort) bool { return current[a.Addr().Unmap()] })
 	}
 }
