@@ -1,3 +1,5 @@
+//go:build linux
+
 package pgfast
 
 import (
@@ -34,40 +36,69 @@ func scaleServer(b *testing.B) *pgtest.Server {
 	return srv
 }
 
-// BenchmarkScaleOpen opens scaleTenants tenants, half on a live server and
-// half blackholed: it reports the time all opens took, and when the last
-// healthy tenant was Ready (measured from the first open).
+// BenchmarkScaleOpen opens scaleTenants tenants and reports the wall time all
+// opens took, the CPU time the opening goroutine's thread used for them (the
+// caller's own cost: no network I/O happens on it), the slowest single open,
+// and when the last healthy tenant was Ready (measured from the first open).
+// mix=half-live is the scenario: every other tenant on a live server,
+// the rest blackholed, so the server forks a backend per live tenant on the
+// same cores while the loop runs. mix=all-blackholed has no server work
+// competing for the CPU.
 func BenchmarkScaleOpen(b *testing.B) {
 	srv := scaleServer(b)
 	live := withKV(srv.DSN(pgtest.TrustUser), "pgfast_dns_recheck=0")
 	blackhole := blackholeDSN(b)
 	for _, bc := range backends {
-		b.Run("driver="+bc.name, func(b *testing.B) {
-			for i := 0; i < b.N; i++ {
-				dbs := make([]*sql.DB, 0, scaleTenants)
-				start := time.Now()
-				for t := 0; t < scaleTenants; t++ {
-					dsn := live
-					if t%2 == 1 {
-						dsn = blackhole
-					}
-					db, err := sql.Open(bc.name, dsn)
-					if err != nil {
-						b.Fatal(err)
-					}
-					dbs = append(dbs, db)
+		for _, mix := range []string{"half-live", "all-blackholed"} {
+			b.Run(fmt.Sprintf("driver=%s/mix=%s", bc.name, mix), func(b *testing.B) {
+				for i := 0; i < b.N; i++ {
+					scaleOpenOnce(b, bc.name, func(t int) string {
+						if mix == "half-live" && t%2 == 0 {
+							return live
+						}
+						return blackhole
+					}, mix == "half-live")
 				}
-				opened := time.Since(start)
-				readyAll := waitReady(b, dbs, 0, 2, 20*time.Second)
-				lastReady := time.Since(start)
-				b.ReportMetric(float64(opened.Microseconds())/1000, "open-all-ms")
-				b.ReportMetric(float64(lastReady.Microseconds())/1000, "healthy-ready-ms")
-				closeAll(dbs)
-				if !readyAll {
-					b.Fatal("healthy tenants not all ready within 20 s")
-				}
-			}
-		})
+			})
+		}
+	}
+}
+
+// scaleOpenOnce opens scaleTenants tenants with dsnOf(t), reports the open
+// metrics, waits for the live (even) tenants to be Ready when waitLive, and
+// closes them all.
+func scaleOpenOnce(b *testing.B, driverName string, dsnOf func(t int) string, waitLive bool) {
+	dbs := make([]*sql.DB, 0, scaleTenants)
+	var slowest time.Duration
+	runtime.LockOSThread()
+	cpu0, cpuOK := threadCPU()
+	start := time.Now()
+	for t := 0; t < scaleTenants; t++ {
+		t0 := time.Now()
+		db, err := sql.Open(driverName, dsnOf(t))
+		if err != nil {
+			runtime.UnlockOSThread()
+			b.Fatal(err)
+		}
+		slowest = max(slowest, time.Since(t0))
+		dbs = append(dbs, db)
+	}
+	opened := time.Since(start)
+	cpu1, _ := threadCPU()
+	runtime.UnlockOSThread()
+	defer closeAll(dbs)
+	b.ReportMetric(float64(opened.Microseconds())/1000, "open-all-ms")
+	b.ReportMetric(float64(slowest.Microseconds())/1000, "slowest-open-ms")
+	if cpuOK {
+		b.ReportMetric(float64((cpu1-cpu0).Microseconds())/1000, "open-all-cpu-ms")
+	}
+	if !waitLive {
+		return
+	}
+	readyAll := waitReady(b, dbs, 0, 2, 20*time.Second)
+	b.ReportMetric(float64(time.Since(start).Microseconds())/1000, "healthy-ready-ms")
+	if !readyAll {
+		b.Fatal("healthy tenants not all ready within 20 s")
 	}
 }
 
