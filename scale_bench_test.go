@@ -37,9 +37,8 @@ func scaleServer(b *testing.B) *pgtest.Server {
 }
 
 // BenchmarkScaleOpen opens scaleTenants tenants and reports the wall time all
-// opens took, the CPU time the opening goroutine's thread used for them (the
-// caller's own cost: no network I/O happens on it), the slowest single open,
-// and when the last healthy tenant was Ready (measured from the first open).
+// opens took, the slowest single open, and when the last healthy tenant was
+// Ready (measured from the first open).
 // mix=half-live is the scenario: every other tenant on a live server,
 // the rest blackholed, so the server forks a backend per live tenant on the
 // same cores while the loop runs. mix=all-blackholed has no server work
@@ -70,28 +69,20 @@ func BenchmarkScaleOpen(b *testing.B) {
 func scaleOpenOnce(b *testing.B, driverName string, dsnOf func(t int) string, waitLive bool) {
 	dbs := make([]*sql.DB, 0, scaleTenants)
 	var slowest time.Duration
-	runtime.LockOSThread()
-	cpu0, cpuOK := threadCPU()
 	start := time.Now()
 	for t := 0; t < scaleTenants; t++ {
 		t0 := time.Now()
 		db, err := sql.Open(driverName, dsnOf(t))
 		if err != nil {
-			runtime.UnlockOSThread()
 			b.Fatal(err)
 		}
 		slowest = max(slowest, time.Since(t0))
 		dbs = append(dbs, db)
 	}
 	opened := time.Since(start)
-	cpu1, _ := threadCPU()
-	runtime.UnlockOSThread()
 	defer closeAll(dbs)
 	b.ReportMetric(float64(opened.Microseconds())/1000, "open-all-ms")
 	b.ReportMetric(float64(slowest.Microseconds())/1000, "slowest-open-ms")
-	if cpuOK {
-		b.ReportMetric(float64((cpu1-cpu0).Microseconds())/1000, "open-all-cpu-ms")
-	}
 	if !waitLive {
 		return
 	}
