@@ -800,25 +800,7 @@ func foQueriesAfterHeal(t *testing.T, db *sql.DB) int {
 // foFillPool leaves n idle connections in db's pool.
 func foFillPool(t *testing.T, db *sql.DB, n int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	var conns []*sql.Conn
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
-	for range n {
-		conn, err := db.Conn(ctx)
-		if err != nil {
-			t.Fatalf("filling the pool: %v", err)
-		}
-		conns = append(conns, conn)
-		var pid int
-		if err := conn.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
-			t.Fatalf("filling the pool: %v", err)
-		}
-	}
+	hcHoldPIDs(t, db, n)
 }
 
 // foExecN runs n quick queries that must succeed.

@@ -672,20 +672,7 @@ func faultActiveBlackhole(t *testing.T, b backendCase) {
 	time.Sleep(300 * time.Millisecond)
 	dropAt := e.drop(netfault.Rule{Port: port, Direction: "both"})
 
-	r, ok := faultWait(pgfastCh, dropAt.Add(faultAfterDropCap))
-	if !ok {
-		t.Fatalf("pgfast query still blocked %v after all traffic was dropped", faultAfterDropCap)
-	}
-	took := r.end.Sub(dropAt)
-	switch {
-	case r.end.Before(dropAt):
-		t.Fatalf("pgfast query ended before the drop: %v", r.err)
-	case r.err == nil:
-		t.Errorf("pgfast query succeeded %v after all traffic was dropped", took)
-	case took > 7*time.Second:
-		t.Errorf("pgfast query failed %v after the drop, want within 7s: %v", took, r.err)
-	}
-	t.Logf("pgfast query failed %v after the drop: %v", faultDur(took), r.err)
+	took := faultMustFailAfterDrop(t, pgfastCh, dropAt)
 	faultMeasure(t, "active-blackhole", b, took, faultRawOutcome(rawCh, dropAt, faultRawCapLong))
 }
 
@@ -705,19 +692,30 @@ func faultActiveBlackholeUnacked(t *testing.T, b backendCase) {
 	pgfastCh := e.async(faultExec(context.Background(), db, "SELECT 1"))
 	rawCh := e.async(faultExec(context.Background(), raw.db, "SELECT 1"))
 
+	took := faultMustFailAfterDrop(t, pgfastCh, dropAt)
+	faultMeasure(t, "active-blackhole-unacked", b, took, faultRawOutcome(rawCh, dropAt, faultRawCapLong))
+}
+
+// faultMustFailAfterDrop waits for pgfast's query in a blackhole scenario: it
+// must fail, after the drop and within 7 s of it. It returns how long after
+// the drop the query ended.
+func faultMustFailAfterDrop(t *testing.T, pgfastCh <-chan faultResult, dropAt time.Time) time.Duration {
+	t.Helper()
 	r, ok := faultWait(pgfastCh, dropAt.Add(faultAfterDropCap))
 	if !ok {
 		t.Fatalf("pgfast query still blocked %v after all traffic was dropped", faultAfterDropCap)
 	}
 	took := r.end.Sub(dropAt)
 	switch {
+	case r.end.Before(dropAt):
+		t.Fatalf("pgfast query ended before the drop: %v", r.err)
 	case r.err == nil:
 		t.Errorf("pgfast query succeeded %v after all traffic was dropped", took)
 	case took > 7*time.Second:
 		t.Errorf("pgfast query failed %v after the drop, want within 7s: %v", took, r.err)
 	}
 	t.Logf("pgfast query failed %v after the drop: %v", faultDur(took), r.err)
-	faultMeasure(t, "active-blackhole-unacked", b, took, faultRawOutcome(rawCh, dropAt, faultRawCapLong))
+	return took
 }
 
 // faultIdleBlackhole: the network dies while the pool is idle; a query comes

@@ -461,12 +461,21 @@ func elapsedWithin(t *testing.T, what string, d, limit time.Duration) {
 	}
 }
 
-func TestPQContextEndsBlockedQuery(t *testing.T) {
+// onePQConn opens a Ready pgfast-pq pool of one connection on the shared
+// server, so that a test sees whether its connection survived (same backend
+// PID) or was replaced, and checks for leaks when the test ends.
+func onePQConn(t *testing.T) *sql.DB {
+	t.Helper()
 	srv := server(t)
 	leakCheck(t)
 	db := openT(t, pqCase(), srv.DSN(pgtest.TrustUser))
 	readyT(t, db, 10*time.Second)
 	db.SetMaxOpenConns(1)
+	return db
+}
+
+func TestPQContextEndsBlockedQuery(t *testing.T) {
+	db := onePQConn(t)
 	pid := backendPID(t, db)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -484,11 +493,7 @@ func TestPQContextEndsBlockedQuery(t *testing.T) {
 }
 
 func TestPQContextEndedAfterCompletionKeepsConnection(t *testing.T) {
-	srv := server(t)
-	leakCheck(t)
-	db := openT(t, pqCase(), srv.DSN(pgtest.TrustUser))
-	readyT(t, db, 10*time.Second)
-	db.SetMaxOpenConns(1)
+	db := onePQConn(t)
 	db.SetMaxIdleConns(1)
 	mustExec(t, db, "DROP TABLE IF EXISTS pq_ctx_after")
 	mustExec(t, db, "CREATE TABLE pq_ctx_after (id int)")
@@ -563,11 +568,7 @@ func TestPQContextEndedAfterCompletionKeepsConnection(t *testing.T) {
 }
 
 func TestPQContextCancelledMidTransaction(t *testing.T) {
-	srv := server(t)
-	leakCheck(t)
-	db := openT(t, pqCase(), srv.DSN(pgtest.TrustUser))
-	readyT(t, db, 10*time.Second)
-	db.SetMaxOpenConns(1)
+	db := onePQConn(t)
 	mustExec(t, db, "DROP TABLE IF EXISTS pq_ctx_tx")
 	mustExec(t, db, "CREATE TABLE pq_ctx_tx (id int)")
 
@@ -623,11 +624,7 @@ func TestPQContextCancelledMidTransaction(t *testing.T) {
 }
 
 func TestPQContextOnStatements(t *testing.T) {
-	srv := server(t)
-	leakCheck(t)
-	db := openT(t, pqCase(), srv.DSN(pgtest.TrustUser))
-	readyT(t, db, 10*time.Second)
-	db.SetMaxOpenConns(1)
+	db := onePQConn(t)
 	stmt, err := db.Prepare("SELECT pg_sleep($1)::text")
 	if err != nil {
 		t.Fatal(err)

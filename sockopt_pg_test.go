@@ -10,8 +10,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -62,26 +60,12 @@ func sockoptPGConns(t *testing.T, db *sql.DB, n int) []SocketOptions {
 	return out
 }
 
-// sockoptPGSysctl reads an integer from /proc/sys/net/ipv4.
-func sockoptPGSysctl(t *testing.T, name string) int {
-	t.Helper()
-	b, err := os.ReadFile("/proc/sys/net/ipv4/" + name)
-	if err != nil {
-		t.Skipf("cannot read %s: %v", name, err)
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		t.Skipf("cannot parse %s: %v", name, err)
-	}
-	return n
-}
-
 func TestSockoptPGRealConnections(t *testing.T) {
 	srv := server(t)
 	osDefault := SocketOptions{
-		KeepalivesIdle:     time.Duration(sockoptPGSysctl(t, "tcp_keepalive_time")) * time.Second,
-		KeepalivesInterval: time.Duration(sockoptPGSysctl(t, "tcp_keepalive_intvl")) * time.Second,
-		KeepalivesCount:    sockoptPGSysctl(t, "tcp_keepalive_probes"),
+		KeepalivesIdle:     time.Duration(dialTestSysctl(t, "tcp_keepalive_time")) * time.Second,
+		KeepalivesInterval: time.Duration(dialTestSysctl(t, "tcp_keepalive_intvl")) * time.Second,
+		KeepalivesCount:    dialTestSysctl(t, "tcp_keepalive_probes"),
 	}
 	cases := []struct {
 		name string
