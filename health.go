@@ -382,6 +382,10 @@ type trackedConn struct {
 	evicted  atomic.Bool // shut down by an eviction
 	closed   atomic.Bool // Close ran
 	peek     *peeker     // the liveness check, nil when the socket has no fd
+	// writes counts Write calls that sent at least one byte: an adapter
+	// compares it before and after a call to know whether any byte of a
+	// statement left (then the statement must never be run again).
+	writes atomic.Uint64
 }
 
 // NetConn returns the underlying socket.
@@ -397,6 +401,9 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 
 func (c *trackedConn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
+	if n > 0 {
+		c.writes.Add(1)
+	}
 	if err != nil {
 		err = c.ioError(err)
 	}
@@ -527,6 +534,15 @@ func trackedOf(nc net.Conn) *trackedConn {
 		}
 	}
 	return nil
+}
+
+// writesOf returns how many Write calls on nc (a socket pgfast's dialer
+// made, possibly under TLS) sent bytes so far, or 0 for another socket.
+func writesOf(nc net.Conn) uint64 {
+	if tc := trackedOf(nc); tc != nil {
+		return tc.writes.Load()
+	}
+	return 0
 }
 
 // errEvicted is the liveness check's answer for a socket evicted softly.
