@@ -10,46 +10,47 @@ import (
 	"github.com/pgfast/pgfast"
 )
 
-// TenantStatus is a tenant's readiness as the health endpoints report it.
+// TenantStatus is a tenant's readiness as the health endpoints report it:
+// pgfast's Readiness (state, since, last error, addresses) with the tenant's id.
 type TenantStatus struct {
-	ID        string    `json:"id"`
-	State     string    `json:"state"` // connecting, ready, down, closed
-	Ready     bool      `json:"ready"`
-	Since     time.Time `json:"since"`                // when the current state began
-	LastError string    `json:"last_error,omitempty"` // why it is not ready, when known
+	ID string `json:"id"`
+	pgfast.Readiness
 }
 
 // statusOf reads a tenant's state from its connector: no I/O, no waiting.
 func statusOf(t *Tenant) TenantStatus {
-	s := t.Connector.Stats()
-	st := TenantStatus{ID: t.ID, State: s.State.String(), Ready: s.State == pgfast.StateReady, Since: s.StateSince}
-	if s.LastError != nil {
-		st.LastError = s.LastError.Error()
-	}
-	return st
+	return TenantStatus{ID: t.ID, Readiness: pgfast.ReadinessOf(t.Connector)}
+}
+
+// ProcessStatus is the /readyz body: whether this process serves requests,
+// with each tenant's state for information only.
+type ProcessStatus struct {
+	Ready   bool              `json:"ready"`
+	Reason  string            `json:"reason,omitempty"` // why not, when not ready
+	Tenants map[string]string `json:"tenants"`          // id → connecting, ready, down, closed
 }
 
 // Handler serves the tenants:
 //
-//	GET /readyz               200 when every tenant is ready, else 503; JSON with each tenant's state
-//	GET /tenants/{id}/readyz  200 when that tenant is ready, else 503
+//	GET /readyz               200 while the process serves requests (whatever any tenant's state), 503 once it shuts down
+//	GET /tenants/{id}/readyz  200 when that tenant's database is ready, else 503 (pgfast.ReadinessOf)
 //	GET /tenants/{id}/query   SELECT now() on that tenant's database, within queryTimeout
 //
-// The health endpoints read the connectors' state and never touch a
-// database, so they answer at once whatever the databases do. A query on a
-// tenant that is down fails at once with 503 (pgfast.ErrNotReady) instead of
-// waiting out a dead host's timeouts.
+// /readyz is the process's readiness probe: a tenant whose database is down
+// must not take every other tenant of the process out of service, so it
+// only lists the tenants' states. The health endpoints read the connectors'
+// state and never touch a database, so they answer at once whatever the
+// databases do. A query on a tenant that is down fails at once with 503
+// (pgfast.ErrNotReady) instead of waiting out a dead host's timeouts.
 func Handler(ts *Tenants, queryTimeout time.Duration) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		body := struct {
-			Ready   bool                    `json:"ready"`
-			Tenants map[string]TenantStatus `json:"tenants"`
-		}{Ready: true, Tenants: make(map[string]TenantStatus)}
+		body := ProcessStatus{Ready: !ts.Closing(), Tenants: make(map[string]string, len(ts.All()))}
+		if !body.Ready {
+			body.Reason = "shutting down"
+		}
 		for _, t := range ts.All() {
-			st := statusOf(t)
-			body.Tenants[t.ID] = st
-			body.Ready = body.Ready && st.Ready
+			body.Tenants[t.ID] = t.Connector.State().String()
 		}
 		writeJSON(w, readyCode(body.Ready), body)
 	})

@@ -11,9 +11,14 @@
 // tenants.conf holds one "id=dsn" per line (blank lines and # comments are
 // skipped). Then:
 //
-//	curl -i localhost:8080/readyz             # 200 when every tenant is ready, else 503, with each one's state
-//	curl -i localhost:8080/tenants/a/readyz   # one tenant
-//	curl -i localhost:8080/tenants/a/query    # SELECT now() on tenant a
+//	curl -i localhost:8080/readyz             # the process: 200 while it serves, whatever one tenant's state
+//	curl -i localhost:8080/tenants/a/readyz   # tenant a's database: 200 when ready, else 503 with why
+//	curl -i localhost:8080/tenants/a/query    # SELECT now() on tenant a (503 at once when a is down)
+//
+// The server listens on 127.0.0.1:8080 unless -addr says otherwise. Point the
+// pod's readiness probe at /readyz, never at a tenant's endpoint (one dead
+// tenant would take every tenant out of service), and no liveness probe at
+// any of them (a restart does not bring a database back).
 //
 // Ctrl+C shuts the server down gracefully and closes every tenant's database.
 package main

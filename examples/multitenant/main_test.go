@@ -138,7 +138,7 @@ func testTenants(t *testing.T, backend pgfast.Backend) {
 		if err := json.Unmarshal(body, &st); err != nil {
 			t.Fatal(err)
 		}
-		if st.ID != "a" || st.State != "ready" || !st.Ready || st.LastError != "" {
+		if st.ID != "a" || st.State != "ready" || !st.Ready || st.LastError != "" || len(st.Addrs) != 1 || st.Addrs[0].Status != "up" {
 			t.Errorf("body %+v", st)
 		}
 	})
@@ -160,26 +160,23 @@ func testTenants(t *testing.T, backend pgfast.Backend) {
 		}
 	})
 
-	t.Run("all tenants", func(t *testing.T) {
+	t.Run("the process is ready whatever one tenant's state", func(t *testing.T) {
 		code, body, took := get(t, hs.URL+"/readyz")
-		if code != http.StatusServiceUnavailable {
-			t.Fatalf("status %d, want 503: %s", code, body)
+		if code != http.StatusOK {
+			t.Fatalf("status %d, want 200 (tenants b and c are down, the process serves): %s", code, body)
 		}
 		if took > 50*time.Millisecond {
 			t.Errorf("took %s, want < 50ms", took)
 		}
-		var all struct {
-			Ready   bool                    `json:"ready"`
-			Tenants map[string]TenantStatus `json:"tenants"`
-		}
+		var all ProcessStatus
 		if err := json.Unmarshal(body, &all); err != nil {
 			t.Fatal(err)
 		}
-		if all.Ready || len(all.Tenants) != 3 {
+		if !all.Ready || len(all.Tenants) != 3 {
 			t.Fatalf("body %s", body)
 		}
 		for id, want := range map[string]string{"a": "ready", "b": "down", "c": "down"} {
-			if got := all.Tenants[id].State; got != want {
+			if got := all.Tenants[id]; got != want {
 				t.Errorf("tenant %s: state %q, want %q", id, got, want)
 			}
 		}
@@ -223,11 +220,21 @@ func testTenants(t *testing.T, backend pgfast.Backend) {
 		}
 	})
 
-	hs.Close()
 	if err := ts.Close(); err != nil {
 		t.Fatal(err)
 	}
 	closed = true
+	t.Run("not ready once shutting down", func(t *testing.T) {
+		code, body, _ := get(t, hs.URL+"/readyz")
+		var all ProcessStatus
+		if err := json.Unmarshal(body, &all); err != nil {
+			t.Fatal(err)
+		}
+		if code != http.StatusServiceUnavailable || all.Ready || all.Reason == "" || all.Tenants["a"] != "closed" {
+			t.Errorf("status %d, want 503 with a reason: %s", code, body)
+		}
+	})
+	hs.Close()
 	for _, tn := range ts.All() {
 		if st := tn.Connector.State(); st != pgfast.StateClosed {
 			t.Errorf("tenant %s: state %s after Close, want closed", tn.ID, st)

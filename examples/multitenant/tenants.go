@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"regexp"
 	"strings"
+	"sync/atomic"
 
 	"github.com/pgfast/pgfast"
 )
@@ -64,8 +65,9 @@ type Tenant struct {
 
 // Tenants is the server's set of tenants, fixed once opened.
 type Tenants struct {
-	list []*Tenant // in configuration order
-	byID map[string]*Tenant
+	list    []*Tenant // in configuration order
+	byID    map[string]*Tenant
+	closing atomic.Bool // set by Close
 }
 
 // Options configures OpenTenants.
@@ -110,9 +112,13 @@ func (ts *Tenants) Get(id string) *Tenant { return ts.byID[id] }
 // All returns the tenants in configuration order.
 func (ts *Tenants) All() []*Tenant { return ts.list }
 
+// Closing reports whether Close has been called.
+func (ts *Tenants) Closing() bool { return ts.closing.Load() }
+
 // Close closes every tenant's *sql.DB, which stops its connector's
 // background work.
 func (ts *Tenants) Close() error {
+	ts.closing.Store(true)
 	var errs []error
 	for _, t := range ts.list {
 		if err := t.DB.Close(); err != nil {
