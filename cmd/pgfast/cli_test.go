@@ -199,8 +199,8 @@ func TestCLIProbeInterrupt(t *testing.T) {
 	elapsed := time.Since(start)
 	r := result{stdout: stdout.String(), stderr: stderr.String()}
 	var exit *exec.ExitError
-	if !errors.As(err, &exit) || exit.ExitCode() != exitNoServer {
-		t.Fatalf("want exit 1 after Ctrl+C, got %v:\n%v", err, r)
+	if !errors.As(err, &exit) || exit.ExitCode() != exitInterrupted {
+		t.Fatalf("want exit 130 after Ctrl+C, got %v:\n%v", err, r)
 	}
 	if elapsed > 2*time.Second {
 		t.Errorf("stopped %v after Ctrl+C", elapsed)

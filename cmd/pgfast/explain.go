@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -17,12 +16,9 @@ import (
 func runExplain(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("explain", flag.ContinueOnError)
 	backend := fs.String("backend", "pgx", "the parser that reads the DSN: pgx or pq")
-	dsn, err := parseArgs(fs, args, stderr)
-	if err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(stderr, err)
-		}
-		return exitUsage
+	dsn, code, ok := parseArgs(fs, args, stdout, stderr)
+	if !ok {
+		return code
 	}
 	b, ok := map[string]pgfast.Backend{"pgx": pgfast.PGX, "pq": pgfast.LibPQ, "lib/pq": pgfast.LibPQ}[*backend]
 	if !ok {
@@ -31,7 +27,7 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 	}
 	info, err := pgfast.InspectDSN(dsn, b)
 	if err != nil {
-		fmt.Fprintln(stderr, "pgfast explain:", err)
+		fmt.Fprintln(stderr, "pgfast explain:", errText(err))
 		return exitUsage
 	}
 	k, notes := timeline.ReadKernel(timeline.ProcDir)

@@ -17,8 +17,8 @@ import (
 // notes, then each scenario's timelines.
 func writeExplainText(w io.Writer, e explanation) {
 	info := e.info
-	fmt.Fprintf(w, "pgfast explain: user=%s database=%s hosts=%s (DSN read by %s)\n",
-		orDash(info.User), orDash(info.Database), hostsText(info.Config.Hosts), info.Backend)
+	fmt.Fprintf(w, "pgfast explain: %shosts=%s (DSN read by %s)\n",
+		identityText(info.User, info.Database), hostsText(info.Config.Hosts), info.Backend)
 	writeWrapped(w, "kernel ("+timeline.ProcDir+"): ", "  ", kernelText(e.kernel))
 	for _, n := range e.kernelNotes {
 		fmt.Fprintf(w, "  %s\n", n)
@@ -53,6 +53,7 @@ func writeExplainText(w io.Writer, e explanation) {
 		fmt.Fprintln(w, strings.TrimRight(line, " "))
 	}
 
+	writeWarnings(w, e)
 	if len(e.notes) > 0 {
 		fmt.Fprintln(w)
 		fmt.Fprintln(w, "notes:")
@@ -273,5 +274,5 @@ func hostsText(hosts []pgfast.HostPort) string {
 			parts = append(parts, s)
 		}
 	}
-	return orDash(strings.Join(parts, ","))
+	return orNone(strings.Join(parts, ","))
 }

@@ -62,7 +62,7 @@ func sampleReport() *pgfast.ProbeReport {
 
 func TestWriteProbeText(t *testing.T) {
 	var b bytes.Buffer
-	writeProbeText(&b, sampleReport())
+	writeProbeText(&b, sampleReport(), tlsPlan{known: true, first: true, fallback: true})
 	out := b.String()
 	for _, want := range []string{
 		"pgfast probe: user=app database=appdb target_session_attrs=read-write load_balance_hosts=disable\n",
@@ -242,9 +242,9 @@ func TestParseArgs(t *testing.T) {
 	} {
 		fs := flag.NewFlagSet("probe", flag.ContinueOnError)
 		j := fs.Bool("json", false, "")
-		dsn, err := parseArgs(fs, tc.args, io.Discard)
-		if (err != nil) != tc.wantErr || dsn != tc.dsn || *j != tc.json {
-			t.Errorf("%q: dsn %q json %v err %v", tc.args, dsn, *j, err)
+		dsn, code, ok := parseArgs(fs, tc.args, io.Discard, io.Discard)
+		if ok == tc.wantErr || dsn != tc.dsn || *j != tc.json || tc.wantErr && code != exitUsage {
+			t.Errorf("%q: dsn %q json %v ok %v code %d", tc.args, dsn, *j, ok, code)
 		}
 	}
 }

@@ -13,8 +13,9 @@
 // libpq environment variables (PGHOST, PGPORT, PGUSER, ...) are used.
 // The password is never printed.
 //
-// Exit status: 0 when probe found a usable server (or explain ran), 1 when
-// it found none or was interrupted, 2 for a bad command line or DSN.
+// Every command prints its flags with --help. Exit status: 0 when probe found
+// a usable server (or explain ran, or --help), 1 when probe found none, 2 for
+// a bad command line or DSN, 130 when interrupted (Ctrl+C, SIGTERM).
 //
 // The models behind explain, and the rules they follow (including how
 // tcp_user_timeout overrides keepalives_count), are documented in
@@ -32,9 +33,10 @@ import (
 
 // Exit codes.
 const (
-	exitOK       = 0 // probe: a usable server was found; explain: done
-	exitNoServer = 1 // probe: no usable server (or interrupted); any other failure
-	exitUsage    = 2 // bad command line or bad DSN
+	exitOK          = 0   // probe: a usable server was found; explain: done; --help
+	exitNoServer    = 1   // probe: no usable server; any other failure
+	exitUsage       = 2   // bad command line or bad DSN
+	exitInterrupted = 130 // interrupted by Ctrl+C (SIGINT) or SIGTERM, as shells report 128+SIGINT
 )
 
 const usage = `usage: pgfast <command> [flags] [DSN]
@@ -53,7 +55,6 @@ commands:
         authentication, server version, role (primary/standby), read-only
         default, the socket options in effect, and which address
         target_session_attrs would pick. Ctrl+C stops at once.
-        Exit status: 0 a usable server was found, 1 none, 2 bad DSN.
   explain [--backend pgx|pq] [DSN]
         Print the worst-case time until each failure is detected, with
         the DSN's settings (pgfast's defaults where unset) and this
@@ -67,8 +68,15 @@ commands:
   help  Show this text.
 
 flags:
-  --json     probe: print the report as JSON on stdout
+  --json     probe: print the report as a JSON object on stdout
   --backend  explain: pgx (default) or pq
+  --help     any command: its flags and exit status
+
+exit status:
+  0    probe: a usable server was found; explain: done
+  1    probe: no usable server
+  2    bad command line or DSN
+  130  interrupted (Ctrl+C or SIGTERM)
 `
 
 func main() {

@@ -14,13 +14,10 @@ import (
 // runProbe runs "pgfast probe".
 func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("probe", flag.ContinueOnError)
-	jsonOut := fs.Bool("json", false, "print the report as JSON")
-	dsn, err := parseArgs(fs, args, stderr)
-	if err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(stderr, err)
-		}
-		return exitUsage
+	jsonOut := fs.Bool("json", false, "print the report as a JSON object (an error object for a bad DSN)")
+	dsn, code, ok := parseArgs(fs, args, stdout, stderr)
+	if !ok {
+		return code
 	}
 	var live *liveLine
 	if f, ok := stderr.(*os.File); ok && isTerminal(f) {
@@ -30,12 +27,18 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	live.stop()
 	var ce *pgfast.ConfigError
 	if errors.As(err, &ce) {
-		fmt.Fprintln(stderr, "pgfast probe:", ce)
+		fmt.Fprintln(stderr, "pgfast probe:", errText(ce))
+		if *jsonOut {
+			writeJSONError(stdout, "dsn", errText(ce))
+		}
 		return exitUsage
 	}
 	interrupted := err != nil
 	if rep == nil { // cannot happen: Probe reports every other error in rep
-		fmt.Fprintln(stderr, "pgfast probe:", err)
+		fmt.Fprintln(stderr, "pgfast probe:", errText(err))
+		if *jsonOut {
+			writeJSONError(stdout, "probe", errText(err))
+		}
 		return exitNoServer
 	}
 	if *jsonOut {
@@ -44,12 +47,13 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			return exitNoServer
 		}
 	} else {
-		writeProbeText(stdout, rep)
+		writeProbeText(stdout, rep, tlsPlanOf(dsn))
 	}
-	if interrupted {
-		fmt.Fprintln(stderr, "pgfast probe: interrupted:", err)
-	}
-	if rep.Usable() && !interrupted {
+	switch {
+	case interrupted:
+		fmt.Fprintln(stderr, "pgfast probe: interrupted")
+		return exitInterrupted
+	case rep.Usable():
 		return exitOK
 	}
 	return exitNoServer

@@ -162,3 +162,18 @@ func addrToJSON(a pgfast.AddrReport) addrJSON {
 func millis(d time.Duration) float64 {
 	return float64(d.Round(time.Microsecond)) / float64(time.Millisecond)
 }
+
+// errorJSON is what --json prints when there is no report: a bad command
+// line or DSN.
+type errorJSON struct {
+	Usable   bool   `json:"usable"` // always false
+	Error    string `json:"error"`
+	FailedAt string `json:"failed_at"` // "usage", "dsn" or "probe"
+}
+
+// writeJSONError prints an error object (--json always prints an object).
+func writeJSONError(w io.Writer, failedAt, msg string) {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(errorJSON{Error: msg, FailedAt: failedAt})
+}

@@ -15,15 +15,16 @@ import (
 	"github.com/pgfast/pgfast"
 )
 
-// writeProbeText prints a probe report for people.
-func writeProbeText(w io.Writer, rep *pgfast.ProbeReport) {
+// writeProbeText prints a probe report for people; plan is what the DSN's
+// sslmode asked for (see tlsPlanOf).
+func writeProbeText(w io.Writer, rep *pgfast.ProbeReport, plan tlsPlan) {
 	c := rep.Config
-	fmt.Fprintf(w, "pgfast probe: user=%s database=%s target_session_attrs=%s load_balance_hosts=%s\n",
-		orDash(rep.User), orDash(rep.Database), c.TargetSessionAttrs, c.LoadBalanceHosts)
+	fmt.Fprintf(w, "pgfast probe: %starget_session_attrs=%s load_balance_hosts=%s\n",
+		identityText(rep.User, rep.Database), c.TargetSessionAttrs, c.LoadBalanceHosts)
 	fmt.Fprintf(w, "settings: %s\n", settingsText(c))
 	for _, h := range rep.Hosts {
 		fmt.Fprintln(w)
-		writeHostText(w, h, c)
+		writeHostText(w, h, c, plan)
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, verdictText(rep))
@@ -41,7 +42,7 @@ func settingsText(c pgfast.Config) string {
 }
 
 // writeHostText prints one host and its addresses.
-func writeHostText(w io.Writer, h pgfast.HostReport, c pgfast.Config) {
+func writeHostText(w io.Writer, h pgfast.HostReport, c pgfast.Config, plan tlsPlan) {
 	title := "host " + h.String()
 	if h.HostAddr != "" {
 		title += " (hostaddr " + h.HostAddr + ")"
@@ -62,13 +63,13 @@ func writeHostText(w io.Writer, h pgfast.HostReport, c pgfast.Config) {
 		width = max(width, len(a.Addr))
 	}
 	for _, a := range h.Addrs {
-		writeAddrText(w, a, width, c)
+		writeAddrText(w, a, width, c, plan)
 	}
 }
 
 // writeAddrText prints one address: the connect outcome on the first line,
 // then what followed, indented.
-func writeAddrText(w io.Writer, a pgfast.AddrReport, width int, c pgfast.Config) {
+func writeAddrText(w io.Writer, a pgfast.AddrReport, width int, c pgfast.Config, plan tlsPlan) {
 	head := fmt.Sprintf("  %-*s  %s in %s", width, a.Addr, a.Dial, formatElapsed(a.DialTime))
 	if a.Dial != pgfast.DialConnected {
 		fmt.Fprintf(w, "%s: %s\n", head, dialErrorText(a, c.ConnectTimeout))
@@ -78,7 +79,7 @@ func writeAddrText(w io.Writer, a pgfast.AddrReport, width int, c pgfast.Config)
 	line := func(k, format string, args ...any) {
 		fmt.Fprintf(w, "      %-9s"+format+"\n", append([]any{k + ":"}, args...)...)
 	}
-	line("TLS", "%s", tlsText(a, c.ConnectTimeout))
+	line("TLS", "%s", tlsText(a, c.ConnectTimeout, plan))
 	if a.TLSErr != nil {
 		return
 	}
@@ -86,7 +87,7 @@ func writeAddrText(w io.Writer, a pgfast.AddrReport, width int, c pgfast.Config)
 		line("auth", "failed: %s", stageErrorText(a.StartupErr, c.ConnectTimeout))
 		return
 	}
-	line("auth", "ok (connected, TLS, startup and auth in %s)", formatElapsed(a.Elapsed))
+	line("auth", "%s", authOKText(a.TLS, formatElapsed(a.Elapsed)))
 	line("server", "%s", serverText(a))
 	if a.Network == "tcp" {
 		line("socket", "%s", socketText(a))
@@ -120,7 +121,7 @@ func stageErrorText(err error, connectTimeout time.Duration) string {
 }
 
 // tlsText describes the TLS outcome of an address.
-func tlsText(a pgfast.AddrReport, connectTimeout time.Duration) string {
+func tlsText(a pgfast.AddrReport, connectTimeout time.Duration, plan tlsPlan) string {
 	switch {
 	case a.TLSErr != nil:
 		return "failed: " + stageErrorText(a.TLSErr, connectTimeout)
@@ -130,13 +131,18 @@ func tlsText(a pgfast.AddrReport, connectTimeout time.Duration) string {
 		return "none: the server refused TLS, continued without it (sslmode=prefer)"
 	case a.Network == "unix":
 		return "none (Unix socket)"
+	case !a.Authenticated && a.StartupErr != nil:
+		return failedTLSText(plan)
 	}
 	return "none (not requested by sslmode)"
 }
 
 // serverText describes the server: version, role, read-only default.
 func serverText(a pgfast.AddrReport) string {
-	version := "PostgreSQL " + orDash(a.ServerVersion)
+	version := "PostgreSQL " + a.ServerVersion
+	if a.ServerVersion == "" {
+		version = "PostgreSQL (version not reported)"
+	}
 	if !a.RoleKnown {
 		return fmt.Sprintf("%s, role unknown: %s", version, conciseError(a.RoleErr))
 	}
@@ -233,9 +239,23 @@ func countOrOSDefault(n int) string {
 	return fmt.Sprint(n)
 }
 
-func orDash(s string) string {
+// identityText is "user=U database=D " for a report's first line, leaving
+// out what the DSN does not set (the server then applies its defaults).
+func identityText(user, database string) string {
+	var b strings.Builder
+	if user != "" {
+		b.WriteString("user=" + user + " ")
+	}
+	if database != "" {
+		b.WriteString("database=" + database + " ")
+	}
+	return b.String()
+}
+
+// orNone renders an empty list as "(none)".
+func orNone(s string) string {
 	if s == "" {
-		return "-"
+		return "(none)"
 	}
 	return s
 }
