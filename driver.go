@@ -1,22 +1,3 @@
-// Package pgfast is a database/sql driver for PostgreSQL that never blocks a
-// process on a database it cannot reach and never leaves it hanging on a
-// connection that has silently died.
-//
-// It wraps pgx/v5's stdlib driver (driver name "pgfast") or lib/pq
-// ("pgfast-pq"): swap the driver name in sql.Open and nothing else. sql.Open
-// returns at once while a connection is made in the background; Ready waits
-// for it within a context:
-//
-//	db, err := sql.Open("pgfast", "postgres://app@db.internal/app")
-//	if err != nil { ... }                       // a bad DSN is a *ConfigError
-//	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-//	defer cancel()
-//	if err := pgfast.Ready(ctx, db); err != nil { ... } // says what each address answered
-//
-// Every connection is dialled by pgfast: DNS is resolved afresh each time, all
-// addresses are raced (Happy Eyeballs), each under connect_timeout, and
-// TCP_USER_TIMEOUT and keepalives are set on the socket (libpq's keepalives*,
-// tcp_user_timeout keys, with finite defaults). See README.md.
 package pgfast
 
 import (

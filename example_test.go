@@ -3,10 +3,13 @@ package pgfast_test
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"syscall"
 	"time"
@@ -341,4 +344,27 @@ func ExamplePQConn() {
 	if err != nil {
 		log.Fatal(err)
 	}
+}
+
+// ReadyHandler answers a readiness probe from the connector's state, without
+// touching the database: 200 when ready, else 503 with why.
+func ExampleReadyHandler() {
+	db, err := sql.Open("pgfast", downDSN)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer db.Close()
+	_ = db.PingContext(context.Background()) // fails at once: nothing listens there
+
+	mux := http.NewServeMux()
+	mux.Handle("GET /readyz", pgfast.ReadyHandler(db)) // a readiness or startup probe, never liveness
+	rec := httptest.NewRecorder()
+	mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	var r pgfast.Readiness
+	if err := json.Unmarshal(rec.Body.Bytes(), &r); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(rec.Code, r.State, strings.Contains(r.LastError, "refused"))
+	// Output:
+	// 503 down true
 }
