@@ -15,7 +15,9 @@
 //	driver-suites: NAME pgfast: N passed, M failed (E excluded, R also fail raw), K skipped
 //
 // the failures with the first lines of their output, and exits 1 when a test
-// fails through pgfast that passes raw and is not excluded.
+// fails through pgfast that passes raw and is not excluded. Such a test is
+// first run once more, alone: if it passes then, it is reported as flaky,
+// which fails the run only with -strict.
 package main
 
 import (
@@ -23,6 +25,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -35,6 +38,8 @@ func main() {
 	t2j := flag.String("test2json", "", "path of go tool test2json")
 	exclude := flag.String("exclude", "", "exclusion list file")
 	timeout := flag.Duration("timeout", 3*time.Minute, "limit of one run of the binary")
+	strict := flag.Bool("strict", false, "a flaky failure through pgfast fails the run too")
+	logDir := flag.String("logdir", "", "directory for the full output of failed tests (SUITE-DRIVER.log)")
 	flag.Parse()
 	if *suite == "" || *bin == "" || *t2j == "" {
 		fmt.Fprintln(os.Stderr, "usage: suiterun -suite NAME -bin BINARY -test2json PATH [-dir DIR] [-exclude FILE] [-- FLAGS]")
@@ -56,7 +61,29 @@ func main() {
 		fmt.Fprintln(os.Stderr, "suiterun:", err)
 		os.Exit(1)
 	}
-	if !report(os.Stdout, *suite, raw, via, excl) {
+	// A failure through pgfast that is neither excluded nor failing raw
+	// is run once more, alone, to tell a flaky test from a broken one.
+	for _, name := range via.failed() {
+		if _, isExcl := excl[name]; isExcl || raw.tests[name] == nil || raw.tests[name].status == "fail" {
+			continue
+		}
+		passed, err := r.retry("pgfast", name)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "suiterun:", err)
+			os.Exit(1)
+		}
+		if passed {
+			via.tests[name].flaky = true
+		}
+	}
+	if *logDir != "" {
+		for driver, res := range map[string]*results{"raw": raw, "pgfast": via} {
+			if err := writeLog(filepath.Join(*logDir, *suite+"-"+driver+".log"), res); err != nil {
+				fmt.Fprintln(os.Stderr, "suiterun:", err)
+			}
+		}
+	}
+	if !report(os.Stdout, *suite, raw, via, excl, *strict) {
 		os.Exit(1)
 	}
 }
@@ -64,6 +91,7 @@ func main() {
 // outcome is how one top-level test ended.
 type outcome struct {
 	status string   // "pass", "fail" or "skip"
+	flaky  bool     // failed, then passed when run again alone
 	output []string // the test's output lines, in order
 }
 
@@ -113,7 +141,7 @@ func firstLines(o *outcome, n int) []string {
 
 // report prints the summary and reports whether the pgfast run is
 // acceptable: every failure through pgfast is excluded or also fails raw.
-func report(w *os.File, suite string, raw, via *results, excl map[string]exclusion) bool {
+func report(w *os.File, suite string, raw, via *results, excl map[string]exclusion, strict bool) bool {
 	ok := true
 	fmt.Fprintf(w, "driver-suites: %s raw: %d passed, %d failed, %d skipped\n",
 		suite, raw.count("pass"), raw.count("fail"), raw.count("skip"))
@@ -125,7 +153,7 @@ func report(w *os.File, suite string, raw, via *results, excl map[string]exclusi
 		fmt.Fprintf(w, "  raw package-level failure: %s\n", strings.Join(tail(raw.pkgFail, 3), " | "))
 	}
 
-	var excluded, alsoRaw, broken int
+	var excluded, alsoRaw, flaky, broken int
 	var lines []string
 	for _, name := range via.failed() {
 		first := strings.Join(firstLines(via.tests[name], 3), " | ")
@@ -136,15 +164,23 @@ func report(w *os.File, suite string, raw, via *results, excl map[string]exclusi
 		case isExcl:
 			excluded++
 			lines = append(lines, fmt.Sprintf("  pgfast FAIL %s [excluded: %s]: %s", name, e.reason, first))
+		case via.tests[name].flaky:
+			flaky++
+			lines = append(lines, fmt.Sprintf("  pgfast FAIL %s [FLAKY: passed when run again alone; passes raw]: %s", name, first))
 		default:
 			broken++
 			lines = append(lines, fmt.Sprintf("  pgfast FAIL %s [NOT EXCLUDED, passes raw]: %s", name, first))
 		}
 	}
-	fmt.Fprintf(w, "driver-suites: %s pgfast: %d passed, %d failed (%d excluded, %d also fail raw, %d unexpected), %d skipped\n",
-		suite, via.count("pass"), via.count("fail"), excluded, alsoRaw, broken, via.count("skip"))
+	fmt.Fprintf(w, "driver-suites: %s pgfast: %d passed, %d failed (%d excluded, %d also fail raw, %d flaky, %d unexpected), %d skipped\n",
+		suite, via.count("pass"), via.count("fail"), excluded, alsoRaw, flaky, broken, via.count("skip"))
 	for _, l := range lines {
 		fmt.Fprintln(w, l)
+	}
+	for _, name := range via.order {
+		if o := via.tests[name]; o.status == "skip" && (raw.tests[name] == nil || raw.tests[name].status != "skip") {
+			fmt.Fprintf(w, "  pgfast SKIP %s (skipped through pgfast, runs raw): %s\n", name, strings.Join(skipReason(o), " | "))
+		}
 	}
 	if len(via.pkgFail) > 0 && len(raw.pkgFail) == 0 {
 		broken++
@@ -158,11 +194,39 @@ func report(w *os.File, suite string, raw, via *results, excl map[string]exclusi
 			fmt.Fprintf(w, "  note: excluded %s is not in the suite (renamed upstream?)\n", name)
 		}
 	}
+	if flaky > 0 {
+		fmt.Fprintf(w, "driver-suites: %s: %d test(s) failed through pgfast and then passed alone (flaky; -strict fails the run on them)\n", suite, flaky)
+		if strict {
+			ok = false
+		}
+	}
 	if broken > 0 {
 		ok = false
 		fmt.Fprintf(w, "driver-suites: %s: %d test(s) fail through pgfast that pass on the raw driver and are not excluded\n", suite, broken)
 	}
 	return ok
+}
+
+// writeLog writes the full output of every failed test of res to path.
+func writeLog(path string, res *results) error {
+	var b strings.Builder
+	for _, name := range res.failed() {
+		fmt.Fprintf(&b, "=== %s\n%s\n\n", name, strings.Join(res.tests[name].output, "\n"))
+	}
+	if len(res.pkgFail) > 0 {
+		fmt.Fprintf(&b, "=== (package)\n%s\n", strings.Join(res.pkgFail, "\n"))
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+// skipReason returns the line of a skipped test's output that says why.
+func skipReason(o *outcome) []string {
+	for _, l := range o.output {
+		if t := strings.TrimSpace(l); strings.Contains(t, ".go:") {
+			return []string{t}
+		}
+	}
+	return firstLines(o, 1)
 }
 
 func tail(lines []string, n int) []string {

@@ -39,7 +39,7 @@ func (r runner) suite(driver string) (*results, error) {
 		if run == maxRuns {
 			return nil, fmt.Errorf("%s: still crashing after %d runs", driver, maxRuns)
 		}
-		crashed, err := r.once(driver, res)
+		crashed, err := r.once(driver, res, "")
 		if err != nil {
 			return nil, err
 		}
@@ -50,10 +50,21 @@ func (r runner) suite(driver string) (*results, error) {
 	}
 }
 
-// once runs the binary once, skipping the tests already in res, and records
+// retry runs one test again, alone, and reports whether it passed.
+func (r runner) retry(driver, name string) (bool, error) {
+	res := &results{tests: map[string]*outcome{}}
+	if _, err := r.once(driver, res, name); err != nil {
+		return false, err
+	}
+	o := res.tests[name]
+	return o != nil && o.status == "pass", nil
+}
+
+// once runs the binary once (only the test named only, if set), skipping
+// the tests already in res, and records
 // what it reports. It returns the name of the test that was running when
 // the binary died, if one was.
-func (r runner) once(driver string, res *results) (crashed string, err error) {
+func (r runner) once(driver string, res *results, only string) (crashed string, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), r.timeout+30*time.Second)
 	defer cancel()
 	args := []string{"-t", r.bin, "-test.v=test2json", "-test.timeout=" + r.timeout.String()}
@@ -63,6 +74,9 @@ func (r runner) once(driver string, res *results) (crashed string, err error) {
 			names = append(names, regexp.QuoteMeta(name))
 		}
 		args = append(args, "-test.skip=^("+strings.Join(names, "|")+")$")
+	}
+	if only != "" {
+		args = append(args, "-test.run=^"+regexp.QuoteMeta(only)+"$")
 	}
 	args = append(args, r.flags...)
 	cmd := exec.CommandContext(ctx, r.test2json, args...)
