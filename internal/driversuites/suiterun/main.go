@@ -33,6 +33,7 @@ import (
 
 func main() {
 	suite := flag.String("suite", "", "suite name used in the exclusion file and the summary")
+	label := flag.String("label", "", "name of this run in the summary and log files (default: -suite)")
 	bin := flag.String("bin", "", "compiled test binary (go test -c)")
 	dir := flag.String("dir", ".", "working directory of the test binary")
 	t2j := flag.String("test2json", "", "path of go tool test2json")
@@ -46,11 +47,14 @@ func main() {
 		os.Exit(2)
 	}
 	excl, err := readExclusions(*exclude, *suite)
+	if *label == "" {
+		label = suite
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "suiterun:", err)
 		os.Exit(2)
 	}
-	r := runner{bin: *bin, dir: *dir, test2json: *t2j, timeout: *timeout, flags: flag.Args()}
+	r := runner{label: *label, bin: *bin, dir: *dir, test2json: *t2j, timeout: *timeout, flags: flag.Args()}
 	raw, err := r.suite("raw")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "suiterun:", err)
@@ -78,12 +82,12 @@ func main() {
 	}
 	if *logDir != "" {
 		for driver, res := range map[string]*results{"raw": raw, "pgfast": via} {
-			if err := writeLog(filepath.Join(*logDir, *suite+"-"+driver+".log"), res); err != nil {
+			if err := writeLog(filepath.Join(*logDir, *label+"-"+driver+".log"), res); err != nil {
 				fmt.Fprintln(os.Stderr, "suiterun:", err)
 			}
 		}
 	}
-	if !report(os.Stdout, *suite, raw, via, excl, *strict) {
+	if !report(os.Stdout, *label, raw, via, excl, *strict) {
 		os.Exit(1)
 	}
 }

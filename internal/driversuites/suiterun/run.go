@@ -18,6 +18,7 @@ const maxRuns = 30
 
 // runner runs one compiled test binary under test2json.
 type runner struct {
+	label               string // the run's name in messages
 	bin, dir, test2json string
 	timeout             time.Duration
 	flags               []string
@@ -46,7 +47,7 @@ func (r runner) suite(driver string) (*results, error) {
 		if crashed == "" {
 			return res, nil
 		}
-		fmt.Fprintf(os.Stderr, "driver-suites: %s: %s panicked and ended the test binary; running the tests that had not finished again\n", driver, crashed)
+		fmt.Fprintf(os.Stderr, "driver-suites: %s %s: %s panicked and ended the test binary; running the tests that had not finished again\n", r.label, driver, crashed)
 	}
 }
 
