@@ -23,6 +23,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"path/filepath"
@@ -145,7 +146,7 @@ func firstLines(o *outcome, n int) []string {
 
 // report prints the summary and reports whether the pgfast run is
 // acceptable: every failure through pgfast is excluded or also fails raw.
-func report(w *os.File, suite string, raw, via *results, excl map[string]exclusion, strict bool) bool {
+func report(w io.Writer, suite string, raw, via *results, excl map[string]exclusion, strict bool) bool {
 	ok := true
 	fmt.Fprintf(w, "driver-suites: %s raw: %d passed, %d failed, %d skipped\n",
 		suite, raw.count("pass"), raw.count("fail"), raw.count("skip"))
