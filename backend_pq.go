@@ -110,7 +110,11 @@ func (c *pqConnector) Connect(ctx context.Context) (driver.Conn, error) {
 			return nil, err
 		}
 	}
-	return &PQConn{inner: dc, sock: nc, seam: c.seam}, nil
+	pc := &PQConn{inner: dc, sock: nc, seam: c.seam}
+	if pid, key, ok := pqCancelKey(dc); ok {
+		pc.cancelPID, pc.cancelKey = pid, key
+	}
+	return pc, nil
 }
 
 func (c *pqConnector) Driver() driver.Driver { return c.fixed.Driver() }

@@ -59,7 +59,7 @@ func (c *PQConn) watch(ctx context.Context) (stop func() bool, err error) {
 // goroutine also watches the context) to reach a healthy server and the
 // server's answer to come back, so the statement is cancelled server-side;
 // short enough that on a dead network the call still returns at once.
-const cancelGrace = 50 * time.Millisecond
+const cancelGrace = 200 * time.Millisecond
 
 // unwatch disarms a watch. When its context ended first, the connection is
 // interrupted before unwatch returns, even if the AfterFunc is still running.
@@ -100,12 +100,30 @@ func (c *PQConn) check(err error) error {
 	if err == nil || err == driver.ErrSkip {
 		return err
 	}
-	if p := c.interrupted.Load(); p != nil {
+	if p := c.interrupted.Load(); p != nil && !isSentinel(err) {
 		err = &interruptedError{cause: *p, err: err}
 	}
 	c.report(err)
 	return err
 }
+
+// isSentinel reports errors that raw lib/pq's callers compare with ==
+// (database/sql, and lib/pq's own tests, do): they are returned as they are.
+func isSentinel(err error) bool {
+	return err == driver.ErrBadConn || err == context.Canceled || err == context.DeadlineExceeded
+}
+
+// canceledError is a statement's error (lib/pq's 57014 *pq.Error) when its
+// context ended during the call and the server answered pgfast's cancel
+// request in time: its text is lib/pq's, and errors.Is finds the context's
+// error too.
+type canceledError struct {
+	cause error // context.Canceled or context.DeadlineExceeded
+	err   error // what lib/pq returned
+}
+
+func (e *canceledError) Error() string   { return e.err.Error() }
+func (e *canceledError) Unwrap() []error { return []error{e.err, e.cause} }
 
 // report tells pgfast's core about an error a lib/pq call returned.
 func (c *PQConn) report(err error) {

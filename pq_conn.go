@@ -30,6 +30,11 @@ type PQConn struct {
 	// context's end has put a past deadline on sock: the connection is
 	// unusable from then on.
 	interrupted atomic.Pointer[error]
+
+	// cancelPID and cancelKey identify the backend in a cancel request
+	// (pq_cancel.go); cancelKey is nil when unknown.
+	cancelPID uint32
+	cancelKey []byte
 }
 
 var (
@@ -141,10 +146,11 @@ func (c *PQConn) ExecContext(ctx context.Context, query string, args []driver.Na
 	if err != nil {
 		return nil, err
 	}
+	sent := writesOf(c.sock)
 	res, err := e.ExecContext(ctx, query, args)
 	c.unwatch(ctx, stop)
 	if err != nil {
-		return nil, c.check(err)
+		return nil, c.check(c.noRetry(sent, err))
 	}
 	return res, nil
 }
@@ -160,10 +166,11 @@ func (c *PQConn) QueryContext(ctx context.Context, query string, args []driver.N
 	if err != nil {
 		return nil, err
 	}
+	sent := writesOf(c.sock)
 	rows, err := q.QueryContext(ctx, query, args)
 	if err != nil {
 		c.unwatch(ctx, stop)
-		return nil, c.check(err)
+		return nil, c.check(c.noRetry(sent, err))
 	}
 	return c.wrapRows(rows, ctx, stop), nil
 }

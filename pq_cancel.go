@@ -1,0 +1,204 @@
+package pgfast
+
+import (
+	"context"
+	"database/sql/driver"
+	"encoding/binary"
+	"errors"
+	"io"
+	"reflect"
+	"sync"
+	"time"
+)
+
+// Cancel requests for prepared statements (pgfast-pq).
+//
+// lib/pq's statement calls wait for their own cancel request to finish
+// before returning, so on a dead network a cancelled statement would block
+// until connect_timeout. pgfast therefore calls lib/pq's statements with a
+// context that never ends and sends the cancel request itself, from its own
+// goroutine: when a statement's context ends, pgfast dials the server the
+// connection's socket is connected to (through pgfast's dialer, bounded by
+// connect_timeout), sends the CancelRequest with the backend's PID and
+// secret key, and reads until the server closes. The statement call waits
+// for the server's answer (lib/pq's 57014 error, the connection stays usable
+// as with raw lib/pq) for at most cancelGrace after the context ended; then
+// the socket's deadline is expired, the call returns and the connection is
+// discarded, while the cancel request still goes on in the background, so a
+// statement never keeps running on a reachable server after its caller gave
+// up.
+//
+// lib/pq learns the PID and secret key from the server's BackendKeyData
+// message and keeps them in unexported fields of its connection; pgfast reads
+// them once, right after the connection is made (pqCancelKey). Like pgx's
+// CancelRequest (and libpq before PostgreSQL 17), the request is sent without
+// TLS: the server reads cancel requests before any authentication or
+// pg_hba.conf check.
+
+// pqCancelKey reads the backend PID and secret key lib/pq's connection dc
+// received at startup. ok is false when dc is not lib/pq's connection (or a
+// future lib/pq keeps them elsewhere): statements then get no cancel request.
+func pqCancelKey(dc driver.Conn) (pid uint32, key []byte, ok bool) {
+	v := reflect.ValueOf(dc)
+	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
+		return 0, nil, false
+	}
+	v = v.Elem()
+	p, k := v.FieldByName("pid"), v.FieldByName("secretKey")
+	if !p.IsValid() || !k.IsValid() || p.Kind() != reflect.Int ||
+		k.Kind() != reflect.Slice || k.Type().Elem().Kind() != reflect.Uint8 {
+		return 0, nil, false
+	}
+	key = append([]byte(nil), k.Bytes()...)
+	if len(key) == 0 {
+		return 0, nil, false
+	}
+	return uint32(p.Int()), key, true
+}
+
+// cancelRequestCode is the protocol's CancelRequest code (1234 << 16 | 5678).
+const cancelRequestCode = 80877102
+
+// errNoCancelKey is sendCancel's error for a connection whose key is unknown.
+var errNoCancelKey = errors.New("pgfast: no cancel key for this connection")
+
+// sendCancel asks the server to cancel whatever the connection's backend is
+// running: one connection through pgfast's dialer to the address the
+// connection's socket is connected to, bounded by connect_timeout.
+func (c *PQConn) sendCancel() error {
+	if c.cancelKey == nil || c.sock == nil || c.seam == nil || c.seam.dial == nil {
+		return errNoCancelKey
+	}
+	timeout := DefaultConnectTimeout
+	if c.seam.cfg != nil && c.seam.cfg.ConnectTimeout > 0 {
+		timeout = c.seam.cfg.ConnectTimeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	addr := c.sock.RemoteAddr()
+	nc, err := c.seam.dial(ctx, addr.Network(), addr.String())
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	deadline, _ := ctx.Deadline()
+	_ = nc.SetDeadline(deadline)
+	msg := make([]byte, 12, 12+len(c.cancelKey))
+	binary.BigEndian.PutUint32(msg[4:], cancelRequestCode)
+	binary.BigEndian.PutUint32(msg[8:], c.cancelPID)
+	msg = append(msg, c.cancelKey...)
+	binary.BigEndian.PutUint32(msg[0:], uint32(len(msg)))
+	if _, err := nc.Write(msg); err != nil {
+		return err
+	}
+	// The server closes the connection once it has handled the request.
+	_, err = io.Copy(io.Discard, nc)
+	return err
+}
+
+// stmtWatch watches one statement call's context (for a query, until its
+// rows are closed) and sends the cancel request when it ends.
+type stmtWatch struct {
+	c    *PQConn
+	ctx  context.Context
+	stop func() bool
+
+	fired     chan struct{} // closed once the AfterFunc has set things up
+	settled   chan struct{} // closed when the cancel finished or the socket was interrupted
+	settleOne sync.Once
+
+	mu    sync.Mutex
+	state int // watchArmed, watchCancelling, watchInterrupted, watchDone
+	timer *time.Timer
+}
+
+const (
+	watchArmed = iota
+	watchCancelling
+	watchInterrupted
+	watchDone
+)
+
+// watchStatement arms ctx for one statement call. It returns nil for a
+// context that never ends, and ctx's error (arming nothing) for one that
+// already has. Every watch it returns must be ended with end.
+func (c *PQConn) watchStatement(ctx context.Context) (*stmtWatch, error) {
+	if err := c.usable(); err != nil {
+		return nil, err
+	}
+	done := ctx.Done()
+	if done == nil {
+		return nil, nil
+	}
+	select {
+	case <-done:
+		return nil, ctx.Err()
+	default:
+	}
+	w := &stmtWatch{c: c, ctx: ctx, fired: make(chan struct{}), settled: make(chan struct{})}
+	w.stop = context.AfterFunc(ctx, w.fire)
+	return w, nil
+}
+
+// fire runs when the context ends during the call: it starts the cancel
+// request and the timer that gives up on the answer after cancelGrace.
+func (w *stmtWatch) fire() {
+	defer close(w.fired)
+	w.mu.Lock()
+	if w.state != watchArmed {
+		w.mu.Unlock()
+		return
+	}
+	w.state = watchCancelling
+	w.timer = time.AfterFunc(cancelGrace, func() { w.interrupt() })
+	w.mu.Unlock()
+	go func() {
+		err := w.c.sendCancel()
+		if err != nil {
+			// No cancel reached the server: waiting for its answer is pointless.
+			w.interrupt()
+			return
+		}
+		w.settleOne.Do(func() { close(w.settled) })
+	}()
+}
+
+// interrupt gives up on the server's answer: the blocked call returns and the
+// connection is discarded.
+func (w *stmtWatch) interrupt() {
+	w.mu.Lock()
+	if w.state == watchCancelling {
+		w.state = watchInterrupted
+		w.c.interrupt(w.ctx.Err())
+	}
+	w.mu.Unlock()
+	w.settleOne.Do(func() { close(w.settled) })
+}
+
+// end disarms the watch once the call (or its rows) finished. When the
+// context ended during the call, it waits until the cancel request finished
+// (so it cannot hit a later statement) or the socket was interrupted, at most
+// cancelGrace after the context ended. It reports whether the context ended
+// during the call.
+func (w *stmtWatch) end() bool {
+	if w == nil {
+		return false
+	}
+	if w.stop() {
+		w.mu.Lock()
+		w.state = watchDone
+		w.mu.Unlock()
+		return false
+	}
+	<-w.fired
+	<-w.settled
+	w.mu.Lock()
+	if w.state == watchCancelling {
+		w.state = watchDone
+	}
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+	w.mu.Unlock()
+	return true
+}
