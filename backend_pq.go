@@ -3,6 +3,7 @@ package pgfast
 import (
 	"context"
 	"database/sql/driver"
+	"errors"
 	"net"
 	"time"
 
@@ -102,6 +103,11 @@ func (c *pqConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	dc, err := c.ordered().Connect(ctx)
 	nc := rec.done()
 	if err != nil {
+		if cerr := ctx.Err(); cerr != nil && errors.Is(err, cerr) {
+			// The caller's context ended the dial: its error, as
+			// database/sql returns it when it ends before Connect.
+			return nil, cerr
+		}
 		return nil, err
 	}
 	if c.seam.afterConnect != nil {

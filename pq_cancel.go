@@ -96,9 +96,9 @@ func (c *PQConn) sendCancel() error {
 	return err
 }
 
-// stmtWatch watches one statement call's context (for a query, until its
+// cancelWatch watches one statement call's context (for a query, until its
 // rows are closed) and sends the cancel request when it ends.
-type stmtWatch struct {
+type cancelWatch struct {
 	c    *PQConn
 	ctx  context.Context
 	stop func() bool
@@ -107,9 +107,11 @@ type stmtWatch struct {
 	settled   chan struct{} // closed when the cancel finished or the socket was interrupted
 	settleOne sync.Once
 
-	mu    sync.Mutex
-	state int // watchArmed, watchCancelling, watchInterrupted, watchDone
-	timer *time.Timer
+	mu        sync.Mutex
+	state     int // watchArmed, watchCancelling, watchInterrupted, watchDone
+	timer     *time.Timer
+	delivered bool // the server handled the cancel request (closed its connection)
+	extended  bool // the timer was extended by answerGrace
 }
 
 const (
@@ -119,10 +121,10 @@ const (
 	watchDone
 )
 
-// watchStatement arms ctx for one statement call. It returns nil for a
+// watchCall arms ctx for one statement call. It returns nil for a
 // context that never ends, and ctx's error (arming nothing) for one that
 // already has. Every watch it returns must be ended with end.
-func (c *PQConn) watchStatement(ctx context.Context) (*stmtWatch, error) {
+func (c *PQConn) watchCall(ctx context.Context) (*cancelWatch, error) {
 	if err := c.usable(); err != nil {
 		return nil, err
 	}
@@ -135,14 +137,14 @@ func (c *PQConn) watchStatement(ctx context.Context) (*stmtWatch, error) {
 		return nil, ctx.Err()
 	default:
 	}
-	w := &stmtWatch{c: c, ctx: ctx, fired: make(chan struct{}), settled: make(chan struct{})}
+	w := &cancelWatch{c: c, ctx: ctx, fired: make(chan struct{}), settled: make(chan struct{})}
 	w.stop = context.AfterFunc(ctx, w.fire)
 	return w, nil
 }
 
 // fire runs when the context ends during the call: it starts the cancel
-// request and the timer that gives up on the answer after cancelGrace.
-func (w *stmtWatch) fire() {
+// request and the timer that gives up on the server's answer.
+func (w *cancelWatch) fire() {
 	defer close(w.fired)
 	w.mu.Lock()
 	if w.state != watchArmed {
@@ -150,7 +152,7 @@ func (w *stmtWatch) fire() {
 		return
 	}
 	w.state = watchCancelling
-	w.timer = time.AfterFunc(cancelGrace, func() { w.interrupt() })
+	w.timer = time.AfterFunc(cancelGrace, w.graceOver)
 	w.mu.Unlock()
 	go func() {
 		err := w.c.sendCancel()
@@ -159,13 +161,38 @@ func (w *stmtWatch) fire() {
 			w.interrupt()
 			return
 		}
+		w.mu.Lock()
+		w.delivered = true
+		w.mu.Unlock()
 		w.settleOne.Do(func() { close(w.settled) })
 	}()
 }
 
+// graceOver runs cancelGrace after the context ended. A cancel request the
+// server has not handled by then means a network gone silent (or a server
+// too slow to matter): the call is interrupted. One the server handled gets
+// answerGrace more for the statement's answer.
+func (w *cancelWatch) graceOver() {
+	w.mu.Lock()
+	if w.delivered && !w.extended && w.state == watchCancelling {
+		w.extended = true
+		w.timer = time.AfterFunc(answerGrace, w.graceOver)
+		w.mu.Unlock()
+		return
+	}
+	w.mu.Unlock()
+	w.interrupt()
+}
+
+// answerGrace is how long, beyond cancelGrace, a call waits for the
+// statement's answer once the server handled its cancel request (a busy
+// backend may take a while to reach a point where it can be interrupted);
+// raw lib/pq waits for that answer without a bound.
+const answerGrace = time.Second
+
 // interrupt gives up on the server's answer: the blocked call returns and the
 // connection is discarded.
-func (w *stmtWatch) interrupt() {
+func (w *cancelWatch) interrupt() {
 	w.mu.Lock()
 	if w.state == watchCancelling {
 		w.state = watchInterrupted
@@ -180,7 +207,7 @@ func (w *stmtWatch) interrupt() {
 // (so it cannot hit a later statement) or the socket was interrupted, at most
 // cancelGrace after the context ended. It reports whether the context ended
 // during the call.
-func (w *stmtWatch) end() bool {
+func (w *cancelWatch) end() bool {
 	if w == nil {
 		return false
 	}

@@ -42,10 +42,11 @@ func goneWithin(t *testing.T, observer *sql.DB, marker string, limit time.Durati
 	}
 }
 
-// TestPQStatementCancelReachesServer: a prepared statement whose context
-// ends is cancelled on the server (57014, gone from pg_stat_activity within
-// 1 s), through pgfast-pq as through raw lib/pq, for QueryContext,
-// ExecContext and QueryRowContext, and for a deadline and a cancel.
+// TestPQStatementCancelReachesServer: a statement whose context ends is
+// cancelled on the server (57014, gone from pg_stat_activity within 1 s),
+// through pgfast-pq as through raw lib/pq, for a prepared statement's
+// QueryContext, ExecContext and QueryRowContext and for unprepared calls,
+// for a deadline and a cancel.
 func TestPQStatementCancelReachesServer(t *testing.T) {
 	srv := server(t)
 	leakCheck(t)
@@ -57,9 +58,9 @@ func TestPQStatementCancelReachesServer(t *testing.T) {
 
 	calls := []struct {
 		name string
-		run  func(ctx context.Context, st *sql.Stmt) error
+		run  func(ctx context.Context, st *sql.Stmt, db *sql.DB, query string) error
 	}{
-		{"QueryContext", func(ctx context.Context, st *sql.Stmt) error {
+		{"QueryContext", func(ctx context.Context, st *sql.Stmt, _ *sql.DB, _ string) error {
 			rows, err := st.QueryContext(ctx)
 			if err != nil {
 				return err
@@ -69,13 +70,23 @@ func TestPQStatementCancelReachesServer(t *testing.T) {
 			}
 			return rows.Err()
 		}},
-		{"ExecContext", func(ctx context.Context, st *sql.Stmt) error {
+		{"ExecContext", func(ctx context.Context, st *sql.Stmt, _ *sql.DB, _ string) error {
 			_, err := st.ExecContext(ctx)
 			return err
 		}},
-		{"QueryRowContext", func(ctx context.Context, st *sql.Stmt) error {
+		{"QueryRowContext", func(ctx context.Context, st *sql.Stmt, _ *sql.DB, _ string) error {
 			var s string
 			return st.QueryRowContext(ctx).Scan(&s)
+		}},
+		// Not prepared: lib/pq cancels these itself on raw lib/pq; pgfast
+		// sends the cancel request for them too.
+		{"db.QueryRowContext", func(ctx context.Context, _ *sql.Stmt, db *sql.DB, query string) error {
+			var s string
+			return db.QueryRowContext(ctx, query).Scan(&s)
+		}},
+		{"db.ExecContext", func(ctx context.Context, _ *sql.Stmt, db *sql.DB, query string) error {
+			_, err := db.ExecContext(ctx, query)
+			return err
 		}},
 	}
 	ends := []struct {
@@ -105,7 +116,8 @@ func TestPQStatementCancelReachesServer(t *testing.T) {
 			for _, end := range ends {
 				t.Run(driverName+"/"+call.name+"/"+end.name, func(t *testing.T) {
 					marker := fmt.Sprintf("cancel_%s_%s_%s_%d", driverName, call.name, end.name, time.Now().UnixNano())
-					st, err := db.Prepare("SELECT pg_sleep(30)::text /* " + marker + " */")
+					query := "SELECT pg_sleep(30)::text /* " + marker + " */"
+					st, err := db.Prepare(query)
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -113,7 +125,7 @@ func TestPQStatementCancelReachesServer(t *testing.T) {
 					ctx, cancel := end.ctx()
 					defer cancel()
 					start := time.Now()
-					err = call.run(ctx, st)
+					err = call.run(ctx, st, db, query)
 					elapsed := time.Since(start)
 					t.Logf("%s: returned after %v: %v", driverName, elapsed.Round(time.Millisecond), err)
 					if elapsed > 2*time.Second {

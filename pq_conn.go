@@ -91,7 +91,8 @@ func (c *PQConn) Begin() (driver.Tx, error) {
 	return &pqTx{c: c, inner: tx, ctx: context.Background()}, nil
 }
 
-// PrepareContext passes through, or falls back to Prepare as database/sql does.
+// PrepareContext passes through, or falls back to Prepare as database/sql
+// does. ctx is watched as for ExecContext.
 func (c *PQConn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
 	p, ok := c.inner.(driver.ConnPrepareContext)
 	if !ok {
@@ -100,14 +101,14 @@ func (c *PQConn) PrepareContext(ctx context.Context, query string) (driver.Stmt,
 		}
 		return c.Prepare(query)
 	}
-	stop, err := c.watch(ctx)
+	w, err := c.watchCall(ctx)
 	if err != nil {
 		return nil, err
 	}
-	st, err := p.PrepareContext(ctx, query)
-	c.unwatch(ctx, stop)
+	st, err := p.PrepareContext(context.Background(), query)
+	ended := w.end()
 	if err != nil {
-		return nil, c.check(err)
+		return nil, c.checkStatement(ctx, ended, err)
 	}
 	return c.wrapStmt(st), nil
 }
@@ -136,58 +137,63 @@ func (c *PQConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx,
 	return &pqTx{c: c, inner: tx, ctx: ctx, stop: stop}, nil
 }
 
-// ExecContext passes through; driver.ErrSkip makes database/sql prepare instead.
+// ExecContext passes through; driver.ErrSkip makes database/sql prepare
+// instead. lib/pq gets a context that never ends: when ctx ends during the
+// call, pgfast sends the cancel request itself (pq_cancel.go).
 func (c *PQConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
 	e, ok := c.inner.(driver.ExecerContext)
 	if !ok {
 		return nil, driver.ErrSkip
 	}
-	stop, err := c.watch(ctx)
+	w, err := c.watchCall(ctx)
 	if err != nil {
 		return nil, err
 	}
 	sent := writesOf(c.sock)
-	res, err := e.ExecContext(ctx, query, args)
-	c.unwatch(ctx, stop)
+	res, err := e.ExecContext(context.Background(), query, args)
+	ended := w.end()
 	if err != nil {
-		return nil, c.check(c.noRetry(sent, err))
+		return nil, c.checkStatement(ctx, ended, c.noRetry(sent, err))
 	}
 	return res, nil
 }
 
 // QueryContext passes through; driver.ErrSkip makes database/sql prepare
-// instead. ctx is watched until the rows are closed.
+// instead. ctx is watched as for ExecContext, until the rows are closed.
 func (c *PQConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
 	q, ok := c.inner.(driver.QueryerContext)
 	if !ok {
 		return nil, driver.ErrSkip
 	}
-	stop, err := c.watch(ctx)
+	w, err := c.watchCall(ctx)
 	if err != nil {
 		return nil, err
 	}
 	sent := writesOf(c.sock)
-	rows, err := q.QueryContext(ctx, query, args)
+	rows, err := q.QueryContext(context.Background(), query, args)
 	if err != nil {
-		c.unwatch(ctx, stop)
-		return nil, c.check(c.noRetry(sent, err))
+		ended := w.end()
+		return nil, c.checkStatement(ctx, ended, c.noRetry(sent, err))
 	}
-	return c.wrapRows(rows, ctx, stop), nil
+	r := c.wrapRows(rows, ctx, nil)
+	r.sw = w
+	return r, nil
 }
 
-// Ping passes through (no Pinger: nil, as database/sql).
+// Ping passes through (no Pinger: nil, as database/sql); ctx is watched as
+// for ExecContext.
 func (c *PQConn) Ping(ctx context.Context) error {
 	p, ok := c.inner.(driver.Pinger)
 	if !ok {
 		return nil
 	}
-	stop, err := c.watch(ctx)
+	w, err := c.watchCall(ctx)
 	if err != nil {
 		return err
 	}
-	err = p.Ping(ctx)
-	c.unwatch(ctx, stop)
-	return c.check(err)
+	err = p.Ping(context.Background())
+	ended := w.end()
+	return c.checkStatement(ctx, ended, err)
 }
 
 // CheckNamedValue passes through; driver.ErrSkip selects database/sql's default conversion.

@@ -59,7 +59,7 @@ func (c *PQConn) watch(ctx context.Context) (stop func() bool, err error) {
 // goroutine also watches the context) to reach a healthy server and the
 // server's answer to come back, so the statement is cancelled server-side;
 // short enough that on a dead network the call still returns at once.
-const cancelGrace = 200 * time.Millisecond
+const cancelGrace = 300 * time.Millisecond
 
 // unwatch disarms a watch. When its context ended first, the connection is
 // interrupted before unwatch returns, even if the AfterFunc is still running.
@@ -101,7 +101,13 @@ func (c *PQConn) check(err error) error {
 		return err
 	}
 	if p := c.interrupted.Load(); p != nil && !isSentinel(err) {
-		err = &interruptedError{cause: *p, err: err}
+		if isPQError(err) {
+			// The server answered (typically 57014 to the cancel
+			// request): lib/pq's text, as raw lib/pq returns it.
+			err = &canceledError{cause: *p, err: err}
+		} else {
+			err = &interruptedError{cause: *p, err: err}
+		}
 	}
 	c.report(err)
 	return err
@@ -113,10 +119,9 @@ func isSentinel(err error) bool {
 	return err == driver.ErrBadConn || err == context.Canceled || err == context.DeadlineExceeded
 }
 
-// canceledError is a statement's error (lib/pq's 57014 *pq.Error) when its
-// context ended during the call and the server answered pgfast's cancel
-// request in time: its text is lib/pq's, and errors.Is finds the context's
-// error too.
+// canceledError is the server's error (lib/pq's 57014 *pq.Error, typically)
+// for a call whose context ended while it ran: its text is lib/pq's, as raw
+// lib/pq returns it, and errors.Is finds the context's error too.
 type canceledError struct {
 	cause error // context.Canceled or context.DeadlineExceeded
 	err   error // what lib/pq returned

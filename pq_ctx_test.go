@@ -487,8 +487,14 @@ func TestPQContextEndsBlockedQuery(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("err = %v, want context.DeadlineExceeded", err)
 	}
-	if pid2 := backendPID(t, db); pid2 == pid {
-		t.Error("the interrupted connection was reused")
+	// The server answered pgfast's cancel request (57014): the connection
+	// is in sync and stays in the pool (raw lib/pq discards it).
+	var pe *pq.Error
+	if !errors.As(err, &pe) || pe.Code != "57014" {
+		t.Errorf("err = %v, want lib/pq's 57014", err)
+	}
+	if pid2 := backendPID(t, db); pid2 != pid {
+		t.Errorf("the connection was replaced (%d, was %d) although the server cancelled the statement", pid2, pid)
 	}
 }
 

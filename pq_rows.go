@@ -25,7 +25,7 @@ type pqRows struct {
 	inner driver.Rows
 	ctx   context.Context
 	stop  func() bool
-	sw    *stmtWatch // a prepared statement's watch, ended at Close
+	sw    *cancelWatch // a prepared statement's watch, ended at Close
 }
 
 var (

@@ -123,7 +123,7 @@ func (s *pqStmt) QueryContext(ctx context.Context, args []driver.NamedValue) (dr
 }
 
 // callWatched makes one call on the inner statement with ctx watched by a
-// stmtWatch: through viaCtx, with a Background context so lib/pq never
+// cancelWatch: through viaCtx, with a Background context so lib/pq never
 // starts its own (blocking) cancel, when the inner statement has a context
 // method, else through viaValues, database/sql's fallback for statements
 // without one. On success the watch is still armed and returned: ExecContext
@@ -132,7 +132,7 @@ func (s *pqStmt) QueryContext(ctx context.Context, args []driver.NamedValue) (dr
 func callWatched[T any](s *pqStmt, ctx context.Context, args []driver.NamedValue,
 	viaCtx func(context.Context, []driver.NamedValue) (T, error),
 	viaValues func([]driver.Value) (T, error),
-) (T, *stmtWatch, error) {
+) (T, *cancelWatch, error) {
 	var zero T
 	var vals []driver.Value
 	if viaCtx == nil {
@@ -141,7 +141,7 @@ func callWatched[T any](s *pqStmt, ctx context.Context, args []driver.NamedValue
 			return zero, nil, err
 		}
 	}
-	w, err := s.c.watchStatement(ctx)
+	w, err := s.c.watchCall(ctx)
 	if err != nil {
 		return zero, nil, err
 	}
