@@ -103,7 +103,7 @@ func (r *pqRows) Tag() string {
 func (r *pqRows) Next(dest []driver.Value) error {
 	err := r.inner.Next(dest)
 	if err != nil && err != io.EOF {
-		return r.c.check(err)
+		return r.c.checkStatement(r.ctx, r.ctx != nil && r.ctx.Err() != nil, err)
 	}
 	return err
 }
