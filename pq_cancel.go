@@ -11,22 +11,26 @@ import (
 	"time"
 )
 
-// Cancel requests for prepared statements (pgfast-pq).
+// Cancel requests (pgfast-pq).
 //
 // lib/pq's statement calls wait for their own cancel request to finish
 // before returning, so on a dead network a cancelled statement would block
-// until connect_timeout. pgfast therefore calls lib/pq's statements with a
-// context that never ends and sends the cancel request itself, from its own
-// goroutine: when a statement's context ends, pgfast dials the server the
-// connection's socket is connected to (through pgfast's dialer, bounded by
-// connect_timeout), sends the CancelRequest with the backend's PID and
-// secret key, and reads until the server closes. The statement call waits
-// for the server's answer (lib/pq's 57014 error, the connection stays usable
-// as with raw lib/pq) for at most cancelGrace after the context ended; then
-// the socket's deadline is expired, the call returns and the connection is
-// discarded, while the cancel request still goes on in the background, so a
-// statement never keeps running on a reachable server after its caller gave
-// up.
+// until connect_timeout; its connection calls do not wait, but then discard
+// the connection. pgfast therefore calls lib/pq (queries, statements,
+// Prepare, Ping) with a context that never ends and sends the cancel request
+// itself, from its own goroutine: when the caller's context ends, pgfast
+// dials the address the connection's socket is connected to (through
+// pgfast's dialer, bounded by connect_timeout), sends the CancelRequest with
+// the backend's PID and secret key, and reads until the server closes. The
+// call waits for the server's answer (lib/pq's 57014 error, wrapped so that
+// errors.Is finds the context's error too; the connection stays usable) for
+// cancelGrace after the context ended, and answerGrace more once the server
+// handled the cancel request; then the socket's deadline is expired, the call
+// returns and the connection is discarded, while the cancel request still
+// goes on in the background (bounded by connect_timeout), so a statement
+// never keeps running on a reachable server after its caller gave up. A call
+// that returns after its context ended waits for its cancel request to
+// finish, so that it cannot hit the connection's next statement.
 //
 // lib/pq learns the PID and secret key from the server's BackendKeyData
 // message and keeps them in unexported fields of its connection; pgfast reads

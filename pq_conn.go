@@ -16,11 +16,14 @@ import (
 //
 //	conn.Raw(func(dc any) error { inner := dc.(*pgfast.PQConn).Unwrap(); ... })
 //
-// A call's context always unblocks it: while a call with a context runs (for
-// a query, until its rows are closed; for a transaction, until Commit or
-// Rollback), the context's end puts a past deadline on the socket, so the
-// call returns at once and the connection is discarded (pq_ctx.go). Every
-// error lib/pq returns is also told to pgfast's core (seam.onError).
+// A call's context always unblocks it: when it ends while a call runs (for a
+// query, until its rows are closed; for a transaction, until Commit or
+// Rollback), pgfast sends the cancel request and returns the server's answer
+// (57014) when it comes in time; otherwise it puts a past deadline on the
+// socket, so the call returns shortly after the context ended and the
+// connection is discarded (pq_ctx.go, pq_cancel.go). A statement whose bytes
+// left is never retried by database/sql (pq_retry.go). Every error lib/pq
+// returns is also told to pgfast's core (seam.onError).
 type PQConn struct {
 	inner driver.Conn
 	sock  net.Conn

@@ -15,7 +15,8 @@ import (
 // statement with context.Background() (lib/pq starts no goroutine and sends
 // no cancel request) and sends the cancel request itself (pq_cancel.go): the
 // caller gets lib/pq's 57014 error when the server answers in time, and the
-// call returns at most cancelGrace after the context ended in any case.
+// call returns at most cancelGrace (plus answerGrace once the server handled
+// the cancel request) after the context ended in any case.
 //
 // lib/pq's statements (*stmt, and *copyin for pq.CopyIn) implement
 // driver.Stmt; *stmt also StmtExecContext and StmtQueryContext; *copyin also
