@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"testing"
 	"time"
 
@@ -180,5 +182,74 @@ func TestPQCancelKeyReadFromLibPQ(t *testing.T) {
 	}
 	if _, _, ok := pqCancelKey(nil); ok {
 		t.Error("pqCancelKey(nil) ok")
+	}
+}
+
+// TestPQCancelWatchTimeline: on the fake backend, whose blocked call never
+// gets an answer, a context that ends sends one CancelRequest with the
+// connection's PID and key; a cancel the "server" handles buys answerGrace
+// more before the socket is expired, one that never gets through (a dead
+// network) does not.
+func TestPQCancelWatchTimeline(t *testing.T) {
+	leakCheck(t)
+	for _, tc := range []struct {
+		name     string
+		handled  bool
+		min, max time.Duration
+	}{
+		{"cancel handled", true, cancelGrace + answerGrace - 50*time.Millisecond, cancelGrace + answerGrace + time.Second},
+		{"cancel unanswered", false, cancelGrace - 50*time.Millisecond, cancelGrace + 700*time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := make(chan []byte, 1)
+			finished := make(chan struct{})
+			dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
+				a, b := net.Pipe()
+				go func() {
+					defer close(finished)
+					defer b.Close()
+					msg := make([]byte, 16)
+					if _, err := io.ReadFull(b, msg); err != nil {
+						return
+					}
+					got <- msg
+					if !tc.handled {
+						<-ctx.Done() // never answered: the cancel's own bound ends it
+					}
+				}()
+				return a, nil
+			}
+			pc, _ := newPipeConn(t, &seam{dial: dial, cfg: &Config{ConnectTimeout: 2 * time.Second}})
+			pc.cancelPID, pc.cancelKey = 4242, []byte{1, 2, 3, 4}
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			start := time.Now()
+			_, err := pc.ExecContext(ctx, "block", nil)
+			elapsed := time.Since(start) - 100*time.Millisecond
+			t.Logf("returned %v after the context ended: %v", elapsed.Round(time.Millisecond), err)
+			if elapsed < tc.min || elapsed > tc.max {
+				t.Errorf("returned %v after the context ended, want between %v and %v", elapsed, tc.min, tc.max)
+			}
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("err = %v, want context.DeadlineExceeded", err)
+			}
+			assertInterrupted(t, pc, true)
+			select {
+			case msg := <-got:
+				want := []byte{0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e, 0, 0, 0x10, 0x92, 1, 2, 3, 4}
+				if string(msg) != string(want) {
+					t.Errorf("CancelRequest = %x, want %x", msg, want)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("no CancelRequest sent")
+			}
+			// The unanswered cancel request ends at its own bound, connect_timeout.
+			select {
+			case <-finished:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the cancel request outlived connect_timeout")
+			}
+			time.Sleep(50 * time.Millisecond) // its goroutine's last steps
+		})
 	}
 }
