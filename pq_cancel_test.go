@@ -253,3 +253,28 @@ func TestPQCancelWatchTimeline(t *testing.T) {
 		})
 	}
 }
+
+// TestPQCancelOverUnixSocket: the cancel request goes to the address the
+// connection's socket is connected to, a Unix-domain socket too.
+func TestPQCancelOverUnixSocket(t *testing.T) {
+	srv := server(t)
+	leakCheck(t)
+	dsn := fmt.Sprintf("host=%s port=%d user=%s dbname=%s sslmode=disable",
+		srv.SocketDir(), srv.Port(), pgtest.TrustUser, pgtest.Database)
+	db := openT(t, pqCase(), dsn)
+	readyT(t, db, 10*time.Second)
+	db.SetMaxOpenConns(1)
+	st, err := db.Prepare("SELECT pg_sleep(30)::text")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	var s string
+	err = st.QueryRowContext(ctx).Scan(&s)
+	var pe *pq.Error
+	if !errors.As(err, &pe) || pe.Code != "57014" {
+		t.Errorf("err = %v, want lib/pq's 57014", err)
+	}
+}
