@@ -3,6 +3,7 @@ package pgfast
 import (
 	"context"
 	"database/sql/driver"
+	"errors"
 	"net"
 	"time"
 
@@ -49,22 +50,39 @@ func pqHost(host, addr string, port uint16) HostPort {
 func (a *pqAdapter) connector(s *seam) driver.Connector {
 	cfg := a.cfg.Clone()
 	cfg.ConnectTimeout = s.cfg.ConnectTimeout
-	pc := &pqConnector{cfg: cfg, seam: s}
+	pc := &pqConnector{cfg: cfg, seam: s, passes: pqPasses(cfg.TargetSessionAttrs)}
 	if len(cfg.Multi) > 0 && s.orderHosts != nil {
 		// pgfast orders the hosts itself per connection (random first when
 		// load_balance_hosts=random, bad hosts last).
 		pc.cfg.LoadBalanceHosts = pq.LoadBalanceHostsDisable
 		pc.reorder = true
 	}
-	pc.fixed = pc.connectorFor(pc.cfg)
+	for _, tsa := range pc.passes {
+		c := pc.cfg
+		c.TargetSessionAttrs = tsa
+		pc.fixed = append(pc.fixed, pc.connectorFor(c))
+	}
 	return pc
+}
+
+// pqPasses returns the target_session_attrs of each pass over the hosts.
+// prefer-standby is never handed to lib/pq: with every host down its open
+// loop retries without end (it clears the setting in a local variable but
+// tests its config). pgfast makes two passes instead, each bounded by
+// connect_timeout per host: standby, then any.
+func pqPasses(tsa pq.TargetSessionAttrs) []pq.TargetSessionAttrs {
+	if tsa == pq.TargetSessionAttrsPreferStandby {
+		return []pq.TargetSessionAttrs{pq.TargetSessionAttrsStandby, pq.TargetSessionAttrsAny}
+	}
+	return []pq.TargetSessionAttrs{tsa}
 }
 
 // pqConnector opens lib/pq connections and wraps them in *PQConn.
 type pqConnector struct {
 	cfg     pq.Config
 	seam    *seam
-	fixed   *pq.Connector // used when the host order never changes
+	passes  []pq.TargetSessionAttrs // one pass over the hosts each (pqPasses)
+	fixed   []*pq.Connector         // one per pass, used when the host order never changes
 	reorder bool
 }
 
@@ -76,10 +94,11 @@ func (c *pqConnector) connectorFor(cfg pq.Config) *pq.Connector {
 	return inner
 }
 
-// ordered returns a connector whose host list is in the order pgfast chose.
-func (c *pqConnector) ordered() *pq.Connector {
+// ordered returns the connector of pass i whose host list is in the order
+// pgfast chose.
+func (c *pqConnector) ordered(i int) *pq.Connector {
 	if !c.reorder {
-		return c.fixed
+		return c.fixed[i]
 	}
 	all := append([]pq.ConfigMultihost{{Host: c.cfg.Host, Hostaddr: c.cfg.Hostaddr, Port: c.cfg.Port}}, c.cfg.Multi...)
 	hosts := make([]HostPort, len(all))
@@ -88,6 +107,7 @@ func (c *pqConnector) ordered() *pq.Connector {
 	}
 	idx := c.seam.orderHosts(hosts)
 	cfg := c.cfg
+	cfg.TargetSessionAttrs = c.passes[i]
 	first := all[idx[0]]
 	cfg.Host, cfg.Hostaddr, cfg.Port = first.Host, first.Hostaddr, first.Port
 	cfg.Multi = make([]pq.ConfigMultihost, 0, len(idx)-1)
@@ -97,11 +117,32 @@ func (c *pqConnector) ordered() *pq.Connector {
 	return c.connectorFor(cfg)
 }
 
+// Connect makes one pass over the hosts per target_session_attrs pass
+// (one, or two for prefer-standby) until one connects.
 func (c *pqConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	var err error
+	for i := range c.passes {
+		var dc driver.Conn
+		if dc, err = c.connectPass(ctx, i); err == nil {
+			return dc, nil
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, err
+}
+
+func (c *pqConnector) connectPass(ctx context.Context, pass int) (driver.Conn, error) {
 	ctx, rec := withDialRecord(ctx)
-	dc, err := c.ordered().Connect(ctx)
+	dc, err := c.ordered(pass).Connect(ctx)
 	nc := rec.done()
 	if err != nil {
+		if cerr := ctx.Err(); cerr != nil && errors.Is(err, cerr) {
+			// The caller's context ended the dial: its error, as
+			// database/sql returns it when it ends before Connect.
+			return nil, cerr
+		}
 		return nil, err
 	}
 	if c.seam.afterConnect != nil {
@@ -110,10 +151,14 @@ func (c *pqConnector) Connect(ctx context.Context) (driver.Conn, error) {
 			return nil, err
 		}
 	}
-	return &PQConn{inner: dc, sock: nc, seam: c.seam}, nil
+	pc := &PQConn{inner: dc, sock: nc, seam: c.seam}
+	if pid, key, ok := pqCancelKey(dc); ok {
+		pc.cancelPID, pc.cancelKey = pid, key
+	}
+	return pc, nil
 }
 
-func (c *pqConnector) Driver() driver.Driver { return c.fixed.Driver() }
+func (c *pqConnector) Driver() driver.Driver { return c.fixed[0].Driver() }
 
 // closeSoon closes a connection without waiting on a network that may be dead.
 func closeSoon(dc driver.Conn, nc net.Conn) {

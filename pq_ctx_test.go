@@ -487,8 +487,14 @@ func TestPQContextEndsBlockedQuery(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("err = %v, want context.DeadlineExceeded", err)
 	}
-	if pid2 := backendPID(t, db); pid2 == pid {
-		t.Error("the interrupted connection was reused")
+	// The server answered pgfast's cancel request (57014): the connection
+	// is in sync and stays in the pool (raw lib/pq discards it).
+	var pe *pq.Error
+	if !errors.As(err, &pe) || pe.Code != "57014" {
+		t.Errorf("err = %v, want lib/pq's 57014", err)
+	}
+	if pid2 := backendPID(t, db); pid2 != pid {
+		t.Errorf("the connection was replaced (%d, was %d) although the server cancelled the statement", pid2, pid)
 	}
 }
 
@@ -651,12 +657,17 @@ func TestPQContextOnStatements(t *testing.T) {
 		t.Errorf("err = %v, want context.DeadlineExceeded", err)
 	}
 
-	// database/sql prepares the statement again on a new connection.
-	if err := stmt.QueryRow(0).Scan(&s); err != nil {
-		t.Fatalf("statement after interruption: %v", err)
+	// The server answered pgfast's cancel request (57014): as with raw
+	// lib/pq, the connection stays in the pool and the statement still works.
+	var pe *pq.Error
+	if !errors.As(err, &pe) || pe.Code != "57014" {
+		t.Errorf("err = %v, want lib/pq's 57014", err)
 	}
-	if backendPID(t, db) == pid {
-		t.Error("the interrupted connection was reused")
+	if err := stmt.QueryRow(0).Scan(&s); err != nil {
+		t.Fatalf("statement after cancel: %v", err)
+	}
+	if got := backendPID(t, db); got != pid {
+		t.Errorf("the connection was replaced (%d, was %d) although the server cancelled the statement", got, pid)
 	}
 }
 

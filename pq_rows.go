@@ -3,8 +3,11 @@ package pgfast
 import (
 	"context"
 	"database/sql/driver"
+	"errors"
 	"io"
 	"reflect"
+
+	"github.com/lib/pq"
 )
 
 // pqRows wraps lib/pq's rows: a query's context stays watched until its rows
@@ -13,7 +16,8 @@ import (
 //
 // It implements exactly the optional interfaces lib/pq's rows implement:
 // RowsNextResultSet and RowsColumnTypeScanType, ...DatabaseTypeName,
-// ...Length and ...PrecisionScale (not RowsColumnTypeNullable). When the
+// ...Length and ...PrecisionScale (not RowsColumnTypeNullable), and
+// lib/pq's Result and Tag (resultTagger). When the
 // inner rows lack one at run time, the answer is database/sql's default for a
 // driver without it.
 type pqRows struct {
@@ -21,6 +25,7 @@ type pqRows struct {
 	inner driver.Rows
 	ctx   context.Context
 	stop  func() bool
+	sw    *cancelWatch // a prepared statement's watch, ended at Close
 }
 
 var (
@@ -30,7 +35,21 @@ var (
 	_ driver.RowsColumnTypeDatabaseTypeName = (*pqRows)(nil)
 	_ driver.RowsColumnTypeLength           = (*pqRows)(nil)
 	_ driver.RowsColumnTypePrecisionScale   = (*pqRows)(nil)
+	_ resultTagger                          = (*pqRows)(nil)
 )
+
+// resultTagger is the interface lib/pq's rows offer for the command's result
+// and tag (lib/pq's own tests call it ResultTag).
+type resultTagger interface {
+	Result() driver.Result
+	Tag() string
+}
+
+// isPQError reports whether the server's error is in err's chain.
+func isPQError(err error) bool {
+	var pe *pq.Error
+	return errors.As(err, &pe)
+}
 
 // wrapRows wraps rows; stop (from watch(ctx), may be nil) is disarmed at Close.
 func (c *PQConn) wrapRows(rows driver.Rows, ctx context.Context, stop func() bool) *pqRows {
@@ -47,13 +66,44 @@ func (r *pqRows) Close() error {
 		r.c.unwatch(r.ctx, r.stop)
 		r.stop = nil
 	}
-	return r.c.check(err)
+	ended := false
+	if r.sw != nil {
+		ended = r.sw.end()
+		r.sw = nil
+	}
+	if err != nil && r.c.interrupted.Load() != nil && !isPQError(err) {
+		// What raw lib/pq returns once a context ended the query: the
+		// context's error (its connection keeps it), not the i/o timeout of
+		// pgfast's expired deadline.
+		cause := *r.c.interrupted.Load()
+		r.c.report(err)
+		return cause
+	}
+	return r.c.checkStatement(r.ctx, ended, err)
+}
+
+// Result forwards lib/pq's Result (the command's result); without it,
+// no rows were affected.
+func (r *pqRows) Result() driver.Result {
+	if rt, ok := r.inner.(interface{ Result() driver.Result }); ok {
+		return rt.Result()
+	}
+	return driver.RowsAffected(0)
+}
+
+// Tag forwards lib/pq's Tag (the command tag, "" for a query that
+// returned rows).
+func (r *pqRows) Tag() string {
+	if rt, ok := r.inner.(interface{ Tag() string }); ok {
+		return rt.Tag()
+	}
+	return ""
 }
 
 func (r *pqRows) Next(dest []driver.Value) error {
 	err := r.inner.Next(dest)
 	if err != nil && err != io.EOF {
-		return r.c.check(err)
+		return r.c.checkStatement(r.ctx, r.ctx != nil && r.ctx.Err() != nil, err)
 	}
 	return err
 }

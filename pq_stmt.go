@@ -10,16 +10,13 @@ import (
 // (for a query, until its rows are closed) and errors are told to the core.
 //
 // lib/pq's statement calls, unlike its connection calls, wait for their
-// cancel request to finish before returning: a context that ends during
-// stmt.ExecContext/QueryContext makes lib/pq dial a new connection and read
-// it to EOF, and on a silent network that waits out connect_timeout after the
-// context ended. So pqStmt calls lib/pq's statement with
-// context.Background() (lib/pq starts no goroutine and sends no cancel
-// request) and relies on its own watch alone: the call returns when the
-// context ends, and the connection is discarded, which ends the session on
-// the server once it notices the socket closed (server-side limits such as
-// statement_timeout or client_connection_check_interval bound the work the
-// server may go on doing meanwhile).
+// cancel request to finish before returning, which on a silent network waits
+// out connect_timeout after the context ended. So pqStmt calls lib/pq's
+// statement with context.Background() (lib/pq starts no goroutine and sends
+// no cancel request) and sends the cancel request itself (pq_cancel.go): the
+// caller gets lib/pq's 57014 error when the server answers in time, and the
+// call returns at most cancelGrace (plus answerGrace once the server handled
+// the cancel request) after the context ended in any case.
 //
 // lib/pq's statements (*stmt, and *copyin for pq.CopyIn) implement
 // driver.Stmt; *stmt also StmtExecContext and StmtQueryContext; *copyin also
@@ -73,8 +70,12 @@ func (s *pqStmt) Exec(args []driver.Value) (driver.Result, error) {
 	if err := s.c.usable(); err != nil {
 		return nil, err
 	}
+	sent := writesOf(s.c.sock)
 	res, err := s.inner.Exec(args) //nolint:staticcheck // required by driver.Stmt
-	return res, s.c.check(err)
+	if err != nil {
+		return nil, s.c.check(s.c.noRetry(sent, err))
+	}
+	return res, nil
 }
 
 // Query passes through.
@@ -84,24 +85,26 @@ func (s *pqStmt) Query(args []driver.Value) (driver.Rows, error) {
 	if err := s.c.usable(); err != nil {
 		return nil, err
 	}
+	sent := writesOf(s.c.sock)
 	rows, err := s.inner.Query(args) //nolint:staticcheck // required by driver.Stmt
 	if err != nil {
-		return nil, s.c.check(err)
+		return nil, s.c.check(s.c.noRetry(sent, err))
 	}
 	return s.c.wrapRows(rows, context.Background(), nil), nil
 }
 
-// ExecContext runs the statement with ctx watched.
+// ExecContext runs the statement with ctx watched; when ctx ends during the
+// call, pgfast sends the cancel request (pq_cancel.go).
 func (s *pqStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
 	var viaCtx func(context.Context, []driver.NamedValue) (driver.Result, error)
 	if e, ok := s.inner.(driver.StmtExecContext); ok {
 		viaCtx = e.ExecContext
 	}
-	res, stop, err := callWatched(s, ctx, args, viaCtx, s.inner.Exec) //nolint:staticcheck // database/sql's fallback
+	res, w, err := callWatched(s, ctx, args, viaCtx, s.inner.Exec) //nolint:staticcheck // database/sql's fallback
 	if err != nil {
 		return nil, err
 	}
-	s.c.unwatch(ctx, stop)
+	w.end()
 	return res, nil
 }
 
@@ -111,24 +114,26 @@ func (s *pqStmt) QueryContext(ctx context.Context, args []driver.NamedValue) (dr
 	if q, ok := s.inner.(driver.StmtQueryContext); ok {
 		viaCtx = q.QueryContext
 	}
-	rows, stop, err := callWatched(s, ctx, args, viaCtx, s.inner.Query) //nolint:staticcheck // database/sql's fallback
+	rows, w, err := callWatched(s, ctx, args, viaCtx, s.inner.Query) //nolint:staticcheck // database/sql's fallback
 	if err != nil {
 		return nil, err
 	}
-	return s.c.wrapRows(rows, ctx, stop), nil
+	r := s.c.wrapRows(rows, ctx, nil)
+	r.sw = w
+	return r, nil
 }
 
-// callWatched makes one call on the inner statement with ctx watched by the
-// connection (see PQConn.watch): through viaCtx, with a Background context so
-// lib/pq never starts its own cancel, when the inner statement has a context
+// callWatched makes one call on the inner statement with ctx watched by a
+// cancelWatch: through viaCtx, with a Background context so lib/pq never
+// starts its own (blocking) cancel, when the inner statement has a context
 // method, else through viaValues, database/sql's fallback for statements
-// without one. On success the watch is still armed and its stop is returned:
-// ExecContext disarms it at once, QueryContext when the rows close. On error
-// it is already disarmed.
+// without one. On success the watch is still armed and returned: ExecContext
+// ends it at once, QueryContext when the rows close. On error it is already
+// ended.
 func callWatched[T any](s *pqStmt, ctx context.Context, args []driver.NamedValue,
 	viaCtx func(context.Context, []driver.NamedValue) (T, error),
 	viaValues func([]driver.Value) (T, error),
-) (T, func() bool, error) {
+) (T, *cancelWatch, error) {
 	var zero T
 	var vals []driver.Value
 	if viaCtx == nil {
@@ -137,10 +142,11 @@ func callWatched[T any](s *pqStmt, ctx context.Context, args []driver.NamedValue
 			return zero, nil, err
 		}
 	}
-	stop, err := s.c.watch(ctx)
+	w, err := s.c.watchCall(ctx)
 	if err != nil {
 		return zero, nil, err
 	}
+	sent := writesOf(s.c.sock)
 	var out T
 	if viaCtx != nil {
 		out, err = viaCtx(context.Background(), args)
@@ -148,10 +154,23 @@ func callWatched[T any](s *pqStmt, ctx context.Context, args []driver.NamedValue
 		out, err = viaValues(vals)
 	}
 	if err != nil {
-		s.c.unwatch(ctx, stop)
-		return zero, nil, s.c.check(err)
+		ended := w.end()
+		return zero, nil, s.c.checkStatement(ctx, ended, s.c.noRetry(sent, err))
 	}
-	return out, stop, nil
+	return out, w, nil
+}
+
+// checkStatement is check for the error of a statement whose context may have
+// ended during the call (ended): when the server answered the cancel request
+// in time (the connection was not interrupted), lib/pq's error is returned
+// with the context's error also in its chain.
+func (c *PQConn) checkStatement(ctx context.Context, ended bool, err error) error {
+	if ended && err != nil && c.interrupted.Load() == nil && !isSentinel(err) {
+		if cause := ctx.Err(); cause != nil {
+			err = &canceledError{cause: cause, err: err}
+		}
+	}
+	return c.check(err)
 }
 
 // CopyData passes through with ctx watched. lib/pq's own watch here is a

@@ -21,13 +21,23 @@ var _ driver.Tx = (*pqTx)(nil)
 func (t *pqTx) Commit() error {
 	err := t.inner.Commit()
 	t.end()
-	return t.c.check(err)
+	return t.c.check(t.badConn(err))
 }
 
 func (t *pqTx) Rollback() error {
 	err := t.inner.Rollback()
 	t.end()
-	return t.c.check(err)
+	return t.c.check(t.badConn(err))
+}
+
+// badConn returns driver.ErrBadConn, as raw lib/pq does on a connection a
+// context ended, for an error on a connection a context interrupted (the
+// i/o timeout of pgfast's expired deadline); the server's own errors stay.
+func (t *pqTx) badConn(err error) error {
+	if err != nil && t.c.interrupted.Load() != nil && !isPQError(err) {
+		return driver.ErrBadConn
+	}
+	return err
 }
 
 func (t *pqTx) end() {

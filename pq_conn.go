@@ -16,11 +16,14 @@ import (
 //
 //	conn.Raw(func(dc any) error { inner := dc.(*pgfast.PQConn).Unwrap(); ... })
 //
-// A call's context always unblocks it: while a call with a context runs (for
-// a query, until its rows are closed; for a transaction, until Commit or
-// Rollback), the context's end puts a past deadline on the socket, so the
-// call returns at once and the connection is discarded (pq_ctx.go). Every
-// error lib/pq returns is also told to pgfast's core (seam.onError).
+// A call's context always unblocks it: when it ends while a call runs (for a
+// query, until its rows are closed; for a transaction, until Commit or
+// Rollback), pgfast sends the cancel request and returns the server's answer
+// (57014) when it comes in time; otherwise it puts a past deadline on the
+// socket, so the call returns shortly after the context ended and the
+// connection is discarded (pq_ctx.go, pq_cancel.go). A statement whose bytes
+// left is never retried by database/sql (pq_retry.go). Every error lib/pq
+// returns is also told to pgfast's core (seam.onError).
 type PQConn struct {
 	inner driver.Conn
 	sock  net.Conn
@@ -30,6 +33,11 @@ type PQConn struct {
 	// context's end has put a past deadline on sock: the connection is
 	// unusable from then on.
 	interrupted atomic.Pointer[error]
+
+	// cancelPID and cancelKey identify the backend in a cancel request
+	// (pq_cancel.go); cancelKey is nil when unknown.
+	cancelPID uint32
+	cancelKey []byte
 }
 
 var (
@@ -86,7 +94,8 @@ func (c *PQConn) Begin() (driver.Tx, error) {
 	return &pqTx{c: c, inner: tx, ctx: context.Background()}, nil
 }
 
-// PrepareContext passes through, or falls back to Prepare as database/sql does.
+// PrepareContext passes through, or falls back to Prepare as database/sql
+// does. ctx is watched as for ExecContext.
 func (c *PQConn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
 	p, ok := c.inner.(driver.ConnPrepareContext)
 	if !ok {
@@ -95,14 +104,14 @@ func (c *PQConn) PrepareContext(ctx context.Context, query string) (driver.Stmt,
 		}
 		return c.Prepare(query)
 	}
-	stop, err := c.watch(ctx)
+	w, err := c.watchCall(ctx)
 	if err != nil {
 		return nil, err
 	}
-	st, err := p.PrepareContext(ctx, query)
-	c.unwatch(ctx, stop)
+	st, err := p.PrepareContext(context.Background(), query)
+	ended := w.end()
 	if err != nil {
-		return nil, c.check(err)
+		return nil, c.checkStatement(ctx, ended, err)
 	}
 	return c.wrapStmt(st), nil
 }
@@ -131,56 +140,63 @@ func (c *PQConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx,
 	return &pqTx{c: c, inner: tx, ctx: ctx, stop: stop}, nil
 }
 
-// ExecContext passes through; driver.ErrSkip makes database/sql prepare instead.
+// ExecContext passes through; driver.ErrSkip makes database/sql prepare
+// instead. lib/pq gets a context that never ends: when ctx ends during the
+// call, pgfast sends the cancel request itself (pq_cancel.go).
 func (c *PQConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
 	e, ok := c.inner.(driver.ExecerContext)
 	if !ok {
 		return nil, driver.ErrSkip
 	}
-	stop, err := c.watch(ctx)
+	w, err := c.watchCall(ctx)
 	if err != nil {
 		return nil, err
 	}
-	res, err := e.ExecContext(ctx, query, args)
-	c.unwatch(ctx, stop)
+	sent := writesOf(c.sock)
+	res, err := e.ExecContext(context.Background(), query, args)
+	ended := w.end()
 	if err != nil {
-		return nil, c.check(err)
+		return nil, c.checkStatement(ctx, ended, c.noRetry(sent, err))
 	}
 	return res, nil
 }
 
 // QueryContext passes through; driver.ErrSkip makes database/sql prepare
-// instead. ctx is watched until the rows are closed.
+// instead. ctx is watched as for ExecContext, until the rows are closed.
 func (c *PQConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
 	q, ok := c.inner.(driver.QueryerContext)
 	if !ok {
 		return nil, driver.ErrSkip
 	}
-	stop, err := c.watch(ctx)
+	w, err := c.watchCall(ctx)
 	if err != nil {
 		return nil, err
 	}
-	rows, err := q.QueryContext(ctx, query, args)
+	sent := writesOf(c.sock)
+	rows, err := q.QueryContext(context.Background(), query, args)
 	if err != nil {
-		c.unwatch(ctx, stop)
-		return nil, c.check(err)
+		ended := w.end()
+		return nil, c.checkStatement(ctx, ended, c.noRetry(sent, err))
 	}
-	return c.wrapRows(rows, ctx, stop), nil
+	r := c.wrapRows(rows, ctx, nil)
+	r.sw = w
+	return r, nil
 }
 
-// Ping passes through (no Pinger: nil, as database/sql).
+// Ping passes through (no Pinger: nil, as database/sql); ctx is watched as
+// for ExecContext.
 func (c *PQConn) Ping(ctx context.Context) error {
 	p, ok := c.inner.(driver.Pinger)
 	if !ok {
 		return nil
 	}
-	stop, err := c.watch(ctx)
+	w, err := c.watchCall(ctx)
 	if err != nil {
 		return err
 	}
-	err = p.Ping(ctx)
-	c.unwatch(ctx, stop)
-	return c.check(err)
+	err = p.Ping(context.Background())
+	ended := w.end()
+	return c.checkStatement(ctx, ended, err)
 }
 
 // CheckNamedValue passes through; driver.ErrSkip selects database/sql's default conversion.

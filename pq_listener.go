@@ -1,0 +1,166 @@
+package pgfast
+
+import (
+	"errors"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/lib/pq"
+)
+
+// LISTEN/NOTIFY with lib/pq's Listener, through pgfast (pgfast-pq).
+//
+// pq.NewListener dials on its own and hands the DSN to the server as it is:
+// the keys only pgfast understands (keepalives, keepalives_idle,
+// keepalives_interval, keepalives_count, tcp_user_timeout, pgfast_*) reach
+// the server as runtime parameters, which it refuses (42704), and Listen
+// then blocks. PQListenerDialer gives pq.NewDialListener what it needs
+// instead: a pq.Dialer that dials as pgfast does (its resolver use, TCP
+// keepalives and user timeout from the DSN, connect_timeout per address),
+// and the DSN without pgfast's keys. NewPQListener does both in one call.
+//
+// On pgx ("pgfast"), LISTEN works on the connection sql.Conn.Raw gives
+// (*stdlib.Conn: Conn().WaitForNotification).
+
+// PQListenerDialer returns a pq.Dialer that dials with the TCP settings dsn
+// gives pgfast, and dsn without the keys only pgfast understands, for
+// pq.NewDialListener. A DSN pgfast-pq would refuse is a *ConfigError.
+func PQListenerDialer(dsn string) (pq.Dialer, string, error) {
+	_, cfg, err := parseDSN(LibPQ, dsn)
+	if err != nil {
+		return nil, "", err
+	}
+	clean, err := withoutPgfastKeys(dsn)
+	if err != nil {
+		return nil, "", err
+	}
+	return newDialer(cfg.dialSettings(), nil), clean, nil
+}
+
+// NewPQListener is pq.NewDialListener with PQListenerDialer's dialer and
+// DSN: a lib/pq Listener whose connections pgfast dials.
+func NewPQListener(dsn string, minReconnect, maxReconnect time.Duration, cb pq.EventCallbackType) (*pq.Listener, error) {
+	d, clean, err := PQListenerDialer(dsn)
+	if err != nil {
+		return nil, err
+	}
+	return pq.NewDialListener(d, clean, minReconnect, maxReconnect, cb), nil
+}
+
+// isPgfastKey reports the DSN keys that pgfast consumes and a raw lib/pq
+// connection would send to the server.
+func isPgfastKey(k string) bool {
+	if strings.HasPrefix(k, "pgfast_") {
+		return true
+	}
+	for _, t := range libpqTCPKeys {
+		if k == t {
+			return true
+		}
+	}
+	return false
+}
+
+// withoutPgfastKeys returns dsn (URL or key=value) without pgfast's keys;
+// everything else is kept as written.
+func withoutPgfastKeys(dsn string) (string, error) {
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		base, query, ok := strings.Cut(dsn, "?")
+		if !ok {
+			return dsn, nil
+		}
+		frag := ""
+		if i := strings.IndexByte(query, '#'); i >= 0 {
+			query, frag = query[:i], query[i:]
+		}
+		vals, err := url.ParseQuery(query)
+		if err != nil {
+			return "", &ConfigError{Reason: "bad URL query", Err: err}
+		}
+		for k := range vals {
+			if isPgfastKey(k) {
+				vals.Del(k)
+			}
+		}
+		if len(vals) == 0 {
+			return base + frag, nil
+		}
+		return base + "?" + vals.Encode() + frag, nil
+	}
+	pairs, err := splitKeyValues(dsn)
+	if err != nil {
+		return "", err
+	}
+	kept := pairs[:0]
+	for _, p := range pairs {
+		if !isPgfastKey(p.key) {
+			kept = append(kept, p)
+		}
+	}
+	texts := make([]string, len(kept))
+	for i, p := range kept {
+		texts[i] = p.text
+	}
+	return strings.Join(texts, " "), nil
+}
+
+// kvPair is one key=value setting of a key=value DSN, with its original text.
+type kvPair struct {
+	key  string
+	text string
+}
+
+var errBadKeyValue = errors.New("malformed key=value DSN")
+
+// splitKeyValues splits a libpq key=value string into its settings: spaces
+// around '=' are allowed, a value may be single-quoted with backslash escapes.
+func splitKeyValues(s string) ([]kvPair, error) {
+	var pairs []kvPair
+	i := 0
+	skipSpace := func() {
+		for i < len(s) && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r') {
+			i++
+		}
+	}
+	for {
+		skipSpace()
+		if i >= len(s) {
+			return pairs, nil
+		}
+		start := i
+		for i < len(s) && s[i] != '=' && s[i] != ' ' && s[i] != '\t' {
+			i++
+		}
+		key := s[start:i]
+		skipSpace()
+		if i >= len(s) || s[i] != '=' || key == "" {
+			return nil, &ConfigError{Reason: "expected key=value", Err: errBadKeyValue}
+		}
+		i++ // '='
+		skipSpace()
+		if i < len(s) && s[i] == '\'' {
+			i++
+			for ; i < len(s) && s[i] != '\''; i++ {
+				if s[i] == '\\' {
+					i++
+				}
+			}
+			if i >= len(s) {
+				return nil, &ConfigError{Key: key, Reason: "unterminated quoted value", Err: errBadKeyValue}
+			}
+			i++ // closing quote
+		} else {
+			for i < len(s) && s[i] != ' ' && s[i] != '\t' && s[i] != '\n' && s[i] != '\r' {
+				if s[i] == '\\' {
+					i++
+				}
+				i++
+			}
+		}
+		if i > len(s) {
+			i = len(s)
+		}
+		pairs = append(pairs, kvPair{key: key, text: s[start:i]})
+	}
+}
