@@ -2,6 +2,7 @@ package pgfast
 
 import (
 	"context"
+	"database/sql/driver"
 	"log/slog"
 	"net/netip"
 )
@@ -17,6 +18,8 @@ type options struct {
 	stateHook func(State, error)
 	resolver  Resolver // nil: net.DefaultResolver
 	noProbe   bool     // no background goroutine (Driver.Open)
+	// testBackend replaces the backend's connector (tests only).
+	testBackend func(*seam) driver.Connector
 }
 
 // WithBackend selects the driver pgfast wraps: PGX (default) or LibPQ.

@@ -20,7 +20,7 @@ func (c *Connector) newSeam(d *dialer) *seam {
 	return &seam{
 		cfg:      c.cfg,
 		dial:     recording(d.DialContext),
-		checkout: checkout,
+		checkout: c.verifiedCheckout,
 		alive:    alive,
 		onError:  c.onBackendError,
 		checkRole: func(nc net.Conn, params serverParams) error {
@@ -33,6 +33,18 @@ func (c *Connector) newSeam(d *dialer) *seam {
 			return c.book.orderHosts(hosts, c.cfg.LoadBalanceHosts == "random")
 		},
 	}
+}
+
+// verifiedCheckout is the checkout check (liveness; the adapters judge the
+// role first): a connection that passes it while the connector is Down
+// proves the database works, so the connector's goroutine is told. The
+// healthy path costs one atomic load.
+func (c *Connector) verifiedCheckout(ctx context.Context, nc net.Conn) error {
+	err := checkout(ctx, nc)
+	if err == nil && c.ready.current() == StateDown {
+		c.post(event{kind: evVerified})
+	}
+	return err
 }
 
 // serverParams is what a server reported in ParameterStatus messages
@@ -140,6 +152,9 @@ func (c *Connector) verifyRole(nc net.Conn, cause error) {
 		defer cancel()
 		dc, err := c.backend.Connect(ctx)
 		if err == nil {
+			// A fresh connection passed target_session_attrs: the
+			// database is usable whatever this address turns out to be.
+			c.post(event{kind: evVerified, fresh: true})
 			landed := trackedOf(socketOf(dc))
 			_ = dc.Close()
 			if landed != nil && landed.addr == tc.addr {
@@ -155,16 +170,12 @@ func (c *Connector) verifyRole(nc net.Conn, cause error) {
 	}
 }
 
-// onEvict is the address book's report of an eviction: logged once, and when
-// the address is believed unreachable (or has the wrong role) the connector
-// goes Down so that callers fail fast while it probes for a usable server.
+// onEvict is the address book's report of an eviction. It may run on a
+// query's read path, so it only tells the connector's goroutine, which logs
+// it and, when the address is believed unreachable, goes Down so that
+// callers fail fast while it probes for a usable server. It never blocks.
 func (c *Connector) onEvict(addr netip.AddrPort, cause error, how eviction) {
-	if c.log != nil {
-		c.log.Warn("pgfast: evicted connections to an address", "addr", addr.String(), "cause", cause)
-	}
-	if how.down {
-		c.setState(StateDown, fmt.Errorf("%s: %w", addr, cause))
-	}
+	c.post(event{kind: evEvicted, addr: addr, err: cause, down: how.down})
 }
 
 // recheckDNS re-resolves the DSN's host names and evicts the sockets of
