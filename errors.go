@@ -124,10 +124,14 @@ type inFlightError struct {
 }
 
 func (e *inFlightError) Error() string {
-	if e.last == nil {
-		return "attempt in flight for " + roundDuration(e.since).String()
+	flight := "attempt in flight for " + roundDuration(e.since).String()
+	if e.since < time.Millisecond {
+		flight = "attempt just started"
 	}
-	return conciseCause(e.last) + " (retrying: attempt in flight for " + roundDuration(e.since).String() + ")"
+	if e.last == nil {
+		return flight
+	}
+	return conciseCause(e.last) + " (retrying: " + flight + ")"
 }
 
 // Is makes errors.Is(err, ErrNotReady) true.

@@ -39,7 +39,10 @@ func WithMinConns(n int) Option { return func(o *options) { o.minConns = n } }
 func WithWaitReady(wait bool) Option { return func(o *options) { o.waitReady = &wait } }
 
 // WithStateHook calls hook on every state change, with the cause of the change
-// (nil when becoming StateReady). It runs on the connector's goroutine: keep it short.
+// (nil when becoming StateReady). The connector's own goroutine makes every
+// call, one at a time, in the order the changes happen, StateClosed last;
+// while the hook runs the connector applies no other change, so keep it
+// short. The hook may call the connector's methods, Close included.
 func WithStateHook(hook func(State, error)) Option { return func(o *options) { o.stateHook = hook } }
 
 // Resolver resolves host names; *net.Resolver satisfies it. pgfast asks it on
