@@ -40,6 +40,7 @@ type Connector struct {
 	adapter adapter
 	in      inbox       // events for the connector's goroutine (loop.go)
 	inHook  atomic.Bool // the state hook is running
+	dnsBusy atomic.Bool // a DNS recheck is running
 	noProbe bool        // no background goroutine (Driver.Open)
 
 	// resMu guards resClosed: once the goroutine has stopped, a probe that

@@ -6,7 +6,8 @@ import (
 )
 
 // group owns the connector's short-lived background goroutines (role
-// verifications): Close stops accepting new ones and waits for the rest.
+// verifications, DNS rechecks): Close stops accepting new ones and waits a
+// bounded time for the rest.
 type group struct {
 	mu     sync.Mutex
 	closed bool

@@ -157,8 +157,14 @@ func (c *Connector) run() {
 		case <-wait:
 		case <-c.in.kick:
 		case <-dnsTick:
-			if st == StateReady {
-				c.recheckDNS(c.ctx)
+			// Off the loop: a slow resolver must not delay the events.
+			if st == StateReady && c.dnsBusy.CompareAndSwap(false, true) {
+				if !c.bg.goIfOpen(func() {
+					defer c.dnsBusy.Store(false)
+					c.recheckDNS(c.ctx)
+				}) {
+					c.dnsBusy.Store(false)
+				}
 			}
 		}
 	}

@@ -6,46 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"time"
 )
 
 // ErrWrongRole is the cause recorded when a server no longer has the role
 // target_session_attrs asked for (a demoted primary, a promoted standby).
 var ErrWrongRole = errors.New("pgfast: server no longer matches target_session_attrs")
-
-// newSeam wires the connector's health machinery into the seam the backend
-// adapters call.
-func (c *Connector) newSeam(d *dialer) *seam {
-	return &seam{
-		cfg:      c.cfg,
-		dial:     recording(d.DialContext),
-		checkout: c.verifiedCheckout,
-		alive:    alive,
-		onError:  c.onBackendError,
-		checkRole: func(nc net.Conn, params serverParams) error {
-			if params == nil {
-				return nil
-			}
-			return c.checkRole(nc, params)
-		},
-		orderHosts: func(hosts []HostPort) []int {
-			return c.book.orderHosts(hosts, c.cfg.LoadBalanceHosts == "random")
-		},
-	}
-}
-
-// verifiedCheckout is the checkout check (liveness; the adapters judge the
-// role first): a connection that passes it while the connector is Down
-// proves the database works, so the connector's goroutine is told. The
-// healthy path costs one atomic load.
-func (c *Connector) verifiedCheckout(ctx context.Context, nc net.Conn) error {
-	err := checkout(ctx, nc)
-	if err == nil && c.ready.current() == StateDown {
-		c.post(event{kind: evVerified})
-	}
-	return err
-}
 
 // serverParams is what a server reported in ParameterStatus messages
 // (*pgconn.PgConn has it).
@@ -167,39 +133,5 @@ func (c *Connector) verifyRole(nc net.Conn, cause error) {
 		tc.book.evict(tc.addr, tc.gen, cause, evictRole)
 	}) {
 		c.book.endVerify(tc.addr)
-	}
-}
-
-// onEvict is the address book's report of an eviction. It may run on a
-// query's read path, so it only tells the connector's goroutine, which logs
-// it and, when the address is believed unreachable, goes Down so that
-// callers fail fast while it probes for a usable server. It never blocks.
-func (c *Connector) onEvict(addr netip.AddrPort, cause error, how eviction) {
-	c.post(event{kind: evEvicted, addr: addr, err: cause, down: how.down})
-}
-
-// recheckDNS re-resolves the DSN's host names and evicts the sockets of
-// addresses a name no longer lists (a failover that moved the name; the old
-// primary may stay reachable).
-func (c *Connector) recheckDNS(ctx context.Context) {
-	for _, h := range c.cfg.Hosts {
-		if h.Addr != "" || h.Host == "" || isUnixHost(h.Host) || isIPLiteral(h.Host) {
-			continue
-		}
-		rctx, cancel := context.WithTimeout(ctx, min(c.cfg.DNSRecheck, 2*time.Second))
-		ips, err := c.resolver.LookupNetIP(rctx, "ip", h.Host)
-		cancel()
-		if err != nil || len(ips) == 0 {
-			continue // a failed lookup proves nothing; the dialer will see
-		}
-		current := make(map[netip.Addr]bool, len(ips))
-		for _, ip := range ips {
-			current[ip.Unmap()] = true
-		}
-		host, port := h.Host, h.Port
-		c.book.evictWhere(fmt.Errorf("DNS no longer lists it for %s", host), evictMoved, func(a netip.AddrPort, e *addrEntry) bool {
-			return e.host == host && a.Port() == port && !current[a.Addr().Unmap()]
-		})
-		c.book.prune(host, port, func(a netip.AddrPort) bool { return current[a.Addr().Unmap()] })
 	}
 }
