@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"time"
 )
 
 // newSeam wires the connector's health machinery into the seam the backend
@@ -11,7 +12,7 @@ import (
 func (c *Connector) newSeam(d *dialer) *seam {
 	return &seam{
 		cfg:      c.cfg,
-		dial:     recording(d.DialContext),
+		dial:     c.closedPause(recording(d.DialContext)),
 		checkout: c.verifiedCheckout,
 		alive:    alive,
 		onError:  c.onBackendError,
@@ -24,6 +25,25 @@ func (c *Connector) newSeam(d *dialer) *seam {
 		orderHosts: func(hosts []HostPort) []int {
 			return c.book.orderHosts(hosts, c.cfg.LoadBalanceHosts == "random")
 		},
+	}
+}
+
+// closedDialPause is how long a dial made after Close waits before failing.
+const closedDialPause = time.Second
+
+// closedPause makes dials after Close fail slowly: the only callers left are
+// attempts Close abandoned because their backend ignores its context, such
+// as lib/pq's prefer-standby loop (goto restartAll) with every host down,
+// which would otherwise spin a CPU for ever.
+func (c *Connector) closedPause(dial dialFunc) dialFunc {
+	return func(ctx context.Context, network, address string) (net.Conn, error) {
+		if c.ctx.Err() != nil {
+			t := time.NewTimer(closedDialPause)
+			defer t.Stop()
+			<-t.C
+			return nil, ErrClosed
+		}
+		return dial(ctx, network, address)
 	}
 }
 
