@@ -120,3 +120,34 @@ func TestPromotedStandbyReadyWithinAProbeInterval(t *testing.T) {
 		}
 	})
 }
+
+// TestRoleVerdictDuringPromotionIsRechecked: a writable-server session that
+// still reports in_hot_standby=on saw its server before a promotion (a live
+// server never becomes a standby): verified, not evicted at once; a standby
+// session that reports it was promoted is evicted at once.
+func TestRoleVerdictDuringPromotionIsRechecked(t *testing.T) {
+	standby := fakeParams{"in_hot_standby": "on", "default_transaction_read_only": "off"}
+	promoted := fakeParams{"in_hot_standby": "off", "default_transaction_read_only": "off"}
+	for _, tc := range []struct {
+		tsa    string
+		params fakeParams
+		evict  bool
+	}{
+		{"read-write", standby, false},
+		{"primary", standby, false},
+		{"standby", promoted, true},
+		{"read-only", promoted, false}, // session-level: verified
+	} {
+		why, serverWide := roleViolation(tc.tsa, tc.params)
+		if why == "" {
+			t.Fatalf("%s: no violation for %v", tc.tsa, tc.params)
+		}
+		if got := evictAtOnce(tc.tsa, serverWide); got != tc.evict {
+			t.Errorf("%s (%s): evict at once %v, want %v", tc.tsa, why, got, tc.evict)
+		}
+	}
+}
+
+type fakeParams map[string]string
+
+func (p fakeParams) ParameterStatus(key string) string { return p[key] }

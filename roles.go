@@ -56,23 +56,39 @@ func roleViolation(tsa string, params serverParams) (why string, serverWide bool
 }
 
 // checkRole judges a connection by the parameters its server reported (at
-// checkout, no round trip). A server-wide change evicts the address at once.
-// A session-level one (default_transaction_read_only can be SET per session)
-// drops just this connection, whose replacement validates
-// target_session_attrs afresh, and verifies the server with a fresh
-// connection before evicting the address.
+// checkout, no round trip). A server-wide change that a live session can
+// really see (a standby promoted under target_session_attrs=standby or
+// read-only) evicts the address at once. Anything else drops just this
+// connection, whose replacement validates target_session_attrs afresh, and
+// verifies the server with a fresh connection before evicting the address:
+// a session-level setting (default_transaction_read_only can be SET per
+// session), or a verdict taken while the server was being promoted.
 func (c *Connector) checkRole(nc net.Conn, params serverParams) error {
 	why, serverWide := roleViolation(c.cfg.TargetSessionAttrs, params)
 	if why == "" {
 		return nil
 	}
 	cause := fmt.Errorf("%w: %s", ErrWrongRole, why)
-	if serverWide {
+	if evictAtOnce(c.cfg.TargetSessionAttrs, serverWide) {
 		c.evictSocket(nc, cause)
 	} else {
 		c.verifyRole(nc, cause)
 	}
 	return driver.ErrBadConn
+}
+
+// evictAtOnce tells whether a role violation found at checkout proves the
+// server's role changed. A server cannot become a standby while its
+// sessions live (demotion is a restart, which ends them), so a session of a
+// connection that asked for a writable server and still reports
+// in_hot_standby=on saw the server before a promotion that its validation
+// raced (its ParameterStatus update not read yet): re-checked, not kept.
+func evictAtOnce(tsa string, serverWide bool) bool {
+	switch tsa {
+	case "read-write", "primary":
+		return false
+	}
+	return serverWide
 }
 
 // onBackendError looks at an error a connection returned: SQLSTATE 25006
