@@ -166,7 +166,7 @@ func (c *Connector) Ready(ctx context.Context) error {
 
 // notReady describes why no connection can be had now.
 func (c *Connector) notReady(waited time.Duration, ctxErr error) error {
-	st, cause, _ := c.ready.load()
+	st, _, cause := c.ready.load()
 	if cause == nil {
 		cause = c.lastError()
 	}
@@ -193,7 +193,7 @@ func (c *Connector) Connect(ctx context.Context) (driver.Conn, error) {
 		if c.ctx.Err() != nil {
 			return nil, ErrClosed
 		}
-		st, _, changed := c.ready.load()
+		st, changed, _ := c.ready.load()
 		switch st {
 		case StateClosed:
 			return nil, ErrClosed

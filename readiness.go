@@ -51,12 +51,12 @@ func newReadiness() *readiness {
 	return &readiness{state: StateConnecting, since: time.Now(), changed: make(chan struct{})}
 }
 
-// load returns the state, the cause recorded with it, and a channel closed at
-// the next change.
-func (r *readiness) load() (State, error, <-chan struct{}) {
+// load returns the state, a channel closed at the next change, and the cause
+// recorded with the state.
+func (r *readiness) load() (State, <-chan struct{}, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.state, r.cause, r.changed
+	return r.state, r.changed, r.cause
 }
 
 // current returns the state without taking the lock.
