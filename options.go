@@ -42,7 +42,9 @@ func WithWaitReady(wait bool) Option { return func(o *options) { o.waitReady = &
 // (nil when becoming StateReady). The connector's own goroutine makes every
 // call, one at a time, in the order the changes happen, StateClosed last;
 // while the hook runs the connector applies no other change, so keep it
-// short. The hook may call the connector's methods, Close included.
+// short. The hook may call the connector's methods, Close included; a
+// Ready (or a waiting Connect) made from the hook waits out its context,
+// since the state cannot change before the hook returns.
 func WithStateHook(hook func(State, error)) Option { return func(o *options) { o.stateHook = hook } }
 
 // Resolver resolves host names; *net.Resolver satisfies it. pgfast asks it on
