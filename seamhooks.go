@@ -31,13 +31,14 @@ func (c *Connector) newSeam(d *dialer) *seam {
 // closedDialPause is how long a dial made after Close waits before failing.
 const closedDialPause = time.Second
 
-// closedPause makes dials after Close fail slowly: the only callers left are
-// attempts Close abandoned because their backend ignores its context, such
-// as lib/pq's prefer-standby loop (goto restartAll) with every host down,
-// which would otherwise spin a CPU for ever.
+// closedPause makes dials with an ended context after Close fail slowly:
+// they come from attempts Close abandoned because their backend ignores its
+// context, such as lib/pq's prefer-standby loop (goto restartAll) with every
+// host down, which would otherwise spin a CPU for ever. Other dials (a
+// cancel request for a connection still in use) are not delayed.
 func (c *Connector) closedPause(dial dialFunc) dialFunc {
 	return func(ctx context.Context, network, address string) (net.Conn, error) {
-		if c.ctx.Err() != nil {
+		if c.ctx.Err() != nil && ctx.Err() != nil {
 			t := time.NewTimer(closedDialPause)
 			defer t.Stop()
 			<-t.C
