@@ -136,3 +136,42 @@ func (slowWriter) Write(p []byte) (int, error) {
 	time.Sleep(time.Duration(rand.N(2000)) * time.Microsecond)
 	return len(p), nil
 }
+
+// TestEvictionsNeverWaitForTheStateHook: an eviction is reported from a
+// query's read path; it must return at once even while the state hook is
+// slow (here: blocked until the test lets it go).
+func TestEvictionsNeverWaitForTheStateHook(t *testing.T) {
+	fb := &fakeBackend{}
+	release := make(chan struct{})
+	var once sync.Once
+	let := func() { once.Do(func() { close(release) }) }
+	defer let()
+	c := newFakeConnector(t, fb, options{stateHook: func(st State, _ error) {
+		if st == StateDown {
+			<-release
+		}
+	}})
+	defer c.Close()
+	waitFor(t, c, StateReady, 5*time.Second)
+	fb.set(func(context.Context) error { return netDown })
+
+	returned := make(chan time.Duration, 1)
+	go func() {
+		start := time.Now()
+		for i := 0; i < 1000; i++ {
+			c.onEvict(netip.MustParseAddrPort("127.0.0.1:1"), errors.New("connection timed out"), evictDead)
+		}
+		returned <- time.Since(start)
+	}()
+	select {
+	case took := <-returned:
+		if took > time.Second {
+			t.Errorf("1000 evictions took %s while the hook was blocked", took)
+		}
+	case <-time.After(5 * time.Second):
+		let()
+		t.Fatal("an eviction waited for the state hook")
+	}
+	let()
+	waitFor(t, c, StateDown, 5*time.Second)
+}
