@@ -202,3 +202,26 @@ func TestPermanentClassification(t *testing.T) {
 		}
 	}
 }
+
+// TestWrongPasswordLoginsInTheServerLog counts, in the server's own log, the
+// failed logins of a pool with a wrong password whose application keeps
+// querying: one in the first 5 seconds (the next comes 15 s after it).
+func TestWrongPasswordLoginsInTheServerLog(t *testing.T) {
+	srv := newServer(t, pgtest.Options{Settings: map[string]string{"log_connections": "on"}})
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	dsn := strings.Replace(srv.DSN(pgtest.ScramUser), "password="+pgtest.ScramPassword, "password=not-it", 1)
+	forEachBackend(t, func(t *testing.T, b backendCase) {
+		const failed = `password authentication failed for user "` + pgtest.ScramUser + `"`
+		before := strings.Count(srv.Log(), failed)
+		db := openT(t, b, dsn)
+		for end := time.Now().Add(5 * time.Second); time.Now().Before(end); {
+			_, _ = db.Exec("SELECT 1")
+			time.Sleep(20 * time.Millisecond)
+		}
+		if n := strings.Count(srv.Log(), failed) - before; n != 1 {
+			t.Errorf("%d failed logins in 5 s, want 1", n)
+		}
+	})
+}
