@@ -34,6 +34,9 @@ func (b Backend) String() string {
 // driver.Connector around the seam's dial function and hooks.
 type adapter interface {
 	connector(s *seam) driver.Connector
+	// refusedTLS reports whether err itself (not what it wraps) is the
+	// backend's error for a server refusing the TLS sslmode requires.
+	refusedTLS(err error) bool
 }
 
 // parseDSN runs the chosen backend's parser and takes pgfast's settings out of

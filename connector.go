@@ -28,14 +28,28 @@ type Connector struct {
 	drv         *connectorDriver
 	ready       *readiness
 
-	mu   sync.Mutex
-	warm []driver.Conn
+	mu         sync.Mutex
+	warm       []driver.Conn
+	warmClosed bool // Close took the warm connections: keep no more
+
+	started time.Time
+	lastErr atomic.Pointer[error] // the latest failed attempt's error
 
 	stats counters
 
+	adapter adapter
+	in      inbox       // events for the connector's goroutine (loop.go)
+	inHook  atomic.Bool // the state hook is running
+	dnsBusy atomic.Bool // a DNS recheck is running
+	noProbe bool        // no background goroutine (Driver.Open)
+
+	// resMu guards resClosed: once the goroutine has stopped, a probe that
+	// finishes late closes its own connection.
+	resMu     sync.Mutex
+	resClosed bool
+
 	ctx    context.Context // ends at Close: the background work's owner
 	cancel context.CancelFunc
-	kick   chan struct{}
 	done   chan struct{} // closed when the background goroutine has stopped
 	bg     group         // short-lived background work (role verifications)
 	close  sync.Once
@@ -77,7 +91,9 @@ func newConnector(dsn string, o options) (*Connector, error) {
 		log:         o.logger,
 		stateHook:   o.stateHook,
 		ready:       newReadiness(),
-		kick:        make(chan struct{}, 1),
+		adapter:     a,
+		noProbe:     o.noProbe,
+		in:          inbox{kick: make(chan struct{}, 1)},
 		done:        make(chan struct{}),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
@@ -92,6 +108,10 @@ func newConnector(dsn string, o options) (*Connector, error) {
 	d.book = c.book
 	c.seam = c.newSeam(d)
 	c.backend = a.connector(c.seam)
+	if o.testBackend != nil {
+		c.backend = o.testBackend(c.seam)
+	}
+	c.started = time.Now()
 	if o.noProbe {
 		close(c.done)
 	} else {
@@ -112,20 +132,33 @@ func (c *Connector) Driver() driver.Driver { return c.drv }
 
 // State returns the connector's current state.
 func (c *Connector) State() State {
-	st, _, _ := c.ready.load()
-	return st
+	if c.ctx.Err() != nil {
+		return StateClosed
+	}
+	return c.ready.current()
 }
 
 // Ready returns nil as soon as a verified connection exists. When ctx ends
 // first it returns a *NotReadyError (errors.Is ErrNotReady) saying what each
-// address answered; after Close it returns ErrClosed.
+// address answered; when every host answered with an error waiting cannot
+// fix (authentication, a missing database, TLS refused, a certificate that
+// fails verification) it returns that at once, as a *NotReadyError wrapping
+// the backend's error. After Close it returns ErrClosed. While the connector
+// is not Ready, Ready asks for a connection attempt at once rather than at
+// the background's pace.
 func (c *Connector) Ready(ctx context.Context) error {
+	if c.ctx.Err() != nil {
+		return ErrClosed
+	}
 	start := time.Now()
+	if c.ready.current() == StateDown {
+		c.post(event{kind: evProbe})
+	}
 	st, err := c.ready.wait(ctx)
-	switch st {
-	case StateReady:
+	switch {
+	case st == StateReady:
 		return nil
-	case StateClosed:
+	case st == StateClosed || c.ctx.Err() != nil:
 		return ErrClosed
 	}
 	return c.notReady(time.Since(start), err)
@@ -133,23 +166,34 @@ func (c *Connector) Ready(ctx context.Context) error {
 
 // notReady describes why no connection can be had now.
 func (c *Connector) notReady(waited time.Duration, ctxErr error) error {
-	st, cause, _ := c.ready.load()
-	addrs := c.book.progress(time.Now())
+	st, _, cause := c.ready.load()
+	if cause == nil {
+		cause = c.lastError()
+	}
+	addrs := describeProgress(c.book.progress(time.Now()))
 	if len(addrs) == 0 {
 		addrs = addrStatusesOf(cause)
 	}
-	return &NotReadyError{State: st, Waited: waited, Cause: cause, Err: ctxErr, Addrs: addrs}
+	return &NotReadyError{State: st, Waited: waited, Cause: cause, Err: ctxErr, Addrs: addrs,
+		attempts: c.stats.dials.Load(), failed: c.stats.failures.Load(), age: time.Since(c.started)}
 }
 
 // Connect hands out a warm connection when there is one, else dials with ctx.
 // While the first attempt is in flight it waits for it (bounded by ctx)
 // instead of starting another. While the database is down it fails fast with
-// ErrNotReady wrapping the last cause, unless WaitReady is set, in which case
-// it waits for readiness within ctx. After Close it returns ErrClosed.
+// ErrNotReady wrapping the last cause (and asks for a connection attempt at
+// once, so that the application serves again as soon as the server does),
+// unless WaitReady is set, in which case it waits for readiness within ctx.
+// An error waiting cannot fix is returned at once either way. After Close it
+// returns ErrClosed.
 func (c *Connector) Connect(ctx context.Context) (driver.Conn, error) {
 	start := time.Now()
+	asked := false
 	for {
-		st, _, changed := c.ready.load()
+		if c.ctx.Err() != nil {
+			return nil, ErrClosed
+		}
+		st, changed, _ := c.ready.load()
 		switch st {
 		case StateClosed:
 			return nil, ErrClosed
@@ -158,10 +202,16 @@ func (c *Connector) Connect(ctx context.Context) (driver.Conn, error) {
 				return dc, nil
 			}
 			return c.dialNow(ctx)
-		case StateDown:
-			if !c.cfg.WaitReady {
-				return nil, c.notReady(0, nil)
-			}
+		}
+		if perm, _ := c.ready.failedPermanently(); perm {
+			return nil, c.notReady(time.Since(start), nil)
+		}
+		if !asked && st == StateDown {
+			c.post(event{kind: evProbe})
+			asked = true
+		}
+		if st == StateDown && !c.cfg.WaitReady {
+			return nil, c.notReady(0, nil)
 		}
 		select {
 		case <-changed:
@@ -171,12 +221,17 @@ func (c *Connector) Connect(ctx context.Context) (driver.Conn, error) {
 	}
 }
 
-// dialNow makes a connection for a caller while StateReady. A network failure
-// means the database went away: the connector goes StateDown and probes.
+// dialNow makes a connection for a caller while StateReady and tells the
+// connector's goroutine the outcome: a network failure or an error waiting
+// cannot fix means the database went away (Down), a success while not Ready
+// means it is back.
 func (c *Connector) dialNow(ctx context.Context) (driver.Conn, error) {
 	dc, err := c.dial(ctx)
-	if err != nil && ctx.Err() == nil && isNetworkFailure(err) {
-		c.setState(StateDown, err)
+	switch {
+	case err != nil && ctx.Err() == nil:
+		c.post(event{kind: evDialFailed, err: err})
+	case err == nil && c.ready.current() != StateReady:
+		c.post(event{kind: evVerified, fresh: true})
 	}
 	return dc, err
 }
@@ -187,9 +242,18 @@ func (c *Connector) dial(ctx context.Context) (driver.Conn, error) {
 	dc, err := c.backend.Connect(ctx)
 	if err != nil {
 		c.stats.failures.Add(1)
+		c.lastErr.Store(&err)
 		return nil, err
 	}
 	return dc, nil
+}
+
+// lastError returns the latest failed attempt's error, nil if none failed.
+func (c *Connector) lastError() error {
+	if p := c.lastErr.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // takeWarm pops a warm connection that still looks alive.
@@ -220,183 +284,47 @@ func (c *Connector) takeWarm() driver.Conn {
 func (c *Connector) addWarm(dc driver.Conn) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.State() == StateClosed || len(c.warm) >= c.cfg.MinConns {
+	if c.warmClosed || len(c.warm) >= c.cfg.MinConns {
 		return false
 	}
 	c.warm = append(c.warm, dc)
 	return true
 }
 
-// setState moves to st with cause err, logs and reports the change once, and
-// wakes the background goroutine.
-func (c *Connector) setState(st State, err error) {
-	if !c.ready.set(st, err) {
-		return
-	}
-	c.stats.stateChanges.Add(1)
-	if c.log != nil {
-		if err != nil && st != StateClosed {
-			c.log.Warn("pgfast: state changed", "state", st.String(), "cause", err)
-		} else {
-			c.log.Info("pgfast: state changed", "state", st.String())
-		}
-	}
-	if c.stateHook != nil {
-		c.stateHook(st, err)
-	}
-	select {
-	case c.kick <- struct{}{}:
-	default:
-	}
-}
-
-// Close stops the background goroutine, waits for it, and closes the warm
-// connections nobody took. Connections handed out stay open (database/sql
-// closes them). Close is idempotent; Connect after Close returns ErrClosed.
+// Close stops the background goroutine, waits (a bounded time) for it, and
+// closes the warm connections nobody took. Connections handed out stay open
+// (database/sql closes them). Close always returns: a backend stuck in a
+// connection attempt that ignores its context is abandoned after a few
+// seconds, and the connection it may return is closed when it arrives.
+// While the state hook runs (when the hook itself calls Close, say), Close
+// does not wait for the goroutine, which ends as soon as the hook returns. Close is idempotent; Connect and Ready
+// after Close return ErrClosed.
 func (c *Connector) Close() error {
 	c.close.Do(func() {
-		c.setState(StateClosed, ErrClosed)
 		c.cancel()
-		<-c.done
-		c.bg.closeAndWait()
+		if c.noProbe {
+			// No goroutine: Close is the only writer left.
+			c.setState(StateClosed, ErrClosed)
+		}
+		c.wake()
 		c.mu.Lock()
 		warm := c.warm
-		c.warm = nil
+		c.warm, c.warmClosed = nil, true
 		c.mu.Unlock()
 		for _, dc := range warm {
 			_ = dc.Close()
 		}
+		if c.inHook.Load() {
+			return
+		}
+		t := time.NewTimer(2*closeWait + time.Second)
+		defer t.Stop()
+		select {
+		case <-c.done:
+		case <-t.C:
+		}
 	})
 	return nil
-}
-
-// run is the connector's background goroutine: it connects until StateReady, keeps
-// MinConns warm at the start, and probes again whenever the connector goes
-// StateDown, with capped, jittered backoff, until Close.
-func (c *Connector) run() {
-	defer close(c.done)
-	results := make(chan probeResult, 8) // probeLimit's cap: sends never block
-	var probes sync.WaitGroup
-	defer func() {
-		c.cancel()
-		probes.Wait()
-		close(results)
-		for r := range results {
-			if r.conn != nil {
-				_ = r.conn.Close()
-			}
-		}
-	}()
-
-	var bo backoff
-	limit := probeLimit(c.cfg.ConnectTimeout)
-	inflight, warmDials := 0, 0
-	next := time.Now()      // when the next probe may start (backoff)
-	var lastProbe time.Time // when the newest probe started
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	var dnsTick <-chan time.Time
-	if c.cfg.DNSRecheck > 0 {
-		t := time.NewTicker(c.cfg.DNSRecheck)
-		defer t.Stop()
-		dnsTick = t.C
-	}
-	for {
-		st, _, _ := c.ready.load()
-		if st == StateClosed {
-			return
-		}
-		now := time.Now()
-		// A probe starts when the backoff allows it and, while others are
-		// in flight, once the newest has been pending for probeOverlap:
-		// attempts overlap only when one is stuck (a blackholed address).
-		startAt := next
-		if inflight > 0 {
-			startAt = later(next, lastProbe.Add(probeOverlap))
-		}
-		probing := st != StateReady && inflight < limit && !now.Before(startAt)
-		warming := st == StateReady && inflight == 0 && warmDials < c.cfg.MinConns && c.warmCount() < c.cfg.MinConns
-		if probing {
-			next, lastProbe = now.Add(bo.next()), now
-			startAt = later(next, lastProbe.Add(probeOverlap))
-		}
-		if warming {
-			warmDials++
-		}
-		if probing || warming {
-			inflight++
-			probes.Add(1)
-			go func(warming bool) {
-				defer probes.Done()
-				dc, err := c.dial(c.ctx)
-				results <- probeResult{conn: dc, err: err, warming: warming}
-			}(warming)
-		}
-		var wait <-chan time.Time
-		if st != StateReady && inflight < limit {
-			resetTimer(timer, time.Until(startAt))
-			wait = timer.C
-		}
-		select {
-		case <-c.ctx.Done():
-			return
-		case r := <-results:
-			inflight--
-			c.settle(r, &bo, &warmDials)
-		case <-wait:
-		case <-c.kick:
-		case <-dnsTick:
-			if st == StateReady {
-				c.recheckDNS(c.ctx)
-			}
-		}
-	}
-}
-
-// probeOverlap is how long the newest background attempt must have been
-// pending before another may start beside it.
-const probeOverlap = time.Second
-
-func later(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
-}
-
-// probeLimit is how many background attempts may be in flight at once: enough
-// that, with attempts started at most maxBackoff apart, an address that
-// blackholes for a whole connect_timeout never stops a fresh attempt from
-// starting within maxBackoff.
-func probeLimit(connectTimeout time.Duration) int {
-	return min(int(connectTimeout/maxBackoff)+2, 8)
-}
-
-// probeResult is the outcome of one background connection attempt.
-type probeResult struct {
-	conn    driver.Conn
-	err     error
-	warming bool
-}
-
-// settle applies a background attempt's outcome.
-func (c *Connector) settle(r probeResult, bo *backoff, warmDials *int) {
-	if r.err != nil {
-		if c.ctx.Err() != nil {
-			return
-		}
-		if r.warming {
-			*warmDials = c.cfg.MinConns // the database answered before: stop warming
-			return
-		}
-		c.setState(StateDown, r.err)
-		return
-	}
-	if !c.addWarm(r.conn) {
-		_ = r.conn.Close()
-	}
-	bo.reset()
-	c.setState(StateReady, nil)
 }
 
 func (c *Connector) warmCount() int {
@@ -422,12 +350,6 @@ func isNetworkFailure(err error) bool {
 	var de *DialError
 	var ne net.Error
 	return errors.As(err, &de) || errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
-}
-
-// resetTimer makes t fire after d.
-func resetTimer(t *time.Timer, d time.Duration) {
-	t.Stop()
-	t.Reset(d)
 }
 
 // counters are the connector's statistics, updated without locks.

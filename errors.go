@@ -56,6 +56,9 @@ type NotReadyError struct {
 	Err error
 	// Addrs describes each address tried with its latest outcome.
 	Addrs []AddrStatus
+
+	attempts, failed int64         // connection attempts started, and failed, so far
+	age              time.Duration // how long the connector has existed
 }
 
 func (e *NotReadyError) Error() string {
@@ -82,9 +85,53 @@ func (e *NotReadyError) Error() string {
 		b.WriteString(e.Cause.Error())
 	}
 	if len(e.Addrs) == 0 && e.Cause == nil {
-		b.WriteString(": no connection attempt has finished yet")
+		if e.attempts > 0 {
+			fmt.Fprintf(&b, ": the first connection attempt is still in flight after %s", roundDuration(e.age))
+		} else {
+			b.WriteString(": no connection attempt started yet")
+		}
 	}
 	return b.String()
+}
+
+// roundDuration rounds d for a message without turning a short time into 0s.
+func roundDuration(d time.Duration) time.Duration {
+	switch {
+	case d >= time.Second:
+		return d.Round(10 * time.Millisecond)
+	case d >= time.Millisecond:
+		return d.Round(time.Millisecond)
+	}
+	return d.Round(time.Microsecond)
+}
+
+// describeProgress rewords the address book's attempts in flight for a
+// NotReadyError: what the address last answered comes first, then that it is
+// being retried.
+func describeProgress(addrs []AddrStatus) []AddrStatus {
+	for i, a := range addrs {
+		if pe, ok := a.Err.(*pendingError); ok {
+			addrs[i].Err = &inFlightError{since: pe.since, last: pe.last}
+		}
+	}
+	return addrs
+}
+
+// inFlightError stands for an address whose latest attempt has not answered.
+type inFlightError struct {
+	since time.Duration
+	last  error // what the address answered before, if anything
+}
+
+func (e *inFlightError) Error() string {
+	flight := "attempt in flight for " + roundDuration(e.since).String()
+	if e.since < time.Millisecond {
+		flight = "attempt just started"
+	}
+	if e.last == nil {
+		return flight
+	}
+	return conciseCause(e.last) + " (retrying: " + flight + ")"
 }
 
 // Is makes errors.Is(err, ErrNotReady) true.

@@ -1,9 +1,13 @@
 package pgfast
 
-import "sync"
+import (
+	"sync"
+	"time"
+)
 
 // group owns the connector's short-lived background goroutines (role
-// verifications): Close stops accepting new ones and waits for the rest.
+// verifications, DNS rechecks): Close stops accepting new ones and waits a
+// bounded time for the rest.
 type group struct {
 	mu     sync.Mutex
 	closed bool
@@ -22,10 +26,11 @@ func (g *group) goIfOpen(f func()) bool {
 	return true
 }
 
-// closeAndWait refuses new goroutines and waits for the running ones.
-func (g *group) closeAndWait() {
+// closeAndWait refuses new goroutines and waits for the running ones, at
+// most d (a backend stuck despite its context is abandoned).
+func (g *group) closeAndWait(d time.Duration) {
 	g.mu.Lock()
 	g.closed = true
 	g.mu.Unlock()
-	g.wg.Wait()
+	waitBounded(&g.wg, d)
 }

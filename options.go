@@ -2,6 +2,7 @@ package pgfast
 
 import (
 	"context"
+	"database/sql/driver"
 	"log/slog"
 	"net/netip"
 )
@@ -17,6 +18,8 @@ type options struct {
 	stateHook func(State, error)
 	resolver  Resolver // nil: net.DefaultResolver
 	noProbe   bool     // no background goroutine (Driver.Open)
+	// testBackend replaces the backend's connector (tests only).
+	testBackend func(*seam) driver.Connector
 }
 
 // WithBackend selects the driver pgfast wraps: PGX (default) or LibPQ.
@@ -36,7 +39,12 @@ func WithMinConns(n int) Option { return func(o *options) { o.minConns = n } }
 func WithWaitReady(wait bool) Option { return func(o *options) { o.waitReady = &wait } }
 
 // WithStateHook calls hook on every state change, with the cause of the change
-// (nil when becoming StateReady). It runs on the connector's goroutine: keep it short.
+// (nil when becoming StateReady). The connector's own goroutine makes every
+// call, one at a time, in the order the changes happen, StateClosed last;
+// while the hook runs the connector applies no other change, so keep it
+// short. The hook may call the connector's methods, Close included; a
+// Ready (or a waiting Connect) made from the hook waits out its context,
+// since the state cannot change before the hook returns.
 func WithStateHook(hook func(State, error)) Option { return func(o *options) { o.stateHook = hook } }
 
 // Resolver resolves host names; *net.Resolver satisfies it. pgfast asks it on

@@ -26,6 +26,21 @@ func (s *Server) start() error {
 	if err := s.removeStaleLockFiles(); err != nil {
 		return err
 	}
+	if !s.provisioned {
+		// As PostgreSQL's Docker image does: create the roles and the
+		// database while only the Unix socket listens, so that no TCP
+		// client ever sees a server without them (a missing role or
+		// database is an error that waiting cannot fix).
+		if err := s.pgctl("start", "-l", s.logFile, "-o", "-c listen_addresses=''"); err != nil {
+			return err
+		}
+		if err := s.provision(); err != nil {
+			return err
+		}
+		if err := s.pgctl("stop", "-m", "fast"); err != nil {
+			return err
+		}
+	}
 	if err := s.pgctl("start", "-l", s.logFile); err != nil {
 		return err
 	}

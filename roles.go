@@ -6,34 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"time"
 )
 
 // ErrWrongRole is the cause recorded when a server no longer has the role
 // target_session_attrs asked for (a demoted primary, a promoted standby).
 var ErrWrongRole = errors.New("pgfast: server no longer matches target_session_attrs")
-
-// newSeam wires the connector's health machinery into the seam the backend
-// adapters call.
-func (c *Connector) newSeam(d *dialer) *seam {
-	return &seam{
-		cfg:      c.cfg,
-		dial:     recording(d.DialContext),
-		checkout: checkout,
-		alive:    alive,
-		onError:  c.onBackendError,
-		checkRole: func(nc net.Conn, params serverParams) error {
-			if params == nil {
-				return nil
-			}
-			return c.checkRole(nc, params)
-		},
-		orderHosts: func(hosts []HostPort) []int {
-			return c.book.orderHosts(hosts, c.cfg.LoadBalanceHosts == "random")
-		},
-	}
-}
 
 // serverParams is what a server reported in ParameterStatus messages
 // (*pgconn.PgConn has it).
@@ -78,23 +56,39 @@ func roleViolation(tsa string, params serverParams) (why string, serverWide bool
 }
 
 // checkRole judges a connection by the parameters its server reported (at
-// checkout, no round trip). A server-wide change evicts the address at once.
-// A session-level one (default_transaction_read_only can be SET per session)
-// drops just this connection, whose replacement validates
-// target_session_attrs afresh, and verifies the server with a fresh
-// connection before evicting the address.
+// checkout, no round trip). A server-wide change that a live session can
+// really see (a standby promoted under target_session_attrs=standby or
+// read-only) evicts the address at once. Anything else drops just this
+// connection, whose replacement validates target_session_attrs afresh, and
+// verifies the server with a fresh connection before evicting the address:
+// a session-level setting (default_transaction_read_only can be SET per
+// session), or a verdict taken while the server was being promoted.
 func (c *Connector) checkRole(nc net.Conn, params serverParams) error {
 	why, serverWide := roleViolation(c.cfg.TargetSessionAttrs, params)
 	if why == "" {
 		return nil
 	}
 	cause := fmt.Errorf("%w: %s", ErrWrongRole, why)
-	if serverWide {
+	if evictAtOnce(c.cfg.TargetSessionAttrs, serverWide) {
 		c.evictSocket(nc, cause)
 	} else {
 		c.verifyRole(nc, cause)
 	}
 	return driver.ErrBadConn
+}
+
+// evictAtOnce tells whether a role violation found at checkout proves the
+// server's role changed. A server cannot become a standby while its
+// sessions live (demotion is a restart, which ends them), so a session of a
+// connection that asked for a writable server and still reports
+// in_hot_standby=on saw the server before a promotion that its validation
+// raced (its ParameterStatus update not read yet): re-checked, not kept.
+func evictAtOnce(tsa string, serverWide bool) bool {
+	switch tsa {
+	case "read-write", "primary":
+		return false
+	}
+	return serverWide
 }
 
 // onBackendError looks at an error a connection returned: SQLSTATE 25006
@@ -140,6 +134,9 @@ func (c *Connector) verifyRole(nc net.Conn, cause error) {
 		defer cancel()
 		dc, err := c.backend.Connect(ctx)
 		if err == nil {
+			// A fresh connection passed target_session_attrs: the
+			// database is usable whatever this address turns out to be.
+			c.post(event{kind: evVerified, fresh: true})
 			landed := trackedOf(socketOf(dc))
 			_ = dc.Close()
 			if landed != nil && landed.addr == tc.addr {
@@ -152,43 +149,5 @@ func (c *Connector) verifyRole(nc net.Conn, cause error) {
 		tc.book.evict(tc.addr, tc.gen, cause, evictRole)
 	}) {
 		c.book.endVerify(tc.addr)
-	}
-}
-
-// onEvict is the address book's report of an eviction: logged once, and when
-// the address is believed unreachable (or has the wrong role) the connector
-// goes Down so that callers fail fast while it probes for a usable server.
-func (c *Connector) onEvict(addr netip.AddrPort, cause error, how eviction) {
-	if c.log != nil {
-		c.log.Warn("pgfast: evicted connections to an address", "addr", addr.String(), "cause", cause)
-	}
-	if how.down {
-		c.setState(StateDown, fmt.Errorf("%s: %w", addr, cause))
-	}
-}
-
-// recheckDNS re-resolves the DSN's host names and evicts the sockets of
-// addresses a name no longer lists (a failover that moved the name; the old
-// primary may stay reachable).
-func (c *Connector) recheckDNS(ctx context.Context) {
-	for _, h := range c.cfg.Hosts {
-		if h.Addr != "" || h.Host == "" || isUnixHost(h.Host) || isIPLiteral(h.Host) {
-			continue
-		}
-		rctx, cancel := context.WithTimeout(ctx, min(c.cfg.DNSRecheck, 2*time.Second))
-		ips, err := c.resolver.LookupNetIP(rctx, "ip", h.Host)
-		cancel()
-		if err != nil || len(ips) == 0 {
-			continue // a failed lookup proves nothing; the dialer will see
-		}
-		current := make(map[netip.Addr]bool, len(ips))
-		for _, ip := range ips {
-			current[ip.Unmap()] = true
-		}
-		host, port := h.Host, h.Port
-		c.book.evictWhere(fmt.Errorf("DNS no longer lists it for %s", host), evictMoved, func(a netip.AddrPort, e *addrEntry) bool {
-			return e.host == host && a.Port() == port && !current[a.Addr().Unmap()]
-		})
-		c.book.prune(host, port, func(a netip.AddrPort) bool { return current[a.Addr().Unmap()] })
 	}
 }

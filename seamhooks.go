@@ -1,0 +1,69 @@
+package pgfast
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"time"
+)
+
+// newSeam wires the connector's health machinery into the seam the backend
+// adapters call.
+func (c *Connector) newSeam(d *dialer) *seam {
+	return &seam{
+		cfg:      c.cfg,
+		dial:     c.closedPause(recording(d.DialContext)),
+		checkout: c.verifiedCheckout,
+		alive:    alive,
+		onError:  c.onBackendError,
+		checkRole: func(nc net.Conn, params serverParams) error {
+			if params == nil {
+				return nil
+			}
+			return c.checkRole(nc, params)
+		},
+		orderHosts: func(hosts []HostPort) []int {
+			return c.book.orderHosts(hosts, c.cfg.LoadBalanceHosts == "random")
+		},
+	}
+}
+
+// closedDialPause is how long a dial made after Close waits before failing.
+const closedDialPause = time.Second
+
+// closedPause makes dials with an ended context after Close fail slowly:
+// they come from attempts Close abandoned because their backend ignores its
+// context, such as lib/pq's prefer-standby loop (goto restartAll) with every
+// host down, which would otherwise spin a CPU for ever. Other dials (a
+// cancel request for a connection still in use) are not delayed.
+func (c *Connector) closedPause(dial dialFunc) dialFunc {
+	return func(ctx context.Context, network, address string) (net.Conn, error) {
+		if c.ctx.Err() != nil && ctx.Err() != nil {
+			t := time.NewTimer(closedDialPause)
+			defer t.Stop()
+			<-t.C
+			return nil, ErrClosed
+		}
+		return dial(ctx, network, address)
+	}
+}
+
+// verifiedCheckout is the checkout check (liveness; the adapters judge the
+// role first): a connection that passes it while the connector is Down
+// proves the database works, so the connector's goroutine is told. The
+// healthy path costs one atomic load.
+func (c *Connector) verifiedCheckout(ctx context.Context, nc net.Conn) error {
+	err := checkout(ctx, nc)
+	if err == nil && c.ready.current() == StateDown {
+		c.post(event{kind: evVerified})
+	}
+	return err
+}
+
+// onEvict is the address book's report of an eviction. It may run on a
+// query's read path, so it only tells the connector's goroutine, which logs
+// it and, when the address is believed unreachable, goes Down so that
+// callers fail fast while it probes for a usable server. It never blocks.
+func (c *Connector) onEvict(addr netip.AddrPort, cause error, how eviction) {
+	c.post(event{kind: evEvicted, addr: addr, err: cause, down: how.down})
+}
