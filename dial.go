@@ -309,10 +309,26 @@ func (d *dialer) attempt(ctx context.Context, network string, target netip.AddrP
 	}
 	d.book.attemptStarted(target)
 	conn, err := d.attemptAddr(ctx, network, target)
+	if err != nil && callerEnded(ctx, err) {
+		d.book.attemptAbandoned(target)
+		return nil, err
+	}
 	if tracked := d.book.attemptDone(target, conn, err); tracked != nil {
 		conn = tracked
+		if tc := trackedOf(tracked); tc != nil && watchesPeers && tc.peek != nil {
+			tc.window = d.settings.deadPeerWindow()
+			deadPeers.add(tc)
+		}
 	}
 	return conn, err
+}
+
+// callerEnded reports whether an attempt's failure is its caller's doing: the
+// caller's context ended (cancelled, or its deadline passed) before the
+// attempt's own connect_timeout did. That says nothing about the server.
+func callerEnded(ctx context.Context, err error) bool {
+	var own *attemptTimeoutError
+	return !errors.As(err, &own) && contextDone(ctx)
 }
 
 // attemptAddr dials one address with its own ConnectTimeout deadline.
