@@ -99,7 +99,7 @@ func (d *dialer) DialContext(ctx context.Context, network, address string) (net.
 	addrs, err := d.resolve(ctx, network, host)
 	if err != nil {
 		if contextDone(ctx) {
-			return nil, canceledDialError(ctx, address)
+			return nil, canceledDialError(awaitDone(ctx), address)
 		}
 		return nil, fmt.Errorf("dial %s: resolving host: %w", address, err)
 	}
@@ -116,7 +116,7 @@ func (d *dialer) DialContext(ctx context.Context, network, address string) (net.
 	case conn != nil:
 		return conn, nil
 	case contextDone(ctx):
-		return nil, canceledDialError(ctx, address)
+		return nil, canceledDialError(awaitDone(ctx), address)
 	default:
 		return nil, &DialError{Host: host, Port: port, Attempts: attempts}
 	}
@@ -374,6 +374,15 @@ func contextDone(ctx context.Context) bool {
 	}
 	deadline, ok := ctx.Deadline()
 	return ok && !time.Now().Before(deadline)
+}
+
+// awaitDone waits for ctx, which contextDone reported done, to say so: a
+// socket deadline derived from ctx's deadline can fire just before ctx's own
+// timer, and a caller that sees ctx.Err() == nil would take its own deadline
+// for the server's failure. It returns ctx.
+func awaitDone(ctx context.Context) context.Context {
+	<-ctx.Done()
+	return ctx
 }
 
 // canceledDialError reports that ctx ended the dial to address; it matches
