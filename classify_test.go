@@ -101,7 +101,8 @@ func TestSilenceRule(t *testing.T) {
 		{"query sent into a blackhole: data unacked", []step{
 			{500 * time.Millisecond, tcpSample{lastAck: 60 * time.Second, lastDataRecv: 60 * time.Second, lastDataSent: 500 * time.Millisecond, unacked: 1}, false},
 			{9500 * time.Millisecond, tcpSample{lastAck: 69 * time.Second, lastDataRecv: 69 * time.Second, lastDataSent: 9500 * time.Millisecond, unacked: 1}, false},
-			{10 * time.Second, tcpSample{lastAck: 70 * time.Second, lastDataRecv: 70 * time.Second, lastDataSent: 10 * time.Second, unacked: 1}, true},
+			{10 * time.Second, tcpSample{lastAck: 70 * time.Second, lastDataRecv: 70 * time.Second, lastDataSent: 10 * time.Second, unacked: 1}, false},
+			{10500 * time.Millisecond, tcpSample{lastAck: 70500 * time.Millisecond, lastDataRecv: 70500 * time.Millisecond, lastDataSent: 200 * time.Millisecond, unacked: 1}, true},
 		}},
 		{"big COPY to a live server: unacked all the time, ACKs flowing", []step{
 			{10 * time.Second, tcpSample{lastAck: 1 * time.Millisecond, lastDataRecv: 50 * time.Second, lastDataSent: 0, unacked: 40}, false},

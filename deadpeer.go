@@ -15,7 +15,7 @@ import (
 // second; the server is silent when something is outstanding (data not
 // acknowledged, or a keep-alive or window probe unanswered), nothing was
 // received for the window (counted from the last ACK, or for data from when
-// it was sent), and it stayed so for a second. A server that keeps a zero
+// pgfast first saw it waiting), and it stayed so for a second. A server that keeps a zero
 // window while it waits on a lock still answers every window probe: it is
 // slow, not dead, and its connection is left alone however long the wait.
 const DefaultDeadPeerWindow = 10 * time.Second
@@ -58,13 +58,12 @@ func (w *silence) observe(now time.Time, s tcpSample, window time.Duration) (tim
 		w.since = now // newly waiting, or the peer answered since the last look
 	}
 	// Keep-alive and window probes: silent since the peer was last heard
-	// (the kernel's TCP_USER_TIMEOUT counts the same way). Data: since it
-	// was sent, if that is later.
+	// (the kernel's TCP_USER_TIMEOUT counts the same way). Data: since this
+	// watcher first saw it waiting (at most a tick after it was sent): a
+	// connection idle for long before a query is not silent for that.
 	from := heardAt
 	if s.probes == 0 {
-		if sentAt := now.Add(-s.lastDataSent); sentAt.After(from) {
-			from = sentAt
-		}
+		from = w.since
 	}
 	silent := now.Sub(from)
 	return silent, silent >= window && now.Sub(w.since) >= watchConfirm

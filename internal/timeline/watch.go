@@ -52,7 +52,7 @@ func WatchedIdle(k Kernel, s Socket, w Watch) Result {
 	log.add(eff.KeepIdle, "keep-alive probe 1 sent; unanswered")
 	log.add(eff.KeepIdle+WatchTick, "pgfast's watcher sees the probe unanswered (TCP_INFO, sampled every %s)", Format(WatchTick))
 	return log.result(at, CauseDeadPeerWindow,
-		"silent for >= %s (the dead-peer window) and unanswered for %s: pgfast shuts the socket down and evicts the address (host-level)",
+		"silent >= %s (dead-peer window), probe unanswered >= %s: socket shut down, address evicted (host-level)",
 		Format(w.Window), Format(WatchConfirm))
 }
 
@@ -69,7 +69,7 @@ func WatchedUnacked(k Kernel, s Socket, w Watch) Result {
 	log.add(0, "data sent (a query); the peer is gone, nothing is acknowledged")
 	log.add(WatchTick, "pgfast's watcher sees the data unacknowledged (TCP_INFO, sampled every %s)", Format(WatchTick))
 	return log.result(at, CauseDeadPeerWindow,
-		"no ACK for >= %s since the data was sent (the dead-peer window): pgfast shuts the socket down and evicts the address (host-level)",
+		"no ACK >= %s since the send (dead-peer window): socket shut down, address evicted (host-level)",
 		Format(w.Window))
 }
 
