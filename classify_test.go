@@ -171,3 +171,37 @@ func TestCallerDeadlineDoesNotMarkAddressBad(t *testing.T) {
 		t.Errorf("connect_timeout reached (%v): address bad=%v, want true", err, d2.book.isBad(target))
 	}
 }
+
+// TestEveryErrorIsActedOn: a socket's later errors count as much as its
+// first. Whether the reader's EOF or the writer's EHOSTUNREACH is seen first,
+// the address is evicted (once), and a connection-level error alone never
+// evicts.
+func TestEveryErrorIsActedOn(t *testing.T) {
+	unreachable := &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", syscall.EHOSTUNREACH)}
+	for _, order := range [][]error{{io.EOF, unreachable}, {unreachable, io.EOF}, {io.EOF, io.EOF}} {
+		b := newAddrBook()
+		var evictions []error
+		b.onEvict = func(_ netip.AddrPort, cause error, how eviction) {
+			if !how.down {
+				t.Errorf("eviction %v is not Down", how)
+			}
+			evictions = append(evictions, cause)
+		}
+		addr := netip.MustParseAddrPort("127.0.0.1:5432")
+		b.attemptStarted(addr)
+		client, server := net.Pipe()
+		tc := b.attemptDone(addr, client, nil).(*trackedConn)
+		for _, err := range order {
+			tc.failed(err)
+		}
+		want := 1
+		if order[0] == io.EOF && order[1] == io.EOF {
+			want = 0
+		}
+		if len(evictions) != want {
+			t.Errorf("errors %v: %d evictions (%v), want %d", order, len(evictions), evictions, want)
+		}
+		client.Close()
+		server.Close()
+	}
+}

@@ -66,7 +66,8 @@ func (w *silence) observe(now time.Time, s tcpSample, window time.Duration) (tim
 		from = w.since
 	}
 	silent := now.Sub(from)
-	return silent, silent >= window && now.Sub(w.since) >= watchConfirm
+	// Ticks jitter: a look half a tick early still counts as a full one.
+	return silent, silent >= window && now.Sub(w.since) >= watchConfirm-watchTick/2
 }
 
 // peerWatcher is the one process-wide goroutine that watches pgfast's
