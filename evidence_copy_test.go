@@ -78,6 +78,9 @@ func copyInto(ctx context.Context, db *sql.DB, driverName, table string, from, t
 	if err != nil {
 		return err
 	}
+	// Closed before the rollback: lib/pq's COPY reads responses in a
+	// goroutine of its own that a rollback must not race.
+	defer stmt.Close()
 	pad := string(copyPadText)
 	for i := from; i < to; i++ {
 		if _, err := stmt.ExecContext(ctx, i, pad); err != nil {
@@ -153,7 +156,7 @@ func lockWaitCopy(t *testing.T, srv *pgtest.Server, b backendCase) {
 		}
 		holders = append(holders, tx)
 	}
-	before := c.Stats()
+	before := settledStats(t, c)
 
 	type outcome struct {
 		took time.Duration

@@ -34,7 +34,7 @@ func TestTerminateMidWriteDropsOnlyThatConnection(t *testing.T) {
 		table := "terminate_" + sanitize(b.name)
 		mustExec(t, db, "DROP TABLE IF EXISTS "+table)
 		mustExec(t, db, "CREATE TABLE "+table+" (id int, pad text)")
-		before := c.Stats()
+		before := settledStats(t, c)
 		for round := range 3 {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			copyErr := make(chan error, 1)
@@ -76,6 +76,20 @@ func TestTerminateMidWriteDropsOnlyThatConnection(t *testing.T) {
 			t.Errorf("state %v (%d changes, %d before), want Ready throughout: %v", after.State, after.StateChanges, before.StateChanges, after.LastError)
 		}
 	})
+}
+
+// settledStats returns c's Stats once its move to Ready is counted (Ready
+// can return a moment before the counter moves).
+func settledStats(t *testing.T, c *Connector) Stats {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st := c.Stats()
+		if st.State == StateReady && st.StateChanges > 0 || time.Now().After(deadline) {
+			return st
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // waitCopyPID returns the backend PID of the COPY into table once it runs.
@@ -195,7 +209,7 @@ func TestCallerDeadlineDuringDialKeepsReady(t *testing.T) {
 			t.Fatal(err)
 		}
 		c := ConnectorOf(db)
-		before := c.Stats()
+		before := settledStats(t, c)
 
 		gate.shut()
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
