@@ -231,3 +231,71 @@ func sanitize(s string) string {
 	}
 	return string(out)
 }
+
+// TestLockWaitCopyUserTimeout: with tcp_user_timeout set, the socket gets
+// exactly that (libpq's meaning), so the kernel (Linux 5.1+) aborts the
+// zero-window stall of a lock-waiting COPY with ETIMEDOUT. The server was
+// heard all along (it ACKs every window probe): connection-level evidence.
+// Only that COPY fails; nothing is evicted, the connector stays Ready and a
+// neighbour's query in flight finishes.
+func TestLockWaitCopyUserTimeout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("takes about 20 seconds")
+	}
+	srv := server(t)
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			dsn := srv.DSN(pgtest.TrustUser)
+			db := openT(t, b, withKV(dsn, "tcp_user_timeout=4000"))
+			readyT(t, db, 10*time.Second)
+			c := ConnectorOf(db)
+			locker, err := sql.Open("pgx", dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer locker.Close()
+			table := "lockwait_ut_" + sanitize(b.name)
+			mustExec(t, locker, "DROP TABLE IF EXISTS "+table)
+			mustExec(t, locker, "CREATE TABLE "+table+" (id int PRIMARY KEY, pad text)")
+			tx, err := locker.BeginTx(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback()
+			if _, err := tx.ExecContext(ctx, "INSERT INTO "+table+" VALUES (0, 'held')"); err != nil {
+				t.Fatal(err)
+			}
+			before := settledStats(t, c)
+			neighbour := make(chan error, 1)
+			go func() {
+				_, err := db.ExecContext(ctx, "SELECT pg_sleep(12)")
+				neighbour <- err
+			}()
+			start := time.Now()
+			err = copyInto(ctx, db, b.name, table, 0, lockWaitRows)
+			took := time.Since(start)
+			t.Logf("MEASURE lock-wait-copy-user-timeout backend=%s took=%v err=%v", b.name, took.Round(time.Millisecond), err)
+			if err == nil {
+				t.Errorf("the COPY survived a lock wait longer than tcp_user_timeout=4000 (the kernel should abort it)")
+			}
+			if nerr := <-neighbour; nerr != nil {
+				t.Errorf("the neighbour's pg_sleep(12) failed: %v", nerr)
+			}
+			_ = tx.Rollback()
+			after := c.Stats()
+			if after.Evictions != before.Evictions {
+				t.Errorf("Evictions %d → %d: a zero-window abort of a live server evicted the address (%v)", before.Evictions, after.Evictions, after.LastError)
+			}
+			if after.State != StateReady || after.StateChanges != before.StateChanges {
+				t.Errorf("state %v (%d changes, %d before), want Ready throughout: %v", after.State, after.StateChanges, before.StateChanges, after.LastError)
+			}
+			var one int
+			if err := db.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+				t.Errorf("a query after the aborted COPY: %v", err)
+			}
+		})
+	}
+}

@@ -230,13 +230,16 @@ func (b *addrBook) evictWhere(cause error, how eviction, match func(netip.AddrPo
 
 // sweep closes the sockets of addr that the liveness check finds dead (after
 // one connection saw the server close it: a restart closes them all, a
-// terminated backend only its own).
-func (b *addrBook) sweep(addr netip.AddrPort) {
+// terminated backend only its own). The socket that saw it (seen) is left to
+// its user, who gets its own error rather than a shutdown.
+func (b *addrBook) sweep(addr netip.AddrPort, seen *trackedConn) {
 	b.mu.Lock()
 	var conns []*trackedConn
 	if e := b.addrs[addr]; e != nil {
 		for tc := range e.conns {
-			conns = append(conns, tc)
+			if tc != seen {
+				conns = append(conns, tc)
+			}
 		}
 	}
 	b.mu.Unlock()
@@ -488,7 +491,7 @@ func (c *trackedConn) failed(err error) {
 		// backend, idle timeout): close its siblings that are dead too,
 		// keep the rest. Once per socket: the check is the same each time.
 		if c.swept.CompareAndSwap(false, true) {
-			c.book.sweep(c.addr)
+			c.book.sweep(c.addr, c)
 		}
 	}
 }
@@ -595,7 +598,7 @@ func checkout(_ context.Context, nc net.Conn) error {
 			tc.book.evict(tc.addr, tc.gen, why, evictStale)
 		case connLevel:
 			if tc.swept.CompareAndSwap(false, true) {
-				tc.book.sweep(tc.addr)
+				tc.book.sweep(tc.addr, tc)
 			}
 		}
 	}
