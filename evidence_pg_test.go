@@ -3,17 +3,11 @@ package pgfast
 import (
 	"context"
 	"fmt"
-	"io"
-	"net"
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/pgfast/pgfast/internal/pgtest"
 )
@@ -111,139 +105,52 @@ func waitCopyPID(t *testing.T, srv *pgtest.Server, table string) int {
 	return 0
 }
 
-// gateListener is a loopback TCP proxy to a server that can be made to stop
-// answering new connections like a blackhole: its listening socket stays
-// open with a backlog of 0 and nothing accepts any more, so once the queue
-// is full the kernel drops new SYNs. Proxied connections keep working.
-type gateListener struct {
-	file *os.File     // the listening socket itself
-	ln   net.Listener // a duplicate the proxy accepts on; closed by shut
-	port int
-	mu   sync.Mutex
-	open []net.Conn
-	wg   sync.WaitGroup
-}
-
-func newGateListener(t *testing.T, target string) *gateListener {
+func netipAddrPort(t *testing.T, ip string, port int) netip.AddrPort {
 	t.Helper()
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err == nil {
-		err = unix.Listen(fd, 0)
-	}
-	if err != nil {
-		unix.Close(fd)
-		t.Fatal(err)
-	}
-	sa, _ := unix.Getsockname(fd)
-	g := &gateListener{file: os.NewFile(uintptr(fd), "gate"), port: sa.(*unix.SockaddrInet4).Port}
-	if g.ln, err = net.FileListener(g.file); err != nil {
-		g.file.Close()
-		t.Fatal(err)
-	}
-	g.wg.Go(func() {
-		for {
-			c, err := g.ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.DialTimeout("tcp", target, 5*time.Second)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			g.mu.Lock()
-			g.open = append(g.open, c, s)
-			g.mu.Unlock()
-			g.wg.Go(func() { io.Copy(s, c); s.Close() })
-			g.wg.Go(func() { io.Copy(c, s); c.Close() })
-		}
-	})
-	t.Cleanup(g.close)
-	return g
+	return netip.AddrPortFrom(netip.MustParseAddr(ip), uint16(port))
 }
 
-// shut stops accepting and fills the accept queue, so that new connection
-// attempts get no answer at all.
-func (g *gateListener) shut() {
-	g.ln.Close()
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(g.port))
-	for range 3 {
-		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
-			g.mu.Lock()
-			g.open = append(g.open, c)
-			g.mu.Unlock()
-		}
-	}
+// registeredSockets is how many sockets the process's watcher has.
+func registeredSockets() int {
+	deadPeers.mu.Lock()
+	defer deadPeers.mu.Unlock()
+	return len(deadPeers.socks)
 }
 
-func (g *gateListener) close() {
-	g.ln.Close()
-	g.file.Close()
-	g.mu.Lock()
-	for _, c := range g.open {
-		c.Close()
-	}
-	g.mu.Unlock()
-	g.wg.Wait()
-}
-
-// TestCallerDeadlineDuringDialKeepsReady is item 4 of issue 10: a caller
-// whose context ends while pgfast dials a server that does not answer SYNs
-// (its own deadline, shorter than connect_timeout) gets its deadline error,
-// and nothing else changes: the address is not marked failed in Stats or
-// NotReadyError, it keeps its place, and the connector stays Ready.
-func TestCallerDeadlineDuringDialKeepsReady(t *testing.T) {
+// TestPeerWatcherFollowsRealSockets: every socket pgfast dials is registered
+// with the process's watcher and leaves it when it closes; with no pgfast
+// socket left, the watcher goroutine is stopped.
+func TestPeerWatcherFollowsRealSockets(t *testing.T) {
 	srv := server(t)
 	forEachBackend(t, func(t *testing.T, b backendCase) {
-		gate := newGateListener(t, net.JoinHostPort(srv.Host(), strconv.Itoa(srv.Port())))
-		dsn := fmt.Sprintf("host=127.0.0.1 port=%d user=%s dbname=%s sslmode=disable connect_timeout=30",
-			gate.port, pgtest.TrustUser, pgtest.Database)
-		db := openT(t, b, dsn)
+		before := registeredSockets()
+		db := openT(t, b, srv.DSN(pgtest.TrustUser))
 		readyT(t, db, 10*time.Second)
-		db.SetMaxIdleConns(0) // every query dials
 		var one int
 		if err := db.QueryRow("SELECT 1").Scan(&one); err != nil {
 			t.Fatal(err)
 		}
-		c := ConnectorOf(db)
-		before := settledStats(t, c)
-
-		gate.shut()
-		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-		start := time.Now()
-		err := db.QueryRowContext(ctx, "SELECT 1").Scan(&one)
-		cancel()
-		took := time.Since(start)
-		if err == nil {
-			t.Fatal("a query through a gate that answers no SYN succeeded")
+		if n := registeredSockets(); n <= before {
+			t.Fatalf("%d sockets registered with a ready pool open, %d before", n, before)
 		}
-		if took > 3*time.Second {
-			t.Errorf("the caller's 300ms deadline returned after %v", took)
+		done := deadPeers.running()
+		if done == nil {
+			t.Fatal("no watcher goroutine with pgfast sockets open")
 		}
-		time.Sleep(50 * time.Millisecond) // anything asynchronous settles
-		after := c.Stats()
-		if after.State != StateReady || after.StateChanges != before.StateChanges {
-			t.Errorf("state %v after the caller's own deadline (changes %d → %d): %v", after.State, before.StateChanges, after.StateChanges, after.LastError)
+		db.Close()
+		deadline := time.Now().Add(5 * time.Second)
+		for registeredSockets() > before && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
 		}
-		for _, a := range after.Addrs {
-			if a.Status == "failed" || a.Status == "evicted" || a.LastError != nil {
-				t.Errorf("address after the caller's own deadline: %+v, want not failed", a)
+		if n := registeredSockets(); n != before {
+			t.Errorf("%d sockets registered after the pool closed, %d before", n, before)
+		}
+		if before == 0 {
+			select {
+			case <-done:
+			case <-time.After(2 * time.Second):
+				t.Error("the watcher goroutine still runs 2s after the last pgfast socket closed")
 			}
 		}
-		if after.Evictions != before.Evictions {
-			t.Errorf("Evictions %d → %d", before.Evictions, after.Evictions)
-		}
-		if c.book.isBad(netipAddrPort(t, "127.0.0.1", gate.port)) {
-			t.Error("the address is marked bad (tried last) for the caller's own deadline")
-		}
-		t.Logf("query failed after %v: %v", took.Round(time.Millisecond), err)
 	})
-}
-
-func netipAddrPort(t *testing.T, ip string, port int) netip.AddrPort {
-	t.Helper()
-	return netip.AddrPortFrom(netip.MustParseAddr(ip), uint16(port))
 }
