@@ -37,8 +37,9 @@ func newGateListener(t *testing.T, target string) *gateListener {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err == nil {
-		err = unix.Listen(fd, 0)
+	err = unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}})
+	if err == nil {
+		err = unix.Listen(fd, 0) // backlog 0: one queued connection, then SYNs are dropped
 	}
 	if err != nil {
 		unix.Close(fd)
