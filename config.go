@@ -17,9 +17,14 @@ const (
 	DefaultKeepalivesIdle     = 10 * time.Second
 	DefaultKeepalivesInterval = 5 * time.Second
 	DefaultKeepalivesCount    = 3
-	DefaultTCPUserTimeout     = 25 * time.Second
-	DefaultMinConns           = 1
-	DefaultDNSRecheck         = 5 * time.Second
+	// DefaultTCPUserTimeout is 0: TCP_USER_TIMEOUT is not set unless the DSN
+	// sets tcp_user_timeout. Since Linux 5.1 it also aborts a connection
+	// whose server keeps a zero window while it waits on a lock; pgfast's
+	// dead-peer watcher (DefaultDeadPeerWindow) tells a silent server from
+	// a slow one instead.
+	DefaultTCPUserTimeout = time.Duration(0)
+	DefaultMinConns       = 1
+	DefaultDNSRecheck     = 5 * time.Second
 )
 
 // Config holds the settings pgfast itself acts on. They are the part of the
@@ -41,7 +46,10 @@ type Config struct {
 	KeepalivesInterval time.Duration
 	// KeepalivesCount is libpq's keepalives_count; 0 means the OS default.
 	KeepalivesCount int
-	// TCPUserTimeout is libpq's tcp_user_timeout; 0 means the OS default.
+	// TCPUserTimeout is libpq's tcp_user_timeout; 0 (the default) means the
+	// socket option is not set and the dead-peer window is
+	// DefaultDeadPeerWindow. When set, the socket gets exactly this and it is
+	// also the dead-peer window.
 	TCPUserTimeout time.Duration
 	// TargetSessionAttrs is libpq's target_session_attrs ("any" when unset).
 	TargetSessionAttrs string

@@ -86,7 +86,7 @@ func TestConfigDefaultsAndValues(t *testing.T) {
 			want := Config{
 				ConnectTimeout: 10 * time.Second, Keepalives: true,
 				KeepalivesIdle: 10 * time.Second, KeepalivesInterval: 5 * time.Second, KeepalivesCount: 3,
-				TCPUserTimeout: 25 * time.Second, TargetSessionAttrs: "any", LoadBalanceHosts: "disable",
+				TCPUserTimeout: 0, TargetSessionAttrs: "any", LoadBalanceHosts: "disable",
 				MinConns: 1, DNSRecheck: 5 * time.Second,
 			}
 			got.Hosts = nil

@@ -99,7 +99,7 @@ func (d *dialer) DialContext(ctx context.Context, network, address string) (net.
 	addrs, err := d.resolve(ctx, network, host)
 	if err != nil {
 		if contextDone(ctx) {
-			return nil, canceledDialError(ctx, address)
+			return nil, canceledDialError(awaitDone(ctx), address)
 		}
 		return nil, fmt.Errorf("dial %s: resolving host: %w", address, err)
 	}
@@ -116,7 +116,7 @@ func (d *dialer) DialContext(ctx context.Context, network, address string) (net.
 	case conn != nil:
 		return conn, nil
 	case contextDone(ctx):
-		return nil, canceledDialError(ctx, address)
+		return nil, canceledDialError(awaitDone(ctx), address)
 	default:
 		return nil, &DialError{Host: host, Port: port, Attempts: attempts}
 	}
@@ -309,10 +309,26 @@ func (d *dialer) attempt(ctx context.Context, network string, target netip.AddrP
 	}
 	d.book.attemptStarted(target)
 	conn, err := d.attemptAddr(ctx, network, target)
+	if err != nil && callerEnded(ctx, err) {
+		d.book.attemptAbandoned(target)
+		return nil, err
+	}
 	if tracked := d.book.attemptDone(target, conn, err); tracked != nil {
 		conn = tracked
+		if tc := trackedOf(tracked); tc != nil && watchesPeers && tc.peek != nil {
+			tc.window = d.settings.deadPeerWindow()
+			deadPeers.add(tc)
+		}
 	}
 	return conn, err
+}
+
+// callerEnded reports whether an attempt's failure is its caller's doing: the
+// caller's context ended (cancelled, or its deadline passed) before the
+// attempt's own connect_timeout did. That says nothing about the server.
+func callerEnded(ctx context.Context, err error) bool {
+	var own *attemptTimeoutError
+	return !errors.As(err, &own) && contextDone(ctx)
 }
 
 // attemptAddr dials one address with its own ConnectTimeout deadline.
@@ -358,6 +374,15 @@ func contextDone(ctx context.Context) bool {
 	}
 	deadline, ok := ctx.Deadline()
 	return ok && !time.Now().Before(deadline)
+}
+
+// awaitDone waits for ctx, which contextDone reported done, to say so: a
+// socket deadline derived from ctx's deadline can fire just before ctx's own
+// timer, and a caller that sees ctx.Err() == nil would take its own deadline
+// for the server's failure. It returns ctx.
+func awaitDone(ctx context.Context) context.Context {
+	<-ctx.Done()
+	return ctx
 }
 
 // canceledDialError reports that ctx ended the dial to address; it matches

@@ -69,7 +69,7 @@ func ExampleNewConnector() {
 	cfg := c.Config() // the effective settings, defaults applied
 	fmt.Println(c.Backend(), cfg.ConnectTimeout, cfg.TCPUserTimeout, cfg.MinConns, cfg.Hosts[0])
 	// Output:
-	// lib/pq 10s 25s 2 127.0.0.1:1
+	// lib/pq 10s 0s 2 127.0.0.1:1
 }
 
 // A bad DSN is reported by sql.Open (or NewConnector), not at the first

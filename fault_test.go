@@ -42,7 +42,7 @@ import (
 
 const (
 	// faultSuiteCap bounds the whole namespace child process.
-	faultSuiteCap = 6 * time.Minute
+	faultSuiteCap = 8 * time.Minute
 	// faultRawCapShort bounds a raw driver's connection attempt.
 	faultRawCapShort = 8 * time.Second
 	// faultRawCapLong bounds a raw driver's query on a dead network.
@@ -79,6 +79,8 @@ var faultScenarios = []faultScenario{
 	{"ipv6-blackhole-ipv4-refused", 60 * time.Second, faultIPv6BlackholeIPv4Refused},
 	{"active-blackhole", 60 * time.Second, faultActiveBlackhole},
 	{"active-blackhole-unacked", 60 * time.Second, faultActiveBlackholeUnacked},
+	{"active-blackhole-defaults", 60 * time.Second, faultActiveBlackholeDefaults},
+	{"active-blackhole-unacked-defaults", 60 * time.Second, faultActiveBlackholeUnackedDefaults},
 	{"idle-blackhole", 60 * time.Second, faultIdleBlackhole},
 	{"server-restart", 60 * time.Second, faultServerRestart},
 }
@@ -692,14 +694,29 @@ func faultActiveBlackholeUnacked(t *testing.T, b backendCase) {
 	pgfastCh := e.async(faultExec(context.Background(), db, "SELECT 1"))
 	rawCh := e.async(faultExec(context.Background(), raw.db, "SELECT 1"))
 
-	took := faultMustFailAfterDrop(t, pgfastCh, dropAt)
+	// Measured from the drop, not from the send: the query leaves a little
+	// later (checkout, the driver), and the kernel's TCP_USER_TIMEOUT counts
+	// from the first retransmission (>= tcp_rto_min): 500ms more than a
+	// query already in flight.
+	took := faultMustFailWithin(t, pgfastCh, dropAt, faultTunedLimit+500*time.Millisecond)
 	faultMeasure(t, "active-blackhole-unacked", b, took, faultRawOutcome(rawCh, dropAt, faultRawCapLong))
 }
 
-// faultMustFailAfterDrop waits for pgfast's query in a blackhole scenario: it
-// must fail, after the drop and within 7 s of it. It returns how long after
-// the drop the query ended.
+// faultTunedLimit is how soon after the drop a query in flight must fail with
+// faultTCPKeys (issue 10: 3.5 s; the kernel's TCP_USER_TIMEOUT of 3 s ends it).
+const faultTunedLimit = 3500 * time.Millisecond
+
+// faultMustFailAfterDrop waits for pgfast's query in a blackhole scenario with
+// faultTCPKeys: it must fail, after the drop and within faultTunedLimit. It
+// returns how long after the drop the query ended.
 func faultMustFailAfterDrop(t *testing.T, pgfastCh <-chan faultResult, dropAt time.Time) time.Duration {
+	t.Helper()
+	return faultMustFailWithin(t, pgfastCh, dropAt, faultTunedLimit)
+}
+
+// faultMustFailWithin waits for pgfast's query in a blackhole scenario: it
+// must fail, after the drop and within limit of it.
+func faultMustFailWithin(t *testing.T, pgfastCh <-chan faultResult, dropAt time.Time, limit time.Duration) time.Duration {
 	t.Helper()
 	r, ok := faultWait(pgfastCh, dropAt.Add(faultAfterDropCap))
 	if !ok {
@@ -711,8 +728,8 @@ func faultMustFailAfterDrop(t *testing.T, pgfastCh <-chan faultResult, dropAt ti
 		t.Fatalf("pgfast query ended before the drop: %v", r.err)
 	case r.err == nil:
 		t.Errorf("pgfast query succeeded %v after all traffic was dropped", took)
-	case took > 7*time.Second:
-		t.Errorf("pgfast query failed %v after the drop, want within 7s: %v", took, r.err)
+	case took > limit:
+		t.Errorf("pgfast query failed %v after the drop, want within %v: %v", took, limit, r.err)
 	}
 	t.Logf("pgfast query failed %v after the drop: %v", faultDur(took), r.err)
 	return took

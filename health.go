@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"database/sql/driver"
 	"errors"
-	"io"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -171,6 +170,16 @@ func (b *addrBook) attemptDone(addr netip.AddrPort, nc net.Conn, err error) net.
 	return tc
 }
 
+// attemptAbandoned records an attempt the caller gave up on (its context
+// was cancelled or reached its deadline before the attempt's own
+// connect_timeout): it says nothing about the server, so the address keeps
+// its status.
+func (b *addrBook) attemptAbandoned(addr netip.AddrPort) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.entry(addr).pending--
+}
+
 // evict bumps addr's generation if it is still gen, and shuts down (or, soft,
 // dooms) every socket of the old generation. It reports whether it evicted.
 func (b *addrBook) evict(addr netip.AddrPort, gen uint64, cause error, how eviction) bool {
@@ -221,13 +230,16 @@ func (b *addrBook) evictWhere(cause error, how eviction, match func(netip.AddrPo
 
 // sweep closes the sockets of addr that the liveness check finds dead (after
 // one connection saw the server close it: a restart closes them all, a
-// terminated backend only its own).
-func (b *addrBook) sweep(addr netip.AddrPort) {
+// terminated backend only its own). The socket that saw it (seen) is left to
+// its user, who gets its own error rather than a shutdown.
+func (b *addrBook) sweep(addr netip.AddrPort, seen *trackedConn) {
 	b.mu.Lock()
 	var conns []*trackedConn
 	if e := b.addrs[addr]; e != nil {
 		for tc := range e.conns {
-			conns = append(conns, tc)
+			if tc != seen {
+				conns = append(conns, tc)
+			}
 		}
 	}
 	b.mu.Unlock()
@@ -370,18 +382,29 @@ func (e *pendingError) Error() string {
 }
 
 // trackedConn is a socket pgfast's dialer made, registered in its address's
-// generation. It sees the socket's I/O errors: a network failure on one
-// connection is evidence about the whole address.
+// generation. It sees every one of the socket's I/O errors and has each
+// classified (classify.go): connection-level evidence drops the connection
+// and checks its siblings, host-level evidence evicts the address. While a
+// Read or Write is in progress the dead-peer watcher (deadpeer.go) looks at
+// it.
 type trackedConn struct {
 	net.Conn
-	book     *addrBook
-	addr     netip.AddrPort
-	gen      uint64
-	reported atomic.Bool // an error of this socket was already acted on
-	doomed   atomic.Bool // evicted softly: dropped at its next checkout
-	evicted  atomic.Bool // shut down by an eviction
-	closed   atomic.Bool // Close ran
-	peek     *peeker     // the liveness check, nil when the socket has no fd
+	book    *addrBook
+	addr    netip.AddrPort
+	gen     uint64
+	swept   atomic.Bool // the siblings were checked after this socket's first connection-level error
+	doomed  atomic.Bool // evicted softly: dropped at its next checkout
+	evicted atomic.Bool // shut down by an eviction
+	closed  atomic.Bool // Close ran
+	peek    *peeker     // the liveness check, nil when the socket has no fd
+	// inIO counts the Read and Write calls in progress: the watcher looks
+	// only at sockets waiting for the peer.
+	inIO atomic.Int32
+	// window is the dead-peer detection window (set before the socket is
+	// registered with the watcher).
+	window time.Duration
+	// silence is the watcher's state for this socket (its goroutine only).
+	silence silence
 	// writes counts Write calls that sent at least one byte: an adapter
 	// compares it before and after a call to know whether any byte of a
 	// statement left (then the statement must never be run again).
@@ -392,7 +415,9 @@ type trackedConn struct {
 func (c *trackedConn) NetConn() net.Conn { return c.Conn }
 
 func (c *trackedConn) Read(p []byte) (int, error) {
+	c.inIO.Add(1)
 	n, err := c.Conn.Read(p)
+	c.inIO.Add(-1)
 	if err != nil {
 		err = c.ioError(err)
 	}
@@ -400,7 +425,9 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 }
 
 func (c *trackedConn) Write(p []byte) (int, error) {
+	c.inIO.Add(1)
 	n, err := c.Conn.Write(p)
+	c.inIO.Add(-1)
 	if n > 0 {
 		c.writes.Add(1)
 	}
@@ -425,6 +452,7 @@ func (c *trackedConn) ioError(err error) error {
 func (c *trackedConn) Close() error {
 	if c.closed.CompareAndSwap(false, true) {
 		c.book.untrack(c)
+		deadPeers.remove(c)
 	}
 	return c.Conn.Close()
 }
@@ -435,7 +463,6 @@ func (c *trackedConn) Close() error {
 // for a connection that never sent the statement and database/sql would run
 // it again on another connection, a duplicate write.
 func (c *trackedConn) shutdown() {
-	c.reported.Store(true)
 	c.evicted.Store(true)
 	_ = c.Conn.SetDeadline(time.Unix(1, 0))
 	_ = c.Conn.Close()
@@ -453,46 +480,24 @@ func (evictedConnError) Temporary() bool { return false }
 // Is makes it match os.ErrDeadlineExceeded, as the deadline it stands for.
 func (evictedConnError) Is(target error) bool { return target == os.ErrDeadlineExceeded }
 
-// failed classifies an I/O error once per connection.
+// failed acts on every I/O error of the socket (not only the first): the
+// verdict depends on the error and the socket's TCP state alone.
 func (c *trackedConn) failed(err error) {
-	switch {
-	case errors.Is(err, net.ErrClosed), errors.Is(err, io.ErrShortWrite), isDeadline(err):
-		// closed by us or the driver, or a deadline the driver set for a
-		// context: says nothing about the server.
-		return
-	}
-	if !c.reported.CompareAndSwap(false, true) {
-		return
-	}
-	if hostDeath(err) {
+	switch classify(err, c.tcpInfo, c.window) {
+	case hostLevel:
 		c.book.evict(c.addr, c.gen, err, evictDead)
-		return
-	}
-	// The server closed this connection (restart, terminated backend, idle
-	// timeout): close its siblings that are closed too, keep the rest.
-	c.book.sweep(c.addr)
-}
-
-// isDeadline reports a deadline set on the socket (the drivers set one when a
-// query's context ends).
-func isDeadline(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout() && !errors.Is(err, syscall.ETIMEDOUT)
-}
-
-// hostDeath reports errors that say the server's host is unreachable rather
-// than that the server closed one connection: the kernel gave up
-// (TCP_USER_TIMEOUT, keepalive, retransmissions: ETIMEDOUT), a reset, or no
-// route.
-func hostDeath(err error) bool {
-	for _, errno := range []syscall.Errno{syscall.ETIMEDOUT, syscall.ECONNRESET, syscall.EPIPE,
-		syscall.EHOSTUNREACH, syscall.ENETUNREACH, syscall.ECONNABORTED, syscall.ECONNREFUSED} {
-		if errors.Is(err, errno) {
-			return true
+	case connLevel:
+		// The server closed or reset this connection (restart, terminated
+		// backend, idle timeout): close its siblings that are dead too,
+		// keep the rest. Once per socket: the check is the same each time.
+		if c.swept.CompareAndSwap(false, true) {
+			c.book.sweep(c.addr, c)
 		}
 	}
-	return false
 }
+
+// tcpInfo reads the socket's TCP_INFO for the classifier.
+func (c *trackedConn) tcpInfo() (tcpSample, bool) { return tcpInfoOf(c) }
 
 // errServerClosing is what the liveness check reports when an idle
 // connection has an ErrorResponse waiting: the server is terminating it.
@@ -577,8 +582,9 @@ func alive(nc net.Conn) bool {
 // checkout is run by database/sql (through the backend's ResetSession) before
 // it reuses a connection: a dead socket is driver.ErrBadConn, so database/sql
 // drops the connection and retries on another. A socket the kernel killed
-// (keepalive, TCP_USER_TIMEOUT) or that was reset evicts its whole address:
-// its siblings died the same way. That is old evidence (the socket may have
+// for a silent peer (keepalive, TCP_USER_TIMEOUT without recent ACKs) evicts
+// its whole address: its siblings died the same way. A reset or EOF drops the
+// connection and the siblings that are dead too. That is old evidence (the socket may have
 // died while the pool sat idle through a blip that is over), so the connector
 // stays Ready and the retry's fresh dial decides whether the server is down.
 func checkout(_ context.Context, nc net.Conn) error {
@@ -587,11 +593,13 @@ func checkout(_ context.Context, nc net.Conn) error {
 		return nil
 	}
 	if tc := trackedOf(nc); tc != nil && why != nil && why != errEvicted {
-		if hostDeath(why) {
-			tc.reported.Store(true)
+		switch classify(why, tc.tcpInfo, tc.window) {
+		case hostLevel:
 			tc.book.evict(tc.addr, tc.gen, why, evictStale)
-		} else if tc.reported.CompareAndSwap(false, true) {
-			tc.book.sweep(tc.addr)
+		case connLevel:
+			if tc.swept.CompareAndSwap(false, true) {
+				tc.book.sweep(tc.addr, tc)
+			}
 		}
 	}
 	return driver.ErrBadConn

@@ -37,7 +37,7 @@ func TestProbeServer(t *testing.T) {
 	if !strings.HasPrefix(a.ServerVersion, "1") || a.Role() != "primary" || a.ReadOnly {
 		t.Errorf("version %q role %q read-only %v", a.ServerVersion, a.Role(), a.ReadOnly)
 	}
-	want := SocketOptions{Keepalive: true, KeepalivesIdle: 10 * time.Second, KeepalivesInterval: 5 * time.Second, KeepalivesCount: 3, TCPUserTimeout: 25 * time.Second}
+	want := SocketOptions{Keepalive: true, KeepalivesIdle: 10 * time.Second, KeepalivesInterval: 5 * time.Second, KeepalivesCount: 3} // TCP_USER_TIMEOUT not set by default
 	if a.Socket == nil || *a.Socket != want {
 		t.Errorf("socket options %+v (err %v), want %+v", a.Socket, a.SocketErr, want)
 	}

@@ -41,6 +41,8 @@ type driverModel struct {
 	socket         timeline.Socket
 	connectTimeout time.Duration // 0: none
 	connectScope   string        // what connect_timeout bounds
+	// watch is pgfast's dead-peer watcher; nil for the raw drivers.
+	watch *timeline.Watch
 }
 
 // explanation is everything explain prints.
@@ -49,8 +51,8 @@ type explanation struct {
 	kernel      timeline.Kernel
 	kernelNotes []string
 	drivers     []driverModel // pgfast, pgx, lib/pq
-	// connect, idle and unacked hold one result per driver.
-	connect, idle, unacked []timeline.Result
+	// connect, idle, unacked and stall hold one result per driver.
+	connect, idle, unacked, stall []timeline.Result
 	// kernelOnly is pgfast's connect result without connect_timeout.
 	kernelOnly timeline.Result
 	notes      []string
@@ -72,6 +74,7 @@ func explain(info *pgfast.DSNInfo, k timeline.Kernel, kernelNotes []string) expl
 					KeepCount: c.KeepalivesCount, UserTimeout: c.TCPUserTimeout},
 				connectTimeout: c.ConnectTimeout,
 				connectScope:   "per address",
+				watch:          &timeline.Watch{Window: watchWindow(c.TCPUserTimeout)},
 			},
 			{name: "pgx", socket: goDefault, connectTimeout: raw, connectScope: "per address"},
 			{name: "lib/pq", socket: goDefault, connectTimeout: raw, connectScope: "per host"},
@@ -79,12 +82,26 @@ func explain(info *pgfast.DSNInfo, k timeline.Kernel, kernelNotes []string) expl
 	}
 	for _, d := range e.drivers {
 		e.connect = append(e.connect, timeline.Connect(k, d.socket, d.connectTimeout))
-		e.idle = append(e.idle, timeline.Idle(k, d.socket))
-		e.unacked = append(e.unacked, timeline.Unacked(k, d.socket))
+		if d.watch != nil {
+			e.idle = append(e.idle, timeline.WatchedIdle(k, d.socket, *d.watch))
+			e.unacked = append(e.unacked, timeline.WatchedUnacked(k, d.socket, *d.watch))
+		} else {
+			e.idle = append(e.idle, timeline.Idle(k, d.socket))
+			e.unacked = append(e.unacked, timeline.Unacked(k, d.socket))
+		}
+		e.stall = append(e.stall, timeline.ZeroWindow(d.socket))
 	}
 	e.kernelOnly = timeline.Connect(k, e.drivers[0].socket, 0)
 	e.notes = explainNotes(info)
 	return e
+}
+
+// watchWindow is pgfast's dead-peer window for a tcp_user_timeout setting.
+func watchWindow(userTimeout time.Duration) time.Duration {
+	if userTimeout > 0 {
+		return userTimeout
+	}
+	return pgfast.DefaultDeadPeerWindow
 }
 
 // explainNotes are the remarks that depend on the DSN.

@@ -100,6 +100,13 @@ func (e explanation) scenarios() []scenario {
 			describe: describeUnacked,
 			remarks:  unackedRemarks,
 		},
+		{
+			short:    "(d) slow server, zero window",
+			title:    "(d) the server is alive but stops reading (a COPY waiting on a lock): zero window, probes ACKed",
+			results:  e.stall,
+			describe: describeUnacked,
+			remarks:  stallRemarks,
+		},
 	}
 }
 
@@ -182,6 +189,14 @@ func idleRemarks(e explanation) []string {
 			s.KeepCount, timeline.Format(s.UserTimeout), timeline.IdleProbes(s.KeepIdle, s.KeepIntvl, s.UserTimeout),
 			s.KeepCount, timeline.Format(s.KeepIdle+time.Duration(s.KeepCount)*s.KeepIntvl)))
 	}
+	if r.Cause == timeline.CauseDeadPeerWindow {
+		k := timeline.Idle(e.kernel, e.drivers[0].socket)
+		out = append(out, fmt.Sprintf("The watcher's time is for a connection waiting for a query's result (a Read "+
+			"blocked). A connection idle in the pool is not watched (it costs no system call): the kernel's "+
+			"keep-alive closes it at %s (%s) and pgfast's checkout drops it then, without a round trip; the raw "+
+			"drivers fail the next query on it.", timeline.FormatLong(k.Detected), k.Cause))
+		return out
+	}
 	if !r.Never {
 		out = append(out, "pgfast then drops the connection at the next checkout without a round trip; "+
 			"the raw drivers fail the next query on it.")
@@ -194,7 +209,34 @@ func unackedRemarks(e explanation) []string {
 		fmt.Sprintf("The retransmission timeout is assumed to start at tcp_rto_min=%s (a fast path) and doubles up to %s.",
 			timeline.Format(e.kernel.RTOMin), timeline.Format(e.kernel.RTOMax)),
 		"TCP_USER_TIMEOUT counts from the first retransmission and replaces tcp_retries2.",
+		watchRule(e),
 	}
+}
+
+// watchRule states pgfast's dead-peer rule with the DSN's window.
+func watchRule(e explanation) string {
+	w := e.drivers[0].watch
+	if w == nil {
+		return ""
+	}
+	return fmt.Sprintf("pgfast's dead-peer rule: while a Read or Write is blocked, pgfast samples the socket's TCP_INFO "+
+		"every %s (idle sockets cost nothing); the server is silent when something is outstanding (data unacknowledged, "+
+		"a keep-alive or window probe unanswered), nothing came from it for %s (the dead-peer window: tcp_user_timeout "+
+		"when set, else %s), and that held for %s. Then pgfast shuts the socket down and evicts the address "+
+		"(host-level: Down). A reset, EOF or a FATAL only drops that connection (connection-level).",
+		timeline.Format(timeline.WatchTick), timeline.Format(w.Window), timeline.Format(pgfast.DefaultDeadPeerWindow),
+		timeline.Format(timeline.WatchConfirm))
+}
+
+func stallRemarks(e explanation) []string {
+	out := []string{"The server answers every window probe, so pgfast's watcher never takes it for dead; " +
+		"a lock wait lasts as long as the server makes it last, as with the raw drivers."}
+	if ut := e.drivers[0].socket.UserTimeout; ut > 0 {
+		out = append(out, fmt.Sprintf("tcp_user_timeout=%s is set: since Linux 5.1 the kernel aborts the stall then. "+
+			"pgfast drops only that connection (the server was heard recently: connection-level, no eviction); "+
+			"leave tcp_user_timeout unset to let such a COPY finish.", timeline.Format(ut)))
+	}
+	return out
 }
 
 // wrapWidth is the width notes and remarks are wrapped to.

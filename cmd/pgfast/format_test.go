@@ -150,10 +150,13 @@ func explainFor(userTimeout time.Duration, keepalives bool) string {
 
 func TestExplainWorkedExamples(t *testing.T) {
 	for ut, want := range map[time.Duration][]string{
-		0:                       {"25s", "keepalives_count"},
-		4500 * time.Millisecond: {"15s", "tcp_user_timeout"},
-		16 * time.Second:        {"20s", "tcp_user_timeout"},
-		37 * time.Second:        {"40s", "tcp_user_timeout"},
+		// pgfast's dead-peer watcher: the first keep-alive probe (10s)
+		// unanswered, the window (tcp_user_timeout, else 10s) passed, both
+		// seen for a second at a 500ms tick.
+		0:                       {"11.5s", "dead-peer window"},
+		4500 * time.Millisecond: {"11.5s", "dead-peer window"},
+		16 * time.Second:        {"16.5s", "dead-peer window"},
+		37 * time.Second:        {"37.5s", "dead-peer window"},
 	} {
 		out := explainFor(ut, true)
 		if got := rowOf(out, "(b) dead peer, idle connection"); len(got) < 1 || got[0] != want[0] {
@@ -173,12 +176,15 @@ func TestExplainWorkedExamples(t *testing.T) {
 	}
 	out := explainFor(16*time.Second, true)
 	for _, want := range []string{
-		"  TCP_USER_TIMEOUT                    16s               not set            not set\n",
-		"  (a) connect, blackholed address     10s               127s (2m7s)        127s (2m7s)\n",
-		"  (c) dead peer, unacknowledged data  16.2s             924.6s (15m24.6s)  924.6s (15m24.6s)\n",
+		"  TCP_USER_TIMEOUT                    16s               not set              not set\n",
+		"  (a) connect, blackholed address     10s               127s (2m7s)          127s (2m7s)\n",
+		"  (c) dead peer, unacknowledged data  16.2s             924.6s (15m24.6s)    924.6s (15m24.6s)\n",
+		"  (d) slow server, zero window        16s               never                never\n",
 		"  tcp_rto_min_us unreadable: assuming 200ms\n",
-		"    10s  keep-alive probe 1 sent (10s since the last ACK < tcp_user_timeout=16s)\n",
-		"    20s  20s since the last ACK >= tcp_user_timeout=16s: connection closed (ETIMEDOUT); probe 3 not sent\n",
+		"      10s  keep-alive probe 1 sent; unanswered\n",
+		"    16.5s  silent >= 16s (dead-peer window), probe unanswered >= 1s: socket shut down, address evicted (host-level)\n",
+		"closes it at 20s (tcp_user_timeout)",
+		"only that connection (the server was heard recently: connection-level, no eviction)",
 		"Without connect_timeout the kernel would end it at 16s (tcp_user_timeout).",
 		"  pgx, lib/pq: no connect_timeout, TCP_USER_TIMEOUT not set\n",
 		"    127s  6 SYN retransmissions unanswered (tcp_syn_retries=6): connect() fails (ETIMEDOUT)\n",

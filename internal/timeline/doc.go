@@ -53,4 +53,23 @@
 // With TCP_USER_TIMEOUT tcp_retries2 is ignored; the timeout counts from the
 // first retransmission (one RTO after the send) and the timer is shortened to
 // expire exactly then: 200ms + user timeout.
+//
+// Zero window. A live peer that stops reading (a COPY whose backend waits on
+// a lock) advertises a zero window and ACKs every window probe; the probes
+// back off up to tcp_rto_max. Nothing ends that, except TCP_USER_TIMEOUT:
+// since Linux 5.1 it also aborts a connection whose window stayed zero that
+// long (ZeroWindow).
+//
+// pgfast's dead-peer watcher (Watch, WatchedIdle, WatchedUnacked). While a
+// Read or Write is blocked on a socket, pgfast samples its TCP_INFO every
+// WatchTick. The peer is silent when something is outstanding (tcpi_unacked,
+// or tcpi_probes: a keep-alive or window probe unanswered), nothing was
+// received for the window (from the last ACK for probes, as the kernel
+// counts; from the watcher's first sight for data), and the socket has been
+// seen waiting unanswered for WatchConfirm. The window is tcp_user_timeout when
+// set, else DefaultWatchWindow. A peer dead during a query is found once the
+// first keep-alive probe (keepalives_idle after the last ACK) goes unanswered:
+// at max(idle + WatchTick + WatchConfirm, window + WatchTick) at the latest;
+// with data unacknowledged at window + WatchTick. A live peer with a zero
+// window answers every probe and is never silent.
 package timeline

@@ -43,6 +43,8 @@ const (
 	CauseKeepaliveCount = "keepalives_count"
 	CauseRetries2       = "tcp_retries2"
 	CauseNoKeepalive    = "keepalives=0"
+	CauseDeadPeerWindow = "dead-peer window"
+	CauseNoUserTimeout  = "no tcp_user_timeout"
 )
 
 // Sizes of the shortened event lists.
