@@ -238,19 +238,26 @@ func TestSockoptPGCancelRequestUsesPgfastDialer(t *testing.T) {
 	})
 
 	t.Run("pgfast-pq cancel on context end dials through pgfast", func(t *testing.T) {
-		// host=localhost makes pgfast's dialer ask its resolver, so every
-		// dial pgfast makes for this connector is counted (the DNS recheck,
-		// which also asks it, is off); lib/pq dials its cancel connection to
-		// the DSN's host. Whether the query itself returns when its context
-		// ends or only once the server cancelled it is pgfast-pq's business
-		// (pq_ctx.go): this only proves where the cancel connection came from
-		// and that the server got it. The unique sleep length marks the
-		// statement in the server log.
+		// pgfast-pq sends the cancel request itself, to the address the
+		// connection's socket is connected to, through the seam's dial
+		// function: wrapping that function after the connector is built
+		// counts the cancel dials only (lib/pq's connector keeps the dial
+		// function it was given). Whether the query itself returns when its
+		// context ends or only once the server cancelled it is pgfast-pq's
+		// business (pq_cancel.go): this only proves where the cancel
+		// connection came from and that the server got it. The unique sleep
+		// length marks the statement in the server log.
 		r := &sockoptPGResolver{}
 		dsn := fmt.Sprintf("host=localhost port=%d user=%s dbname=%s sslmode=disable pgfast_dns_recheck=0", srv.Port(), pgtest.TrustUser, pgtest.Database)
 		c, err := newConnector(dsn, options{backend: LibPQ, resolver: r})
 		if err != nil {
 			t.Fatal(err)
+		}
+		var cancelDials atomic.Int64
+		dial := c.seam.dial
+		c.seam.dial = func(ctx context.Context, network, address string) (net.Conn, error) {
+			cancelDials.Add(1)
+			return dial(ctx, network, address)
 		}
 		db := sql.OpenDB(c)
 		defer db.Close()
@@ -260,7 +267,7 @@ func TestSockoptPGCancelRequestUsesPgfastDialer(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer conn.Close()
-		before := r.lookups.Load()
+		before := cancelDials.Load()
 		marker := fmt.Sprintf("pg_sleep(10.%06d)", time.Now().Nanosecond()/1000)
 
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
@@ -276,24 +283,23 @@ func TestSockoptPGCancelRequestUsesPgfastDialer(t *testing.T) {
 		}
 		t.Logf("query returned after %v: %v", elapsed.Round(time.Millisecond), err)
 
-		// The cancel request is sent from lib/pq's own goroutine: wait for
-		// the dial and for the server's record of the cancellation.
+		// Wait for the dial and for the server's record of the cancellation.
 		cancelled := func() bool {
 			log := srv.Log()
 			i := strings.LastIndex(log, "STATEMENT:  SELECT "+marker)
 			return i >= 0 && strings.Contains(log[max(0, i-300):i], "canceling statement due to user request")
 		}
 		deadline := time.Now().Add(5 * time.Second)
-		for (r.lookups.Load() <= before || !cancelled()) && time.Now().Before(deadline) {
+		for (cancelDials.Load() <= before || !cancelled()) && time.Now().Before(deadline) {
 			time.Sleep(20 * time.Millisecond)
 		}
-		after := r.lookups.Load()
+		after := cancelDials.Load()
 		if after <= before {
-			t.Errorf("pgfast's resolver saw no lookup (%d → %d) after the context ended: the cancel connection did not go through pgfast's dialer", before, after)
+			t.Errorf("pgfast's dial function saw no dial (%d → %d) after the context ended: the cancel connection did not go through pgfast's dialer", before, after)
 		}
 		if !cancelled() {
 			t.Errorf("the server log does not show SELECT %s cancelled by a cancel request", marker)
 		}
-		t.Logf("pgfast resolver lookups %d → %d; server cancelled the statement: %v", before, after, cancelled())
+		t.Logf("cancel dials %d → %d; server cancelled the statement: %v", before, after, cancelled())
 	})
 }
