@@ -12,7 +12,7 @@ import (
 func explainWarnings(e explanation) []string {
 	var out []string
 	for _, sc := range e.scenarios() {
-		if len(sc.results) == 0 || !sc.results[0].Never {
+		if sc.healthy || len(sc.results) == 0 || !sc.results[0].Never {
 			continue
 		}
 		r := sc.results[0]
