@@ -183,3 +183,24 @@ func FuzzConfigErrorChainHasNoPassword(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseDSNErrorChain: for any DSN both backends reject whose password
+// (8+ bytes) is written once, the password shows nowhere in the error chain.
+func FuzzParseDSNErrorChain(f *testing.F) {
+	for dsn := range badDSNsWithSecret() {
+		f.Add(dsn)
+	}
+	f.Fuzz(func(t *testing.T, dsn string) {
+		pw, raw := passwordForms(dsn)
+		if len(pw) < 8 || strings.Count(dsn, raw) != 1 || strings.Count(dsn, pw) > 1 || strings.Count(dsn, "password") != 1 {
+			return
+		}
+		for _, b := range backends {
+			if _, _, err := parseDSN(b.backend, dsn); err != nil {
+				if where := leaksSecret(err, pw); where != "" {
+					t.Fatalf("%s: %q: the password shows in %s", b.name, dsn, where)
+				}
+			}
+		}
+	})
+}
