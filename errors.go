@@ -189,7 +189,12 @@ func secretFormsOf(dsn string) []string {
 	if raw := rawPasswordOf(dsn); raw != "" {
 		forms = append(forms, raw)
 	}
-	slices.SortFunc(forms, func(a, b string) int { return len(b) - len(a) })
+	slices.SortFunc(forms, func(a, b string) int {
+		if len(a) != len(b) {
+			return len(b) - len(a)
+		}
+		return strings.Compare(a, b)
+	})
 	return slices.Compact(forms)
 }
 
@@ -305,8 +310,9 @@ func valueHolds(v reflect.Value, secrets []string, depth int) bool {
 	return false
 }
 
-// scrubbedError stands for an error whose message quoted a secret: the
-// message scrubbed, its causes scrubbed in turn.
+// scrubbedError stands for an error that held a secret (in its message or a
+// field, or in an error it wraps): its message scrubbed, its causes scrubbed
+// in turn.
 type scrubbedError struct {
 	msg  string
 	errs []error
