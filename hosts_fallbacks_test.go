@@ -25,3 +25,40 @@ func TestPGXHostaddrKeepsServerName(t *testing.T) {
 		}
 	}
 }
+
+// TestPGXHostGroups: whatever the sslmode, pgx's attempt list groups back
+// into one group per host of the DSN, repeated hosts included, each with its
+// TLS attempts in pgx's order.
+func TestPGXHostGroups(t *testing.T) {
+	for mode, tlsOrder := range map[string][]bool{
+		"disable": {false}, "allow": {false, true}, "prefer": {true, false}, "require": {true},
+	} {
+		dsn := "host=a.example,a.example,/tmp,b.example port=1,1,2,3 sslmode=" + mode
+		a, _, err := parsePGX(dsn)
+		if err != nil {
+			t.Fatalf("%s: %v", mode, err)
+		}
+		want := []HostPort{{Host: "a.example", Port: 1}, {Host: "a.example", Port: 1}, {Host: "/tmp", Port: 2}, {Host: "b.example", Port: 3}}
+		if len(a.groups) != len(want) {
+			t.Fatalf("sslmode=%s: %d groups %+v, want %d", mode, len(a.groups), a.groups, len(want))
+		}
+		for i, g := range a.groups {
+			if g.HostPort != want[i] {
+				t.Errorf("sslmode=%s: group %d is %s, want %s", mode, i, g, want[i])
+			}
+			order := tlsOrder
+			if g.Host == "/tmp" {
+				order = []bool{false} // no TLS over a Unix socket
+			}
+			if len(g.tls) != len(order) {
+				t.Errorf("sslmode=%s: group %d has %d attempts, want %d", mode, i, len(g.tls), len(order))
+				continue
+			}
+			for j, tc := range g.tls {
+				if (tc != nil) != order[j] {
+					t.Errorf("sslmode=%s: group %d attempt %d TLS %v, want %v", mode, i, j, tc != nil, order[j])
+				}
+			}
+		}
+	}
+}
