@@ -71,16 +71,25 @@ func (a *pqAdapter) connector(s *seam) driver.Connector {
 		pc.cfg.LoadBalanceHosts = pq.LoadBalanceHostsDisable
 		pc.reorder = true
 	}
+	if cfg.TargetSessionAttrs == pq.TargetSessionAttrsPreferStandby {
+		// lib/pq v1.12.3 retries prefer-standby forever when no host can be
+		// connected to (goto restartAll, ctx never checked), so Connect and
+		// Close hang. pgfast makes libpq's two passes itself: a standby,
+		// else any server.
+		pc.cfg.TargetSessionAttrs = pq.TargetSessionAttrsStandby
+		pc.thenAnyRole = true
+	}
 	pc.fixed = pc.connectorFor(pc.cfg)
 	return pc
 }
 
 // pqConnector opens lib/pq connections and wraps them in *PQConn.
 type pqConnector struct {
-	cfg     pq.Config
-	seam    *seam
-	fixed   *pq.Connector // used when the host order never changes
-	reorder bool
+	cfg         pq.Config
+	seam        *seam
+	fixed       *pq.Connector // used when the host order never changes
+	reorder     bool
+	thenAnyRole bool // prefer-standby: a second pass with any role
 }
 
 var _ driver.Connector = (*pqConnector)(nil)
@@ -91,10 +100,18 @@ func (c *pqConnector) connectorFor(cfg pq.Config) *pq.Connector {
 	return inner
 }
 
-// ordered returns a connector whose host list is in the order pgfast chose.
-func (c *pqConnector) ordered() *pq.Connector {
-	if !c.reorder {
+// ordered returns a connector whose host list is in the order pgfast chose;
+// anyRole drops target_session_attrs (prefer-standby's second pass).
+func (c *pqConnector) ordered(anyRole bool) *pq.Connector {
+	if !c.reorder && !anyRole {
 		return c.fixed
+	}
+	cfg := c.cfg
+	if anyRole {
+		cfg.TargetSessionAttrs = pq.TargetSessionAttrsAny
+	}
+	if !c.reorder {
+		return c.connectorFor(cfg)
 	}
 	all := append([]pq.ConfigMultihost{{Host: c.cfg.Host, Hostaddr: c.cfg.Hostaddr, Port: c.cfg.Port}}, c.cfg.Multi...)
 	hosts := make([]HostPort, len(all))
@@ -102,7 +119,6 @@ func (c *pqConnector) ordered() *pq.Connector {
 		hosts[i] = pqHost(h.Host, h.Hostaddr.String(), h.Port)
 	}
 	idx := c.seam.orderHosts(hosts)
-	cfg := c.cfg
 	first := all[idx[0]]
 	cfg.Host, cfg.Hostaddr, cfg.Port = first.Host, first.Hostaddr, first.Port
 	cfg.Multi = make([]pq.ConfigMultihost, 0, len(idx)-1)
@@ -113,8 +129,16 @@ func (c *pqConnector) ordered() *pq.Connector {
 }
 
 func (c *pqConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	dc, err := c.connect(ctx, false)
+	if err != nil && c.thenAnyRole && ctx.Err() == nil {
+		dc, err = c.connect(ctx, true)
+	}
+	return dc, err
+}
+
+func (c *pqConnector) connect(ctx context.Context, anyRole bool) (driver.Conn, error) {
 	ctx, rec := withDialRecord(ctx)
-	dc, err := c.ordered().Connect(ctx)
+	dc, err := c.ordered(anyRole).Connect(ctx)
 	nc, expired := rec.done()
 	if err != nil {
 		return nil, err
