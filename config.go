@@ -129,6 +129,7 @@ func buildConfig(p *parsedDSN) (*Config, error) {
 	return cfg, nil
 }
 
+// buildSettings does buildConfig's work; its errors are not yet scrubbed.
 func buildSettings(p *parsedDSN) (*Config, error) {
 	cfg := &Config{
 		ConnectTimeout:     DefaultConnectTimeout,
