@@ -30,13 +30,22 @@ func (b Backend) String() string {
 
 // adapter is the one seam between pgfast's core and a backend driver. An
 // adapter is made by its backend's parse function (parsePGX, parsePQ), which
-// runs the backend's own DSN parser; connector then builds the backend's
+// runs the backend's own DSN parser and reports the DSN's host groups and a
+// copy of its leftover settings; connector then builds the backend's
 // driver.Connector around the seam's dial function and hooks.
 type adapter interface {
+	// useLeftover replaces the settings the backend sends to the server as
+	// runtime parameters with leftover: the parse's copy, from which the
+	// core took its own keys.
+	useLeftover(leftover map[string]string)
+	// connector builds the backend's driver.Connector on the seam.
 	connector(s *seam) driver.Connector
 	// refusedTLS reports whether err itself (not what it wraps) is the
 	// backend's error for a server refusing the TLS sslmode requires.
 	refusedTLS(err error) bool
+	// socket returns the socket pgfast's dialer made for a connection of
+	// this backend, nil if dc is not one.
+	socket(dc driver.Conn) net.Conn
 }
 
 // parseDSN runs the chosen backend's parser and takes pgfast's settings out of
@@ -58,11 +67,22 @@ func parseDSN(b Backend, dsn string) (adapter, *Config, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	cfg, err := buildConfig(p)
+	cfg, err := configure(a, p)
 	if err != nil {
 		return nil, nil, err
 	}
 	return a, cfg, nil
+}
+
+// configure builds pgfast's Config from what a's parse reported and hands
+// the adapter back the leftovers without pgfast's keys.
+func configure(a adapter, p *parsedDSN) (*Config, error) {
+	cfg, err := buildConfig(p)
+	if err != nil {
+		return nil, err
+	}
+	a.useLeftover(p.leftover)
+	return cfg, nil
 }
 
 // seam is what the core hands to a backend adapter: the dial function every
@@ -71,9 +91,6 @@ func parseDSN(b Backend, dsn string) (adapter, *Config, error) {
 type seam struct {
 	cfg  *Config
 	dial dialFunc
-	// afterConnect runs once a connection is authenticated and verified; nc is
-	// the socket pgfast's dialer made. An error closes the connection.
-	afterConnect func(ctx context.Context, nc net.Conn) error
 	// checkout runs before database/sql reuses a connection; it returns
 	// driver.ErrBadConn for a dead one.
 	checkout func(ctx context.Context, nc net.Conn) error
@@ -143,17 +160,22 @@ func (r *dialRecord) add(nc net.Conn) {
 
 // done disarms the context watch and returns the last socket dialed: the one
 // the backend kept (it dials hosts one after another and closes failures).
-func (r *dialRecord) done() net.Conn {
+// expired is set when the Connect call's context ended before the watch of
+// that socket could be disarmed: its deadline is (or is about to be) in the
+// past, so the connection must not be handed out.
+func (r *dialRecord) done() (nc net.Conn, expired bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, stop := range r.stops {
-		stop()
+	for i, stop := range r.stops {
+		if !stop() && i == len(r.stops)-1 {
+			expired = true
+		}
 	}
 	r.stops = nil
 	if len(r.conns) == 0 {
-		return nil
+		return nil, false
 	}
-	return r.conns[len(r.conns)-1]
+	return r.conns[len(r.conns)-1], expired
 }
 
 // recording wraps dial so that sockets made under a withDialRecord context are

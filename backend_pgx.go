@@ -2,7 +2,9 @@ package pgfast
 
 import (
 	"context"
+	"crypto/tls"
 	"database/sql/driver"
+	"maps"
 	"net"
 	"net/netip"
 	"reflect"
@@ -17,60 +19,121 @@ import (
 // pgxAdapter builds pgx's stdlib connector. With it pgfast hands out pgx's own
 // *stdlib.Conn, unwrapped, and attaches its behaviour through pgx's hooks.
 type pgxAdapter struct {
-	cfg       *pgx.ConnConfig
-	hostaddrs map[string]string // host → hostaddr (pgx has no hostaddr of its own)
+	cfg *pgx.ConnConfig
+	// groups is the DSN's hosts, each with the TLS attempts pgx makes for
+	// it; cfg's host list is rebuilt from them (pgxFallbacks).
+	groups []hostGroup
 }
 
 var _ adapter = (*pgxAdapter)(nil)
 
-// parsePGX parses dsn with pgx.ParseConfig; its RuntimeParams are the leftovers.
+// parsePGX parses dsn with pgx.ParseConfig; a copy of its RuntimeParams is
+// the leftovers.
 func parsePGX(dsn string) (*pgxAdapter, *parsedDSN, error) {
 	cc, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		return nil, nil, configErrorFrom(dsn, err)
 	}
-	a := &pgxAdapter{cfg: cc}
+	a := &pgxAdapter{cfg: cc, groups: pgxHostGroups(&cc.Config)}
 	p := &parsedDSN{
-		leftover:           cc.RuntimeParams,
+		leftover:           maps.Clone(cc.RuntimeParams),
+		secrets:            secretFormsOf(dsn),
 		connectTimeout:     cc.ConnectTimeout,
 		targetSessionAttrs: pgxTargetSessionAttrs(cc.ValidateConnect),
 	}
-	p.hosts = append(p.hosts, HostPort{Host: cc.Host, Port: cc.Port})
-	for _, fb := range cc.Fallbacks {
-		// sslmode=prefer/allow gives each host a TLS and a plaintext entry
-		// in a row: list the host once.
-		if last := p.hosts[len(p.hosts)-1]; last.Host == fb.Host && last.Port == fb.Port {
-			continue
-		}
-		p.hosts = append(p.hosts, HostPort{Host: fb.Host, Port: fb.Port})
-	}
 	if v, ok := take(p.leftover, "hostaddr"); ok {
-		if err := a.applyHostaddr(p.hosts, v); err != nil {
-			return nil, nil, err
+		if err := applyHostaddr(a.groups, v); err != nil {
+			return nil, nil, scrubError(err, p.secrets)
 		}
 	}
+	p.groups = a.groups
 	return a, p, nil
 }
 
+func (a *pgxAdapter) useLeftover(leftover map[string]string) {
+	a.cfg.RuntimeParams = maps.Clone(leftover)
+}
+
+// pgxHostGroups groups pgx's attempt list by host. pgconn.ParseConfig makes,
+// for each host of the DSN in order, either one entry (a Unix socket, or
+// sslmode disable, require, verify-ca or verify-full) or two entries for the
+// same host and port of which exactly one has TLS (sslmode=prefer: TLS
+// first; allow: plaintext first). sslmode is the same for every host, so an
+// entry starts a new group unless it completes such a pair; two hosts of a
+// single entry each never pair, as they are both TLS or both plaintext.
+func pgxHostGroups(c *pgconn.Config) []hostGroup {
+	all := append([]*pgconn.FallbackConfig{{Host: c.Host, Port: c.Port, TLSConfig: c.TLSConfig}}, c.Fallbacks...)
+	var groups []hostGroup
+	for i := 0; i < len(all); i++ {
+		fb := all[i]
+		g := hostGroup{HostPort: HostPort{Host: fb.Host, Port: fb.Port}, tls: []*tls.Config{fb.TLSConfig}}
+		if i+1 < len(all) {
+			next := all[i+1]
+			if next.Host == fb.Host && next.Port == fb.Port && (next.TLSConfig == nil) != (fb.TLSConfig == nil) {
+				g.tls = append(g.tls, next.TLSConfig)
+				i++
+			}
+		}
+		groups = append(groups, g)
+	}
+	return groups
+}
+
 // applyHostaddr implements libpq's hostaddr for pgx: one address, or one per host.
-func (a *pgxAdapter) applyHostaddr(hosts []HostPort, v string) error {
+func applyHostaddr(groups []hostGroup, v string) error {
 	addrs := strings.Split(v, ",")
-	if len(addrs) != 1 && len(addrs) != len(hosts) {
+	if len(addrs) != 1 && len(addrs) != len(groups) {
 		return &ConfigError{Key: "hostaddr", Value: v, Reason: "needs one address, or one per host"}
 	}
-	a.hostaddrs = make(map[string]string)
-	for i := range hosts {
+	for i := range groups {
 		addr := strings.TrimSpace(addrs[min(i, len(addrs)-1)])
 		if addr == "" {
 			continue
 		}
-		if _, err := netip.ParseAddr(addr); err != nil {
+		ip, err := netip.ParseAddr(addr)
+		if err != nil {
 			return &ConfigError{Key: "hostaddr", Value: v, Reason: "not an IP address", Err: err}
 		}
-		hosts[i].Addr = addr
-		a.hostaddrs[hosts[i].Host] = addr
+		if isUnixHost(groups[i].Host) {
+			continue // libpq ignores hostaddr for a socket directory
+		}
+		groups[i].Addr = ip.String()
 	}
 	return nil
+}
+
+// pgxFallbacks lays the groups out as pgx's attempt list, in the given order
+// (indexes into groups): each host's attempts stay together and in their
+// order. A host with a hostaddr is dialled at that address; its TLS
+// configuration still names the host (pgx set ServerName from it at parse).
+func pgxFallbacks(groups []hostGroup, order []int) []*pgconn.FallbackConfig {
+	var out []*pgconn.FallbackConfig
+	for _, i := range order {
+		g := groups[i]
+		target := g.Host
+		if g.Addr != "" {
+			target = g.Addr
+		}
+		for _, tc := range g.tls {
+			out = append(out, &pgconn.FallbackConfig{Host: target, Port: g.Port, TLSConfig: tc})
+		}
+	}
+	return out
+}
+
+// setPgxHosts makes fbs cc's attempt list.
+func setPgxHosts(cc *pgconn.Config, fbs []*pgconn.FallbackConfig) {
+	cc.Host, cc.Port, cc.TLSConfig = fbs[0].Host, fbs[0].Port, fbs[0].TLSConfig
+	cc.Fallbacks = fbs[1:]
+}
+
+// inOrder returns the indexes 0..n-1.
+func inOrder(n int) []int {
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = i
+	}
+	return idx
 }
 
 // pgxTargetSessionAttrs recovers the target_session_attrs value from the
@@ -94,19 +157,17 @@ func pgxTargetSessionAttrs(v pgconn.ValidateConnectFunc) string {
 	return "custom"
 }
 
-// lookup hands pgx the host name itself (or its hostaddr), so pgx calls the
-// dial function once per host and pgfast's dialer races all of its addresses.
-func (a *pgxAdapter) lookup(_ context.Context, host string) ([]string, error) {
-	if addr, ok := a.hostaddrs[host]; ok {
-		return []string{addr}, nil
-	}
+// lookup hands pgx the host name (or hostaddr) itself, so pgx calls the dial
+// function once per attempt and pgfast's dialer races all of its addresses.
+func lookup(_ context.Context, host string) ([]string, error) {
 	return []string{host}, nil
 }
 
 func (a *pgxAdapter) connector(s *seam) driver.Connector {
 	cc := a.cfg.Copy()
+	setPgxHosts(&cc.Config, pgxFallbacks(a.groups, inOrder(len(a.groups))))
 	cc.DialFunc = pgconn.DialFunc(s.dial)
-	cc.LookupFunc = a.lookup
+	cc.LookupFunc = lookup
 	cc.ConnectTimeout = s.cfg.ConnectTimeout
 	if s.onError != nil {
 		prev := cc.OnPgError
@@ -116,18 +177,6 @@ func (a *pgxAdapter) connector(s *seam) driver.Connector {
 		}
 	}
 	opts := []stdlib.OptionOpenDB{
-		stdlib.OptionAfterConnect(func(ctx context.Context, c *pgx.Conn) error {
-			if s.afterConnect == nil {
-				return nil
-			}
-			err := s.afterConnect(ctx, c.PgConn().Conn())
-			if err != nil {
-				// pgx's stdlib drops a connection whose AfterConnect failed
-				// without closing it; close it here.
-				closePgx(c)
-			}
-			return err
-		}),
 		stdlib.OptionResetSession(func(ctx context.Context, c *pgx.Conn) error {
 			nc := c.PgConn().Conn()
 			if s.checkRole != nil {
@@ -147,30 +196,16 @@ func (a *pgxAdapter) connector(s *seam) driver.Connector {
 		// hangs on a zombie connection.
 		opts = append(opts, stdlib.OptionShouldPing(func(context.Context, stdlib.ShouldPingParams) bool { return false }))
 	}
-	if s.orderHosts != nil && len(cc.Fallbacks) > 0 {
+	if s.orderHosts != nil && len(a.groups) > 1 {
+		groups, hosts := a.groups, hostPortsOf(a.groups)
 		opts = append(opts, stdlib.OptionBeforeConnect(func(_ context.Context, cc *pgx.ConnConfig) error {
-			orderPgxHosts(cc, a.hostaddrs, s.orderHosts)
+			// cc is this connection's own copy: pgx tries whole hosts in
+			// the order pgfast chose (load_balance_hosts, bad hosts last).
+			setPgxHosts(&cc.Config, pgxFallbacks(groups, s.orderHosts(hosts)))
 			return nil
 		}))
 	}
 	return stdlib.GetConnector(*cc, opts...)
-}
-
-// orderPgxHosts rewrites a per-connection copy of the config so that pgx tries
-// its hosts in the order pgfast chose (load_balance_hosts, bad hosts last).
-func orderPgxHosts(cc *pgx.ConnConfig, hostaddrs map[string]string, order func([]HostPort) []int) {
-	all := append([]*pgconn.FallbackConfig{{Host: cc.Host, Port: cc.Port, TLSConfig: cc.TLSConfig}}, cc.Fallbacks...)
-	hosts := make([]HostPort, len(all))
-	for i, fb := range all {
-		hosts[i] = HostPort{Host: fb.Host, Port: fb.Port, Addr: hostaddrs[fb.Host]}
-	}
-	idx := order(hosts)
-	ordered := make([]*pgconn.FallbackConfig, len(all))
-	for i, j := range idx {
-		ordered[i] = all[j]
-	}
-	cc.Host, cc.Port, cc.TLSConfig = ordered[0].Host, ordered[0].Port, ordered[0].TLSConfig
-	cc.Fallbacks = ordered[1:]
 }
 
 // closePgx closes c without waiting on a network that may be dead.
@@ -181,10 +216,10 @@ func closePgx(c *pgx.Conn) {
 	_ = c.Close(ctx)
 }
 
-// pgxSocket returns the socket under a pgx stdlib connection.
-func pgxSocket(dc driver.Conn) (net.Conn, bool) {
+// socket returns the socket under a pgx stdlib connection.
+func (a *pgxAdapter) socket(dc driver.Conn) net.Conn {
 	if c, ok := dc.(*stdlib.Conn); ok {
-		return c.Conn().PgConn().Conn(), true
+		return c.Conn().PgConn().Conn()
 	}
-	return nil, false
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql/driver"
 	"errors"
+	"maps"
 	"net"
 	"time"
 
@@ -28,16 +29,30 @@ func parsePQ(dsn string) (*pqAdapter, *parsedDSN, error) {
 		cfg.Runtime = map[string]string{}
 	}
 	p := &parsedDSN{
-		leftover:           cfg.Runtime,
+		leftover:           maps.Clone(cfg.Runtime),
+		secrets:            secretFormsOf(dsn),
 		connectTimeout:     cfg.ConnectTimeout,
 		targetSessionAttrs: string(cfg.TargetSessionAttrs),
 		loadBalanceHosts:   string(cfg.LoadBalanceHosts),
 	}
-	p.hosts = append(p.hosts, pqHost(cfg.Host, cfg.Hostaddr.String(), cfg.Port))
+	// lib/pq negotiates TLS within one attempt per host: a group per host.
+	p.groups = append(p.groups, hostGroup{HostPort: pqHost(cfg.Host, cfg.Hostaddr.String(), cfg.Port)})
 	for _, m := range cfg.Multi {
-		p.hosts = append(p.hosts, pqHost(m.Host, m.Hostaddr.String(), m.Port))
+		p.groups = append(p.groups, hostGroup{HostPort: pqHost(m.Host, m.Hostaddr.String(), m.Port)})
 	}
 	return &pqAdapter{cfg: cfg}, p, nil
+}
+
+func (a *pqAdapter) useLeftover(leftover map[string]string) {
+	a.cfg.Runtime = maps.Clone(leftover)
+}
+
+// socket returns the socket under a *PQConn.
+func (a *pqAdapter) socket(dc driver.Conn) net.Conn {
+	if pc, ok := dc.(*PQConn); ok {
+		return pc.sock
+	}
+	return nil
 }
 
 func pqHost(host, addr string, port uint16) HostPort {
@@ -136,7 +151,7 @@ func (c *pqConnector) Connect(ctx context.Context) (driver.Conn, error) {
 func (c *pqConnector) connectPass(ctx context.Context, pass int) (driver.Conn, error) {
 	ctx, rec := withDialRecord(ctx)
 	dc, err := c.ordered(pass).Connect(ctx)
-	nc := rec.done()
+	nc, expired := rec.done()
 	if err != nil {
 		if cerr := ctx.Err(); cerr != nil && errors.Is(err, cerr) {
 			// The caller's context ended the dial: its error, as
@@ -145,11 +160,11 @@ func (c *pqConnector) connectPass(ctx context.Context, pass int) (driver.Conn, e
 		}
 		return nil, err
 	}
-	if c.seam.afterConnect != nil {
-		if err := c.seam.afterConnect(ctx, nc); err != nil {
-			closeSoon(dc, nc)
-			return nil, err
-		}
+	if expired {
+		// ctx ended as the handshake finished: the socket's deadline is
+		// already in the past, and the next query would fail with it.
+		closeSoon(dc, nc)
+		return nil, ctx.Err()
 	}
 	pc := &PQConn{inner: dc, sock: nc, seam: c.seam}
 	if pid, key, ok := pqCancelKey(dc); ok {

@@ -1,6 +1,7 @@
 package pgfast
 
 import (
+	"crypto/tls"
 	"fmt"
 	"math"
 	"net"
@@ -86,22 +87,58 @@ var libpqTCPKeys = []string{"keepalives", "keepalives_idle", "keepalives_interva
 // pgfastKeys are pgfast's own DSN keys.
 var pgfastKeys = []string{"pgfast_min_conns", "pgfast_wait_ready", "pgfast_dns_recheck"}
 
+// hostGroup is one host of the DSN (host, port, hostaddr) with the attempts
+// the backend makes to it, in order. Host ordering (load_balance_hosts=random,
+// bad hosts last) moves whole groups, so each host keeps its own attempt
+// order: TLS before the plaintext fallback of sslmode=prefer, as libpq.
+type hostGroup struct {
+	HostPort
+	// tls lists the TLS configurations the backend tries for this host, in
+	// order; a nil entry is a plaintext attempt. Empty when the backend
+	// negotiates TLS inside one attempt (lib/pq).
+	tls []*tls.Config
+}
+
+// hostPortsOf lists the groups' hosts, in the groups' order.
+func hostPortsOf(groups []hostGroup) []HostPort {
+	hosts := make([]HostPort, len(groups))
+	for i, g := range groups {
+		hosts[i] = g.HostPort
+	}
+	return hosts
+}
+
 // parsedDSN is what a backend adapter's parser reports back to the core.
 type parsedDSN struct {
-	// leftover holds the settings the backend would send to the server as
-	// runtime parameters. The core deletes the keys it consumes from this very
-	// map, so the backend never sees them.
+	// leftover is a copy of the settings the backend would send to the server
+	// as runtime parameters. The core deletes the keys it consumes from it;
+	// the adapter then takes the cleaned copy back (adapter.useLeftover), so
+	// the server never sees them.
 	leftover map[string]string
 	// connectTimeout is the backend's parsed connect_timeout (0 when unset).
 	connectTimeout     time.Duration
 	targetSessionAttrs string
 	loadBalanceHosts   string
-	hosts              []HostPort
+	// groups lists the DSN's hosts in the order given.
+	groups []hostGroup
+	// secrets are the spellings of the DSN's password (secretFormsOf), to
+	// scrub from errors.
+	secrets []string
 }
 
 // buildConfig takes pgfast's settings out of what the backend's parser left
-// over, applies defaults and validates. It mutates p.leftover.
+// over, applies defaults and validates. It mutates p.leftover. Its errors
+// never hold the password.
 func buildConfig(p *parsedDSN) (*Config, error) {
+	cfg, err := buildSettings(p)
+	if err != nil {
+		return nil, scrubError(err, p.secrets)
+	}
+	return cfg, nil
+}
+
+// buildSettings does buildConfig's work; its errors are not yet scrubbed.
+func buildSettings(p *parsedDSN) (*Config, error) {
 	cfg := &Config{
 		ConnectTimeout:     DefaultConnectTimeout,
 		Keepalives:         true,
@@ -111,7 +148,7 @@ func buildConfig(p *parsedDSN) (*Config, error) {
 		TCPUserTimeout:     DefaultTCPUserTimeout,
 		TargetSessionAttrs: p.targetSessionAttrs,
 		LoadBalanceHosts:   p.loadBalanceHosts,
-		Hosts:              p.hosts,
+		Hosts:              hostPortsOf(p.groups),
 		MinConns:           DefaultMinConns,
 	}
 	if p.connectTimeout < 0 {

@@ -269,7 +269,7 @@ func (c *Connector) takeWarm() driver.Conn {
 		c.warm = c.warm[:n-1]
 		c.mu.Unlock()
 		if c.seam.alive != nil {
-			if nc := socketOf(dc); nc != nil && !c.seam.alive(nc) {
+			if nc := c.adapter.socket(dc); nc != nil && !c.seam.alive(nc) {
 				_ = dc.Close()
 				continue
 			}
@@ -331,17 +331,6 @@ func (c *Connector) warmCount() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.warm)
-}
-
-// socketOf returns the socket pgfast's dialer made for a backend connection.
-func socketOf(dc driver.Conn) net.Conn {
-	if pc, ok := dc.(*PQConn); ok {
-		return pc.sock
-	}
-	if nc, ok := pgxSocket(dc); ok {
-		return nc
-	}
-	return nil
 }
 
 // isNetworkFailure reports whether err says the server could not be reached

@@ -3,8 +3,6 @@ package pgfast
 import (
 	"errors"
 	"fmt"
-	"net/url"
-	"regexp"
 	"strings"
 	"time"
 )
@@ -16,12 +14,17 @@ var ErrClosed = errors.New("pgfast: connector closed")
 // requested while the database is down, or when Ready's context ends first.
 var ErrNotReady = errors.New("pgfast: database not ready")
 
-// ConfigError reports a bad DSN. It never contains the password.
+// ConfigError reports a bad DSN. It never contains the password, nor does
+// any error it wraps: a backend parse error that held it (in its message or a
+// field) is replaced by a copy with the password scrubbed. A *url.Error or
+// *strconv.NumError is rebuilt with its fields scrubbed; another such error
+// becomes a plain error with the scrubbed message, wrapping its own scrubbed
+// causes. Errors that never held the password are kept as they are.
 type ConfigError struct {
 	Key    string // the offending key, when known
 	Value  string // its value (empty for secrets)
 	Reason string // what is wrong
-	Err    error  // the underlying parse error, if any
+	Err    error  // the underlying parse error, if any, scrubbed
 }
 
 func (e *ConfigError) Error() string {
@@ -160,15 +163,17 @@ var libpqKeys = []string{
 }
 
 // configErrorFrom turns a backend parse error into a *ConfigError: the
-// backend's reason without the DSN it quotes, the password scrubbed.
+// backend's reason without the DSN it quotes, the password scrubbed from the
+// reason and from every error in the chain.
 func configErrorFrom(dsn string, err error) *ConfigError {
+	secrets := secretFormsOf(dsn)
 	reason := err.Error()
 	// pgx quotes the (redacted) DSN: "cannot parse `...`: reason".
 	if i := strings.Index(reason, "`: "); i >= 0 && strings.HasPrefix(reason, "cannot parse `") {
 		reason = reason[i+3:]
 	}
-	reason = redactSecret(reason, passwordOf(dsn))
-	ce := &ConfigError{Reason: reason, Err: err}
+	reason = redactAll(reason, secrets)
+	ce := &ConfigError{Reason: reason, Err: scrubError(err, secrets)}
 	for _, k := range libpqKeys {
 		if containsWord(reason, k) {
 			ce.Key = k
@@ -195,47 +200,4 @@ func containsWord(s, w string) bool {
 
 func isNameByte(b byte) bool {
 	return b == '_' || b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9'
-}
-
-// redactSecret replaces every occurrence of secret in s.
-func redactSecret(s, secret string) string {
-	if secret == "" {
-		return s
-	}
-	s = strings.ReplaceAll(s, secret, "xxxxx")
-	if esc := url.QueryEscape(secret); esc != secret {
-		s = strings.ReplaceAll(s, esc, "xxxxx")
-	}
-	return s
-}
-
-var kvPasswordPattern = regexp.MustCompile(`(?:^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)`)
-
-// passwordOf finds the password in a DSN, best effort, only so that it can be
-// scrubbed from error messages. Parsing proper is the backend's job.
-func passwordOf(dsn string) string {
-	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		rest := dsn[strings.Index(dsn, "//")+2:]
-		if at := strings.LastIndex(rest[:strings.IndexAny(rest+"/", "/?")], "@"); at >= 0 {
-			if _, pw, ok := strings.Cut(rest[:at], ":"); ok {
-				if dec, err := url.PathUnescape(pw); err == nil {
-					return dec
-				}
-				return pw
-			}
-		}
-		if u, err := url.Parse(dsn); err == nil {
-			return u.Query().Get("password")
-		}
-		return ""
-	}
-	m := kvPasswordPattern.FindStringSubmatch(dsn)
-	if m == nil {
-		return ""
-	}
-	pw := m[1]
-	if strings.HasPrefix(pw, "'") && strings.HasSuffix(pw, "'") && len(pw) >= 2 {
-		pw = strings.ReplaceAll(pw[1:len(pw)-1], `\'`, `'`)
-	}
-	return pw
 }

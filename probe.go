@@ -263,7 +263,7 @@ func Probe(ctx context.Context, dsn string, opts ...ProbeOption) (*ProbeReport, 
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := buildConfig(p)
+	cfg, err := configure(a, p)
 	if err != nil {
 		return nil, err
 	}
@@ -301,20 +301,15 @@ type prober struct {
 type probeHostGroup struct {
 	host string
 	port uint16
+	addr string // hostaddr, if any
 	tls  []*tls.Config
 }
 
-// probeHostGroups lists pgx's hosts, merging the consecutive entries pgx
-// makes for one host to try it with and without TLS.
+// probeHostGroups lists the host groups pgx's parse reported.
 func probeHostGroups(a *pgxAdapter) []probeHostGroup {
-	all := append([]*pgconn.FallbackConfig{{Host: a.cfg.Host, Port: a.cfg.Port, TLSConfig: a.cfg.TLSConfig}}, a.cfg.Fallbacks...)
-	var groups []probeHostGroup
-	for _, fb := range all {
-		if n := len(groups); n > 0 && groups[n-1].host == fb.Host && groups[n-1].port == fb.Port {
-			groups[n-1].tls = append(groups[n-1].tls, fb.TLSConfig)
-			continue
-		}
-		groups = append(groups, probeHostGroup{host: fb.Host, port: fb.Port, tls: []*tls.Config{fb.TLSConfig}})
+	groups := make([]probeHostGroup, len(a.groups))
+	for i, g := range a.groups {
+		groups[i] = probeHostGroup{host: g.Host, port: g.Port, addr: g.Addr, tls: g.tls}
 	}
 	return groups
 }
@@ -328,7 +323,7 @@ type probeTarget struct {
 
 // host probes every address of one host.
 func (pr *prober) host(ctx context.Context, g probeHostGroup) HostReport {
-	hr := HostReport{Host: g.host, Port: g.port, HostAddr: pr.a.hostaddrs[g.host]}
+	hr := HostReport{Host: g.host, Port: g.port, HostAddr: g.addr}
 	pr.emit(ProbeEvent{Stage: ProbeResolving, Host: hr.String()})
 	targets, err := pr.targets(ctx, g, hr.HostAddr)
 	if err != nil {

@@ -137,7 +137,7 @@ func (c *Connector) verifyRole(nc net.Conn, cause error) {
 			// A fresh connection passed target_session_attrs: the
 			// database is usable whatever this address turns out to be.
 			c.post(event{kind: evVerified, fresh: true})
-			landed := trackedOf(socketOf(dc))
+			landed := trackedOf(c.adapter.socket(dc))
 			_ = dc.Close()
 			if landed != nil && landed.addr == tc.addr {
 				return // the same server passed validation: a session's own setting
