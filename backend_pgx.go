@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"reflect"
 	"strings"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -206,14 +205,6 @@ func (a *pgxAdapter) connector(s *seam) driver.Connector {
 		}))
 	}
 	return stdlib.GetConnector(*cc, opts...)
-}
-
-// closePgx closes c without waiting on a network that may be dead.
-func closePgx(c *pgx.Conn) {
-	_ = c.PgConn().Conn().Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	defer cancel()
-	_ = c.Close(ctx)
 }
 
 // socket returns the socket under a pgx stdlib connection.

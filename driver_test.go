@@ -310,6 +310,7 @@ func TestRawGivesTheNativeConnection(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		//lint:ignore SA1019 drop-in: code written for lib/pq uses pq.CopyIn, which must keep working
 		stmt, err := tx.Prepare(pq.CopyIn("copy_pq", "id", "name"))
 		if err != nil {
 			t.Fatal(err)

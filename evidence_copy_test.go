@@ -74,6 +74,7 @@ func copyInto(ctx context.Context, db *sql.DB, driverName, table string, from, t
 		return err
 	}
 	defer tx.Rollback()
+	//lint:ignore SA1019 drop-in: code written for lib/pq uses pq.CopyIn, which must keep working
 	stmt, err := tx.PrepareContext(ctx, pq.CopyIn(table, "id", "pad"))
 	if err != nil {
 		return err

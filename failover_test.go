@@ -487,7 +487,7 @@ func (s *foSuite) demotedPrimary(t *testing.T, b backendCase) {
 	demoted := time.Since(t0)
 	lost := 0
 	for i, odb := range obs {
-		first, next := foObserveDemotion(odb, 100+i, t0.Add(foDemotedLimit))
+		next, first := foObserveDemotion(odb, 100+i, t0.Add(foDemotedLimit))
 		if !hcIsBackendError(b, first, "25006") {
 			lost++
 			t.Errorf("observer %d: the first failed write on the demoted primary returned %v (%T), want the server's 25006 as the backend's error type", i, first, first)
@@ -518,9 +518,9 @@ func (s *foSuite) demotedPrimary(t *testing.T, b backendCase) {
 }
 
 // foObserveDemotion writes through db (one connection) until a write fails,
-// then until one lands on the writable server; it returns the first error
-// and where the last write landed (or the last error).
-func foObserveDemotion(db *sql.DB, worker int, deadline time.Time) (first error, landed string) {
+// then until one lands on the writable server; it returns where the last
+// write landed (or the last error) and the first error.
+func foObserveDemotion(db *sql.DB, worker int, deadline time.Time) (landed string, first error) {
 	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(context.Background(), foHangLimit)
 		var addr string
@@ -532,7 +532,7 @@ func foObserveDemotion(db *sql.DB, worker int, deadline time.Time) (first error,
 		case err != nil:
 			landed = foShort(err)
 		case first != nil && addr == foStandbyIP:
-			return first, addr
+			return addr, first
 		default:
 			landed = addr
 		}
@@ -541,7 +541,7 @@ func foObserveDemotion(db *sql.DB, worker int, deadline time.Time) (first error,
 	if first == nil {
 		first = errors.New("no write failed on the demoted primary")
 	}
-	return first, landed
+	return landed, first
 }
 
 // ---------------------------------------------------------------------------

@@ -131,7 +131,7 @@ func (c *PQConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx,
 	if ok {
 		tx, err = b.BeginTx(ctx, opts)
 	} else {
-		tx, err = c.inner.Begin() //nolint:staticcheck // the documented fallback
+		tx, err = c.inner.Begin() //lint:ignore SA1019 database/sql's documented fallback for drivers without BeginTx
 	}
 	if err != nil {
 		c.unwatch(ctx, stop)

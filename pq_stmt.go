@@ -100,7 +100,7 @@ func (s *pqStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (dri
 	if e, ok := s.inner.(driver.StmtExecContext); ok {
 		viaCtx = e.ExecContext
 	}
-	res, w, err := callWatched(s, ctx, args, viaCtx, s.inner.Exec) //nolint:staticcheck // database/sql's fallback
+	res, w, err := callWatched(s, ctx, args, viaCtx, s.inner.Exec) //lint:ignore SA1019 database/sql's fallback for statements without the context methods
 	if err != nil {
 		return nil, err
 	}
@@ -114,7 +114,7 @@ func (s *pqStmt) QueryContext(ctx context.Context, args []driver.NamedValue) (dr
 	if q, ok := s.inner.(driver.StmtQueryContext); ok {
 		viaCtx = q.QueryContext
 	}
-	rows, w, err := callWatched(s, ctx, args, viaCtx, s.inner.Query) //nolint:staticcheck // database/sql's fallback
+	rows, w, err := callWatched(s, ctx, args, viaCtx, s.inner.Query) //lint:ignore SA1019 database/sql's fallback for statements without the context methods
 	if err != nil {
 		return nil, err
 	}
