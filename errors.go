@@ -27,6 +27,7 @@ type ConfigError struct {
 	Err    error  // the underlying parse error, if any, scrubbed
 }
 
+// Error returns "pgfast: invalid DSN: key=\"value\": reason", without the password.
 func (e *ConfigError) Error() string {
 	var b strings.Builder
 	b.WriteString("pgfast: invalid DSN")

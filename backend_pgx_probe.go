@@ -16,7 +16,7 @@ import (
 	"github.com/pgfast/pgfast/internal/diag"
 )
 
-// This file is the driver's side of internal/diag, what the pgfast command
+// This file is the pgx adapter's side of internal/diag, what the pgfast command
 // (cmd/pgfast) needs: the DSN's meaning without connecting (inspectDSN) and
 // a diagnostic connection to every address of every host (probe). They are
 // installed into internal/diag at init (see that package's doc); nothing
