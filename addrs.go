@@ -1,14 +1,32 @@
 package pgfast
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
-// AddrStatus is what one server address last answered.
-type AddrStatus struct {
-	Addr string // ip:port, or the host when it could not be resolved
-	Err  error  // nil: connected
+// AddrStats is what pgfast knows of one server address. It is the one
+// per-address type of the API: Stats.Addrs (every field), NotReadyError.Addrs
+// (each address's latest outcome: Addr, Status, Err) and DialError.Attempts
+// (every address one dial tried: Addr, Status "failed", Err) use it.
+type AddrStats struct {
+	Addr string // ip:port or the socket path; the host when it could not be resolved
+	Host string // the host name it was resolved from, if any
+	// Status is "up", "pending" (an attempt in flight), "failed" (the
+	// latest attempt failed) or "evicted" (pgfast shut its sockets down).
+	Status string
+	// Err is the latest failure, nil after a success. In a NotReadyError an
+	// attempt in flight is an error saying so (with what the address
+	// answered before, if anything).
+	Err        error
+	OpenConns  int       // sockets of the current generation (Stats only)
+	Generation uint64    // bumped by every eviction (Stats only)
+	Since      time.Time // when the status began (Stats only)
 }
 
-func (a AddrStatus) String() string {
+// String returns the address and its latest outcome, e.g.
+// "127.0.0.1:5432: connection refused" or "127.0.0.1:5432: ok".
+func (a AddrStats) String() string {
 	if a.Err == nil {
 		return a.Addr + ": ok"
 	}
@@ -16,11 +34,11 @@ func (a AddrStatus) String() string {
 }
 
 // addrStatusesOf lists the addresses named by a connection error.
-func addrStatusesOf(err error) []AddrStatus {
-	var out []AddrStatus
+func addrStatusesOf(err error) []AddrStats {
+	var out []AddrStats
 	for _, de := range dialErrorsIn(err) {
 		for _, at := range de.Attempts {
-			out = append(out, AddrStatus{Addr: at.Addr.String(), Err: at.Err})
+			out = append(out, AddrStats{Addr: at.Addr, Status: "failed", Err: at.Err})
 		}
 	}
 	return out

@@ -153,7 +153,7 @@ func TestCallerDeadlineDoesNotMarkAddressBad(t *testing.T) {
 		t.Errorf("the caller's own deadline marked %s bad", target)
 	}
 	for _, a := range d.book.stats() {
-		if a.LastError != nil || a.Status == "failed" {
+		if a.Err != nil || a.Status == "failed" {
 			t.Errorf("Stats after the caller's deadline: %+v, want no failure", a)
 		}
 	}

@@ -76,6 +76,7 @@ type HostPort struct {
 	Addr string
 }
 
+// String returns host:port ("[::1]:5432"), or the socket directory and port.
 func (h HostPort) String() string {
 	return joinHostPort(h.Host, h.Port)
 }

@@ -24,7 +24,7 @@ type Connector struct {
 	backend     driver.Connector
 	seam        *seam
 	book        *addrBook
-	resolver    hostResolver
+	resolver    Resolver
 	drv         *connectorDriver
 	ready       *readiness
 

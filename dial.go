@@ -27,17 +27,12 @@ type dialSettings struct {
 	AttemptDelay       time.Duration // RFC 8305 "connection attempt delay"; 0 means 250ms
 }
 
-// hostResolver is what the dialer needs from DNS; *net.Resolver satisfies it.
-type hostResolver interface {
-	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
-}
-
 // dialer resolves a host afresh on every dial and races its addresses
 // (RFC 8305, "Happy Eyeballs v2"), applying the TCP options of its settings
 // to every socket before connect().
 type dialer struct {
 	settings dialSettings
-	resolver hostResolver
+	resolver Resolver
 
 	// dialAddr dials one resolved address (or a unix socket path). It
 	// defaults to a net.Dialer configured with the socket options; tests
@@ -50,7 +45,7 @@ type dialer struct {
 }
 
 // newDialer returns a dialer; r == nil means net.DefaultResolver. No caching of ours.
-func newDialer(s dialSettings, r hostResolver) *dialer {
+func newDialer(s dialSettings, r Resolver) *dialer {
 	if r == nil {
 		r = net.DefaultResolver
 	}
@@ -221,11 +216,11 @@ type attemptOutcome struct {
 // attempt's error in order; or nil, nil if ctx ended first. When race
 // returns, every attempt goroutine has exited and every losing connection
 // has been closed.
-func (d *dialer) race(ctx context.Context, network string, targets []netip.AddrPort) (net.Conn, []AddrError) {
+func (d *dialer) race(ctx context.Context, network string, targets []netip.AddrPort) (net.Conn, []AddrStats) {
 	if len(targets) == 1 { // nothing to race
 		conn, err := d.attempt(ctx, network, targets[0])
 		if err != nil {
-			return nil, []AddrError{{Addr: targets[0], Err: err}}
+			return nil, []AddrStats{{Addr: targets[0].String(), Status: "failed", Err: err}}
 		}
 		return conn, nil
 	}
@@ -358,10 +353,10 @@ func (d *dialer) attemptAddr(ctx context.Context, network string, target netip.A
 }
 
 // addrErrors pairs every target with its error.
-func addrErrors(targets []netip.AddrPort, errs []error) []AddrError {
-	out := make([]AddrError, len(targets))
+func addrErrors(targets []netip.AddrPort, errs []error) []AddrStats {
+	out := make([]AddrStats, len(targets))
 	for i, t := range targets {
-		out[i] = AddrError{Addr: t, Err: errs[i]}
+		out[i] = AddrStats{Addr: t.String(), Status: "failed", Err: errs[i]}
 	}
 	return out
 }
@@ -401,9 +396,12 @@ func canceledDialError(ctx context.Context, address string) error {
 // DialError is returned when every address of a host failed. It names the
 // host, the port and every address tried with the reason it failed.
 type DialError struct {
-	Host     string
-	Port     string
-	Attempts []AddrError // every address tried, in the order tried
+	Host string
+	Port string
+	// Attempts lists every address tried, in the order tried, each with
+	// Addr, Status "failed" and Err (the cause, e.g. a *net.OpError
+	// wrapping ECONNREFUSED, or a timeout).
+	Attempts []AddrStats
 }
 
 // Error returns e.g.
@@ -413,7 +411,7 @@ func (e *DialError) Error() string {
 	b.WriteString("dial ")
 	b.WriteString(net.JoinHostPort(e.Host, e.Port))
 	b.WriteString(": ")
-	if len(e.Attempts) == 1 && e.Attempts[0].Addr.String() == net.JoinHostPort(e.Host, e.Port) {
+	if len(e.Attempts) == 1 && e.Attempts[0].Addr == net.JoinHostPort(e.Host, e.Port) {
 		b.WriteString(conciseCause(e.Attempts[0].Err)) // the address is the host
 		return b.String()
 	}
@@ -421,7 +419,7 @@ func (e *DialError) Error() string {
 		if i > 0 {
 			b.WriteString("; ")
 		}
-		b.WriteString(a.Error())
+		b.WriteString(a.String())
 	}
 	return b.String()
 }
@@ -437,20 +435,6 @@ func (e *DialError) Unwrap() []error {
 	}
 	return errs
 }
-
-// AddrError is the failure of one address of a DialError.
-type AddrError struct {
-	Addr netip.AddrPort
-	Err  error // the cause, e.g. a *net.OpError wrapping ECONNREFUSED, or a timeout
-}
-
-// Error returns the address and a concise cause, e.g. "127.0.0.1:5432: connection refused".
-func (e AddrError) Error() string {
-	return e.Addr.String() + ": " + conciseCause(e.Err)
-}
-
-// Unwrap returns the cause.
-func (e AddrError) Unwrap() error { return e.Err }
 
 // conciseCause describes err without repeating the operation and address
 // that the surrounding message already names.
@@ -488,13 +472,4 @@ func (e *attemptTimeoutError) Temporary() bool { return true }
 
 func (e *attemptTimeoutError) Is(target error) bool {
 	return target == os.ErrDeadlineExceeded || target == context.DeadlineExceeded
-}
-
-// SocketOptions are the TCP options read back from a socket with getsockopt.
-type SocketOptions struct {
-	Keepalive          bool          // SO_KEEPALIVE
-	KeepalivesIdle     time.Duration // TCP_KEEPIDLE
-	KeepalivesInterval time.Duration // TCP_KEEPINTVL
-	KeepalivesCount    int           // TCP_KEEPCNT
-	TCPUserTimeout     time.Duration // TCP_USER_TIMEOUT; 0 means not set
 }

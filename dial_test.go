@@ -18,7 +18,7 @@ import (
 	"go.uber.org/goleak"
 )
 
-// dialTestResolver is a hostResolver answering with fixed addresses and
+// dialTestResolver is a Resolver answering with fixed addresses and
 // counting its calls.
 type dialTestResolver struct {
 	addrs []netip.Addr
@@ -347,7 +347,7 @@ func TestDialAllRefused(t *testing.T) {
 		t.Fatalf("Attempts = %v", de.Attempts)
 	}
 	for i, a := range de.Attempts {
-		if a.Addr != want[i] || !errors.Is(a.Err, syscall.ECONNREFUSED) {
+		if a.Addr != want[i].String() || !errors.Is(a.Err, syscall.ECONNREFUSED) {
 			t.Errorf("Attempts[%d] = %v, %v; want %v refused", i, a.Addr, a.Err, want[i])
 		}
 	}

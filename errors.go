@@ -27,6 +27,7 @@ type ConfigError struct {
 	Err    error  // the underlying parse error, if any, scrubbed
 }
 
+// Error returns "pgfast: invalid DSN: key=\"value\": reason", without the password.
 func (e *ConfigError) Error() string {
 	var b strings.Builder
 	b.WriteString("pgfast: invalid DSN")
@@ -57,8 +58,9 @@ type NotReadyError struct {
 	Cause error
 	// Err is the caller's context error when the wait ended with it.
 	Err error
-	// Addrs describes each address tried with its latest outcome.
-	Addrs []AddrStatus
+	// Addrs describes each address tried with its latest outcome (Addr,
+	// Status, Err).
+	Addrs []AddrStats
 
 	attempts, failed int64         // connection attempts started, and failed, so far
 	age              time.Duration // how long the connector has existed
@@ -111,7 +113,7 @@ func roundDuration(d time.Duration) time.Duration {
 // describeProgress rewords the address book's attempts in flight for a
 // NotReadyError: what the address last answered comes first, then that it is
 // being retried.
-func describeProgress(addrs []AddrStatus) []AddrStatus {
+func describeProgress(addrs []AddrStats) []AddrStats {
 	for i, a := range addrs {
 		if pe, ok := a.Err.(*pendingError); ok {
 			addrs[i].Err = &inFlightError{since: pe.since, last: pe.last}

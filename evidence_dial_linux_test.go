@@ -137,7 +137,7 @@ func TestCallerDeadlineDuringDialKeepsReady(t *testing.T) {
 			t.Errorf("state %v after the caller's own deadline (changes %d → %d): %v", after.State, before.StateChanges, after.StateChanges, after.LastError)
 		}
 		for _, a := range after.Addrs {
-			if a.Status == "failed" || a.Status == "evicted" || a.LastError != nil {
+			if a.Status == "failed" || a.Status == "evicted" || a.Err != nil {
 				t.Errorf("address after the caller's own deadline: %+v, want not failed", a)
 			}
 		}

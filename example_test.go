@@ -360,7 +360,10 @@ func ExampleReadyHandler() {
 	mux.Handle("GET /readyz", pgfast.ReadyHandler(db)) // a readiness or startup probe, never liveness
 	rec := httptest.NewRecorder()
 	mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
-	var r pgfast.Readiness
+	var r struct { // the documented body, the fields this example reads
+		State     string `json:"state"`
+		LastError string `json:"last_error"`
+	}
 	if err := json.Unmarshal(rec.Body.Bytes(), &r); err != nil {
 		log.Fatal(err)
 	}

@@ -306,17 +306,6 @@ func (b *addrBook) hostBad(h HostPort) bool {
 	return true
 }
 
-// AddrStats describes one server address a connector has dialled.
-type AddrStats struct {
-	Addr       string    // ip:port
-	Host       string    // the host name it was resolved from, if any
-	Generation uint64    // bumped by every eviction
-	Status     string    // "up", "pending", "failed" or "evicted"
-	OpenConns  int       // sockets of the current generation
-	LastError  error     // the latest failure, nil after a success
-	Since      time.Time // when the status began
-}
-
 // stats lists every address, in address order.
 func (b *addrBook) stats() []AddrStats {
 	b.mu.Lock()
@@ -333,7 +322,7 @@ func (b *addrBook) stats() []AddrStats {
 			st = "failed"
 		}
 		out = append(out, AddrStats{Addr: addr.String(), Host: e.host, Generation: e.gen, Status: st,
-			OpenConns: len(e.conns), LastError: e.err, Since: e.since})
+			OpenConns: len(e.conns), Err: e.err, Since: e.since})
 	}
 	slices.SortFunc(out, func(x, y AddrStats) int { return compareStrings(x.Addr, y.Addr) })
 	return out
@@ -341,19 +330,19 @@ func (b *addrBook) stats() []AddrStats {
 
 // progress describes each address's latest outcome for an error message,
 // including attempts still in flight.
-func (b *addrBook) progress(now time.Time) []AddrStatus {
+func (b *addrBook) progress(now time.Time) []AddrStats {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	var out []AddrStatus
+	var out []AddrStats
 	for addr, e := range b.addrs {
 		switch {
 		case e.pending > 0:
-			out = append(out, AddrStatus{Addr: addr.String(), Err: &pendingError{since: now.Sub(e.since), last: e.err}})
+			out = append(out, AddrStats{Addr: addr.String(), Status: "pending", Err: &pendingError{since: now.Sub(e.since), last: e.err}})
 		case e.err != nil:
-			out = append(out, AddrStatus{Addr: addr.String(), Err: e.err})
+			out = append(out, AddrStats{Addr: addr.String(), Status: "failed", Err: e.err})
 		}
 	}
-	slices.SortFunc(out, func(x, y AddrStatus) int { return compareStrings(x.Addr, y.Addr) })
+	slices.SortFunc(out, func(x, y AddrStats) int { return compareStrings(x.Addr, y.Addr) })
 	return out
 }
 

@@ -33,8 +33,8 @@ func TestNotReadyMessagesTellTheRealProgress(t *testing.T) {
 		t.Errorf("Ready while the first attempt is in flight: %q", msg)
 	}
 
-	refused := &DialError{Host: "db", Port: "5432", Attempts: []AddrError{{Err: syscall.ECONNREFUSED}}}
-	addrs := describeProgress([]AddrStatus{{Addr: "127.0.0.1:5432", Err: &pendingError{since: 0, last: refused}}})
+	refused := &DialError{Host: "db", Port: "5432", Attempts: []AddrStats{{Status: "failed", Err: syscall.ECONNREFUSED}}}
+	addrs := describeProgress([]AddrStats{{Addr: "127.0.0.1:5432", Status: "pending", Err: &pendingError{since: 0, last: refused}}})
 	line := (&NotReadyError{State: StateDown, Addrs: addrs, Cause: refused}).Error()
 	t.Log(msg)
 	t.Log(line)

@@ -18,6 +18,7 @@ const (
 	StateClosed
 )
 
+// String returns "connecting", "ready", "down" or "closed".
 func (s State) String() string {
 	switch s {
 	case StateConnecting:

@@ -7,48 +7,41 @@ import (
 	"time"
 )
 
-// Readiness is one database's readiness as ReadyHandler reports it, read from
-// its connector's State and Stats: no I/O, no waiting.
-type Readiness struct {
-	// Ready is set when the connector is StateReady.
-	Ready bool `json:"ready"`
-	// State is "connecting", "ready", "down" or "closed".
-	State string `json:"state"`
-	// Since is when the current state began.
-	Since time.Time `json:"since"`
-	// LastError is the latest cause recorded with the state (why it is not
-	// ready), empty when there is none. It never contains the password.
-	LastError string `json:"last_error,omitempty"`
-	// Addrs lists what the connector knows of each server address.
-	Addrs []AddrReadiness `json:"addrs"`
+// readyzBody is ReadyHandler's JSON body (documented there).
+type readyzBody struct {
+	Ready     bool         `json:"ready"`
+	State     string       `json:"state"`
+	Since     time.Time    `json:"since"`
+	LastError string       `json:"last_error,omitempty"`
+	Addrs     []readyzAddr `json:"addrs"`
 }
 
-// AddrReadiness is one server address in a Readiness.
-type AddrReadiness struct {
-	Addr      string    `json:"addr"`           // ip:port, or the socket path
-	Host      string    `json:"host,omitempty"` // the host name it was resolved from
-	Status    string    `json:"status"`         // "up", "pending", "failed" or "evicted"
-	OpenConns int       `json:"open_conns"`     // sockets of the current generation
-	Since     time.Time `json:"since"`          // when the status began
+// readyzAddr is one server address in a readyzBody.
+type readyzAddr struct {
+	Addr      string    `json:"addr"`
+	Host      string    `json:"host,omitempty"`
+	Status    string    `json:"status"`
+	OpenConns int       `json:"open_conns"`
+	Since     time.Time `json:"since"`
 	LastError string    `json:"last_error,omitempty"`
 }
 
-// ReadinessOf reads c's readiness from its state and stats; it does no I/O.
-func ReadinessOf(c *Connector) Readiness {
+// readinessOf reads c's readiness from its state and stats; it does no I/O.
+func readinessOf(c *Connector) readyzBody {
 	s := c.Stats()
-	r := Readiness{
+	r := readyzBody{
 		Ready: s.State == StateReady,
 		State: s.State.String(),
 		Since: s.StateSince,
-		Addrs: make([]AddrReadiness, 0, len(s.Addrs)),
+		Addrs: make([]readyzAddr, 0, len(s.Addrs)),
 	}
 	if s.LastError != nil {
 		r.LastError = s.LastError.Error()
 	}
 	for _, a := range s.Addrs {
-		ar := AddrReadiness{Addr: a.Addr, Host: a.Host, Status: a.Status, OpenConns: a.OpenConns, Since: a.Since}
-		if a.LastError != nil {
-			ar.LastError = a.LastError.Error()
+		ar := readyzAddr{Addr: a.Addr, Host: a.Host, Status: a.Status, OpenConns: a.OpenConns, Since: a.Since}
+		if a.Err != nil {
+			ar.LastError = a.Err.Error()
 		}
 		r.Addrs = append(r.Addrs, ar)
 	}
@@ -57,7 +50,7 @@ func ReadinessOf(c *Connector) Readiness {
 
 // ReadyHandler returns an http.Handler answering whether db can serve
 // queries now: 200 when its connector is ready, else 503 (with Retry-After),
-// with a JSON Readiness body. It reads the connector's state without any
+// with a JSON body. It reads the connector's state without any
 // I/O, so it answers at once whatever the database does, and a probe never
 // adds load to a database that is struggling. For a *sql.DB that does not use
 // pgfast it answers 503 with state "unknown".
@@ -70,13 +63,30 @@ func ReadinessOf(c *Connector) Readiness {
 // its own readiness probe by whether the process itself can serve.
 //
 //	http.Handle("GET /readyz", pgfast.ReadyHandler(db))
+//
+// The body is read from the connector's Stats, no password in it:
+//
+//	{
+//	  "ready": false,                  // state is "ready"
+//	  "state": "down",                 // "connecting", "ready", "down", "closed" ("unknown": not pgfast)
+//	  "since": "2026-01-02T15:04:05Z", // when the current state began
+//	  "last_error": "...",             // why it is not ready (omitted when none)
+//	  "addrs": [{                      // each server address known (AddrStats)
+//	    "addr": "10.0.0.5:5432",
+//	    "host": "db.example",          // the host name it was resolved from (omitted when none)
+//	    "status": "failed",            // "up", "pending", "failed" or "evicted"
+//	    "open_conns": 0,               // sockets of the current generation
+//	    "since": "2026-01-02T15:04:05Z",
+//	    "last_error": "connection refused" // omitted when none
+//	  }]
+//	}
 func ReadyHandler(db *sql.DB) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		var r Readiness
+		var r readyzBody
 		if c := ConnectorOf(db); c != nil {
-			r = ReadinessOf(c)
+			r = readinessOf(c)
 		} else {
-			r = Readiness{State: "unknown", LastError: "not a pgfast *sql.DB", Addrs: []AddrReadiness{}}
+			r = readyzBody{State: "unknown", LastError: "not a pgfast *sql.DB", Addrs: []readyzAddr{}}
 		}
 		code := http.StatusOK
 		if !r.Ready {

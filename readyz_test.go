@@ -16,7 +16,7 @@ import (
 )
 
 // getReadiness asks h once and decodes its answer.
-func getReadiness(t *testing.T, h http.Handler) (int, http.Header, Readiness, string) {
+func getReadiness(t *testing.T, h http.Handler) (int, http.Header, readyzBody, string) {
 	t.Helper()
 	hs := httptest.NewServer(h)
 	defer hs.Close()
@@ -35,7 +35,7 @@ func getReadiness(t *testing.T, h http.Handler) (int, http.Header, Readiness, st
 	if err != nil {
 		t.Fatal(err)
 	}
-	var r Readiness
+	var r readyzBody
 	if err := json.Unmarshal(body, &r); err != nil {
 		t.Fatalf("body does not parse: %v\n%s", err, body)
 	}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/pgfast/pgfast/internal/diag"
 )
 
 // configureSocketOptions makes nd apply s to every TCP socket before
@@ -108,32 +110,32 @@ func clampInt32(n int) int {
 	return int(min(int64(n), math.MaxInt32))
 }
 
-// ReadSocketOptions reads the TCP options of the socket behind c with
+// readSocketOptions reads the TCP options of the socket behind c with
 // getsockopt. c is a *net.TCPConn, or a connection that wraps one and
 // exposes it through a NetConn() net.Conn method, such as *tls.Conn.
 // The keep-alive timings are reported even when keep-alive is off; they are
 // then the values the kernel would use.
-func ReadSocketOptions(c net.Conn) (SocketOptions, error) {
+func readSocketOptions(c net.Conn) (diag.SocketOptions, error) {
 	rc, err := socketConnOf(c)
 	if err != nil {
-		return SocketOptions{}, err
+		return diag.SocketOptions{}, err
 	}
-	var opts SocketOptions
+	var opts diag.SocketOptions
 	var sockErr error
 	ctrlErr := rc.Control(func(fd uintptr) {
 		opts, sockErr = getTCPOptions(int(fd))
 	})
 	if ctrlErr != nil {
-		return SocketOptions{}, fmt.Errorf("pgfast: reading socket options: %w", ctrlErr)
+		return diag.SocketOptions{}, fmt.Errorf("pgfast: reading socket options: %w", ctrlErr)
 	}
 	if sockErr != nil {
-		return SocketOptions{}, fmt.Errorf("pgfast: reading socket options: %w", sockErr)
+		return diag.SocketOptions{}, fmt.Errorf("pgfast: reading socket options: %w", sockErr)
 	}
 	return opts, nil
 }
 
-// getTCPOptions reads the options SocketOptions holds from fd.
-func getTCPOptions(fd int) (SocketOptions, error) {
+// getTCPOptions reads the options diag.SocketOptions holds from fd.
+func getTCPOptions(fd int) (diag.SocketOptions, error) {
 	var vals [5]int
 	opts := []struct {
 		level, opt int
@@ -148,11 +150,11 @@ func getTCPOptions(fd int) (SocketOptions, error) {
 	for i, o := range opts {
 		v, err := unix.GetsockoptInt(fd, o.level, o.opt)
 		if err != nil {
-			return SocketOptions{}, os.NewSyscallError("getsockopt "+o.name, err)
+			return diag.SocketOptions{}, os.NewSyscallError("getsockopt "+o.name, err)
 		}
 		vals[i] = v
 	}
-	return SocketOptions{
+	return diag.SocketOptions{
 		Keepalive:          vals[0] != 0,
 		KeepalivesIdle:     time.Duration(vals[1]) * time.Second,
 		KeepalivesInterval: time.Duration(vals[2]) * time.Second,

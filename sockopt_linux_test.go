@@ -15,11 +15,13 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/pgfast/pgfast/internal/diag"
 )
 
 // dialTestSocketOptions dials a 127.0.0.1 listener with s and reads the
 // options back from the connection.
-func dialTestSocketOptions(t *testing.T, s dialSettings) SocketOptions {
+func dialTestSocketOptions(t *testing.T, s dialSettings) diag.SocketOptions {
 	t.Helper()
 	port := dialTestListener(t, "tcp", "127.0.0.1:0")
 	conn, err := newDialer(s, nil).DialContext(context.Background(), "tcp", "127.0.0.1:"+port)
@@ -27,7 +29,7 @@ func dialTestSocketOptions(t *testing.T, s dialSettings) SocketOptions {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	got, err := ReadSocketOptions(conn)
+	got, err := readSocketOptions(conn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,27 +40,27 @@ func TestReadSocketOptionsReturnsWhatWasSet(t *testing.T) {
 	tests := []struct {
 		name string
 		set  dialSettings
-		want SocketOptions
+		want diag.SocketOptions
 	}{
 		{
 			name: "libpq-like",
 			set:  dialSettings{Keepalives: true, KeepalivesIdle: 10 * time.Second, KeepalivesInterval: 5 * time.Second, KeepalivesCount: 3, TCPUserTimeout: 25 * time.Second},
-			want: SocketOptions{Keepalive: true, KeepalivesIdle: 10 * time.Second, KeepalivesInterval: 5 * time.Second, KeepalivesCount: 3, TCPUserTimeout: 25 * time.Second},
+			want: diag.SocketOptions{Keepalive: true, KeepalivesIdle: 10 * time.Second, KeepalivesInterval: 5 * time.Second, KeepalivesCount: 3, TCPUserTimeout: 25 * time.Second},
 		},
 		{
 			name: "minimal",
 			set:  dialSettings{Keepalives: true, KeepalivesIdle: time.Second, KeepalivesInterval: time.Second, KeepalivesCount: 1, TCPUserTimeout: time.Millisecond},
-			want: SocketOptions{Keepalive: true, KeepalivesIdle: time.Second, KeepalivesInterval: time.Second, KeepalivesCount: 1, TCPUserTimeout: time.Millisecond},
+			want: diag.SocketOptions{Keepalive: true, KeepalivesIdle: time.Second, KeepalivesInterval: time.Second, KeepalivesCount: 1, TCPUserTimeout: time.Millisecond},
 		},
 		{
 			name: "kernel maxima",
 			set:  dialSettings{Keepalives: true, KeepalivesIdle: 32767 * time.Second, KeepalivesInterval: 32767 * time.Second, KeepalivesCount: 127, TCPUserTimeout: 24 * time.Hour},
-			want: SocketOptions{Keepalive: true, KeepalivesIdle: 32767 * time.Second, KeepalivesInterval: 32767 * time.Second, KeepalivesCount: 127, TCPUserTimeout: 24 * time.Hour},
+			want: diag.SocketOptions{Keepalive: true, KeepalivesIdle: 32767 * time.Second, KeepalivesInterval: 32767 * time.Second, KeepalivesCount: 127, TCPUserTimeout: 24 * time.Hour},
 		},
 		{
 			name: "sub-units round up",
 			set:  dialSettings{Keepalives: true, KeepalivesIdle: 1500 * time.Millisecond, KeepalivesInterval: 300 * time.Millisecond, KeepalivesCount: 4, TCPUserTimeout: 1500 * time.Microsecond},
-			want: SocketOptions{Keepalive: true, KeepalivesIdle: 2 * time.Second, KeepalivesInterval: time.Second, KeepalivesCount: 4, TCPUserTimeout: 2 * time.Millisecond},
+			want: diag.SocketOptions{Keepalive: true, KeepalivesIdle: 2 * time.Second, KeepalivesInterval: time.Second, KeepalivesCount: 4, TCPUserTimeout: 2 * time.Millisecond},
 		},
 	}
 	for _, tt := range tests {
@@ -86,7 +88,7 @@ func dialTestSysctl(t *testing.T, name string) int {
 }
 
 func TestReadSocketOptionsZeroMeansOSDefault(t *testing.T) {
-	want := SocketOptions{
+	want := diag.SocketOptions{
 		Keepalive:          true,
 		KeepalivesIdle:     time.Duration(dialTestSysctl(t, "tcp_keepalive_time")) * time.Second,
 		KeepalivesInterval: time.Duration(dialTestSysctl(t, "tcp_keepalive_intvl")) * time.Second,
@@ -119,7 +121,7 @@ func TestReadSocketOptionsUnwrapsNetConn(t *testing.T) {
 	}
 	defer conn.Close()
 	tlsConn := tls.Client(conn, &tls.Config{ServerName: "db.example"}) // no handshake needed
-	got, err := ReadSocketOptions(tlsConn)
+	got, err := readSocketOptions(tlsConn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,8 +134,8 @@ func TestReadSocketOptionsWithoutTCPSocket(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
-	if _, err := ReadSocketOptions(a); err == nil {
-		t.Error("ReadSocketOptions(net.Pipe) succeeded")
+	if _, err := readSocketOptions(a); err == nil {
+		t.Error("readSocketOptions(net.Pipe) succeeded")
 	}
 }
 

@@ -5,6 +5,8 @@ package pgfast
 import (
 	"errors"
 	"net"
+
+	"github.com/pgfast/pgfast/internal/diag"
 )
 
 // configureSocketOptions applies the portable subset of s through
@@ -33,11 +35,11 @@ func orOSDefault[T ~int | ~int64](v T) T {
 	return v
 }
 
-// errSocketOptionsUnsupported is returned by ReadSocketOptions off Linux.
+// errSocketOptionsUnsupported is returned by readSocketOptions off Linux.
 var errSocketOptionsUnsupported = errors.New("pgfast: reading socket options is only supported on Linux")
 
-// ReadSocketOptions reads the TCP options of the socket behind c. It is
+// readSocketOptions reads the TCP options of the socket behind c. It is
 // only supported on Linux; elsewhere it always returns an error.
-func ReadSocketOptions(c net.Conn) (SocketOptions, error) {
-	return SocketOptions{}, errSocketOptionsUnsupported
+func readSocketOptions(c net.Conn) (diag.SocketOptions, error) {
+	return diag.SocketOptions{}, errSocketOptionsUnsupported
 }

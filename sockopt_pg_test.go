@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 
+	"github.com/pgfast/pgfast/internal/diag"
 	"github.com/pgfast/pgfast/internal/pgtest"
 )
 
@@ -30,11 +31,11 @@ import (
 // the default pgfast_min_conns=1, the first is the warm connection the
 // background goroutine dialed and the others are dialed on demand) and
 // returns the socket options of each.
-func sockoptPGConns(t *testing.T, db *sql.DB, n int) []SocketOptions {
+func sockoptPGConns(t *testing.T, db *sql.DB, n int) []diag.SocketOptions {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	var out []SocketOptions
+	var out []diag.SocketOptions
 	for i := range n {
 		conn, err := db.Conn(ctx)
 		if err != nil {
@@ -46,7 +47,7 @@ func sockoptPGConns(t *testing.T, db *sql.DB, n int) []SocketOptions {
 			if nc == nil {
 				return fmt.Errorf("socketOf(%T) = nil: pgfast does not know this connection's socket", dc)
 			}
-			opts, err := ReadSocketOptions(nc)
+			opts, err := readSocketOptions(nc)
 			if err != nil {
 				return err
 			}
@@ -62,7 +63,7 @@ func sockoptPGConns(t *testing.T, db *sql.DB, n int) []SocketOptions {
 
 func TestSockoptPGRealConnections(t *testing.T) {
 	srv := server(t)
-	osDefault := SocketOptions{
+	osDefault := diag.SocketOptions{
 		KeepalivesIdle:     time.Duration(dialTestSysctl(t, "tcp_keepalive_time")) * time.Second,
 		KeepalivesInterval: time.Duration(dialTestSysctl(t, "tcp_keepalive_intvl")) * time.Second,
 		KeepalivesCount:    dialTestSysctl(t, "tcp_keepalive_probes"),
@@ -70,19 +71,19 @@ func TestSockoptPGRealConnections(t *testing.T) {
 	cases := []struct {
 		name string
 		kv   []string
-		want SocketOptions
+		want diag.SocketOptions
 	}{
 		{
 			// TCP_USER_TIMEOUT is not set by default: it would abort a
 			// zero-window stall (a lock wait); the dead-peer watcher
 			// tells a silent server from a slow one instead.
 			name: "defaults",
-			want: SocketOptions{Keepalive: true, KeepalivesIdle: 10 * time.Second, KeepalivesInterval: 5 * time.Second, KeepalivesCount: 3},
+			want: diag.SocketOptions{Keepalive: true, KeepalivesIdle: 10 * time.Second, KeepalivesInterval: 5 * time.Second, KeepalivesCount: 3},
 		},
 		{
 			name: "dsn values",
 			kv:   []string{"keepalives_idle=7", "keepalives_interval=3", "keepalives_count=4", "tcp_user_timeout=9000"},
-			want: SocketOptions{Keepalive: true, KeepalivesIdle: 7 * time.Second, KeepalivesInterval: 3 * time.Second, KeepalivesCount: 4, TCPUserTimeout: 9 * time.Second},
+			want: diag.SocketOptions{Keepalive: true, KeepalivesIdle: 7 * time.Second, KeepalivesInterval: 3 * time.Second, KeepalivesCount: 4, TCPUserTimeout: 9 * time.Second},
 		},
 		{
 			// Keep-alives off: SO_KEEPALIVE off, the timings left at the
@@ -91,7 +92,7 @@ func TestSockoptPGRealConnections(t *testing.T) {
 			// of keep-alives.
 			name: "keepalives=0",
 			kv:   []string{"keepalives=0", "tcp_user_timeout=25000"},
-			want: SocketOptions{Keepalive: false, KeepalivesIdle: osDefault.KeepalivesIdle, KeepalivesInterval: osDefault.KeepalivesInterval, KeepalivesCount: osDefault.KeepalivesCount, TCPUserTimeout: 25 * time.Second},
+			want: diag.SocketOptions{Keepalive: false, KeepalivesIdle: osDefault.KeepalivesIdle, KeepalivesInterval: osDefault.KeepalivesInterval, KeepalivesCount: osDefault.KeepalivesCount, TCPUserTimeout: 25 * time.Second},
 		},
 	}
 	forEachBackend(t, func(t *testing.T, b backendCase) {
@@ -117,7 +118,7 @@ func TestSockoptPGRealConnections(t *testing.T) {
 	})
 }
 
-// sockoptPGResolver is a hostResolver that counts lookups.
+// sockoptPGResolver is a Resolver that counts lookups.
 type sockoptPGResolver struct{ lookups atomic.Int64 }
 
 func (r *sockoptPGResolver) LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error) {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pgfast/pgfast"
+	"github.com/pgfast/pgfast/internal/diag"
 	"github.com/pgfast/pgfast/internal/timeline"
 )
 
@@ -25,7 +26,7 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "pgfast explain: --backend must be pgx or pq, not %q\n", *backend)
 		return exitUsage
 	}
-	info, err := pgfast.InspectDSN(dsn, b)
+	info, err := diag.InspectDSN(dsn, b)
 	if err != nil {
 		fmt.Fprintln(stderr, "pgfast explain:", errText(err))
 		return exitUsage
@@ -47,7 +48,7 @@ type driverModel struct {
 
 // explanation is everything explain prints.
 type explanation struct {
-	info        *pgfast.DSNInfo
+	info        *diag.DSNInfo
 	kernel      timeline.Kernel
 	kernelNotes []string
 	drivers     []driverModel // pgfast, pgx, lib/pq
@@ -59,8 +60,8 @@ type explanation struct {
 }
 
 // explain models pgfast and the raw drivers with the DSN's settings.
-func explain(info *pgfast.DSNInfo, k timeline.Kernel, kernelNotes []string) explanation {
-	c := info.Config
+func explain(info *diag.DSNInfo, k timeline.Kernel, kernelNotes []string) explanation {
+	c := configOf(info.Config)
 	goDefault := timeline.GoDefaultSocket()
 	raw := info.RawConnectTimeout
 	e := explanation{
@@ -105,7 +106,7 @@ func watchWindow(userTimeout time.Duration) time.Duration {
 }
 
 // explainNotes are the remarks that depend on the DSN.
-func explainNotes(info *pgfast.DSNInfo) []string {
+func explainNotes(info *diag.DSNInfo) []string {
 	var notes []string
 	var rejected []string
 	for k := range info.Forwarded {
@@ -126,9 +127,9 @@ func explainNotes(info *pgfast.DSNInfo) []string {
 	}
 	if info.RawConnectTimeout == 0 {
 		notes = append(notes, fmt.Sprintf("connect_timeout is unset (or 0): pgfast applies %s, the raw drivers wait "+
-			"for the kernel.", timeline.Format(info.Config.ConnectTimeout)))
+			"for the kernel.", timeline.Format(configOf(info.Config).ConnectTimeout)))
 	}
-	if allUnix(info.Config.Hosts) {
+	if allUnix(configOf(info.Config).Hosts) {
 		notes = append(notes, "every host is a Unix socket: there is no TCP, none of the timelines below applies.")
 	}
 	return notes

@@ -18,7 +18,7 @@ import (
 func writeExplainText(w io.Writer, e explanation) {
 	info := e.info
 	fmt.Fprintf(w, "pgfast explain: %shosts=%s (DSN read by %s)\n",
-		identityText(info.User, info.Database), hostsText(info.Config.Hosts), info.Backend)
+		identityText(info.User, info.Database), hostsText(configOf(info.Config).Hosts), info.Backend)
 	writeWrapped(w, "kernel ("+timeline.ProcDir+"): ", "  ", kernelText(e.kernel))
 	for _, n := range e.kernelNotes {
 		fmt.Fprintf(w, "  %s\n", n)

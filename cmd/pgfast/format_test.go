@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgfast/pgfast"
+	"github.com/pgfast/pgfast/internal/diag"
 	"github.com/pgfast/pgfast/internal/timeline"
 )
 
@@ -30,31 +31,31 @@ func sampleConfig() pgfast.Config {
 	}
 }
 
-func sampleReport() *pgfast.ProbeReport {
-	timedOut := pgfast.AddrReport{
-		Network: "tcp", Addr: "[::1]:5432", Dial: pgfast.DialTimedOut, DialTime: 10 * time.Second,
+func sampleReport() *diag.Report {
+	timedOut := diag.AddrReport{
+		Network: "tcp", Addr: "[::1]:5432", Dial: diag.DialTimedOut, DialTime: 10 * time.Second,
 		DialErr: errors.New("dial [::1]:5432: context deadline exceeded"),
 	}
-	standby := pgfast.AddrReport{
-		Network: "tcp", Addr: "127.0.0.1:5432", Dial: pgfast.DialConnected, DialTime: 312 * time.Microsecond,
+	standby := diag.AddrReport{
+		Network: "tcp", Addr: "127.0.0.1:5432", Dial: diag.DialConnected, DialTime: 312 * time.Microsecond,
 		TLS: "TLS 1.3 TLS_AES_128_GCM_SHA256", Authenticated: true, ServerVersion: "15.18",
 		RoleKnown: true, Standby: true, ReadOnly: true, Elapsed: 4200 * time.Microsecond,
-		Socket: &pgfast.SocketOptions{Keepalive: true, KeepalivesIdle: 10 * time.Second, KeepalivesInterval: 5 * time.Second,
+		Socket: &diag.SocketOptions{Keepalive: true, KeepalivesIdle: 10 * time.Second, KeepalivesInterval: 5 * time.Second,
 			KeepalivesCount: 3, TCPUserTimeout: 25 * time.Second},
 	}
-	badAuth := pgfast.AddrReport{
-		Network: "tcp", Addr: "127.0.0.2:5433", Dial: pgfast.DialConnected, DialTime: time.Millisecond, TLSFallback: true,
+	badAuth := diag.AddrReport{
+		Network: "tcp", Addr: "127.0.0.2:5433", Dial: diag.DialConnected, DialTime: time.Millisecond, TLSFallback: true,
 		StartupErr: &pgconn.PgError{Severity: "FATAL", Code: "28P01", Message: `password authentication failed for user "app"`},
 	}
-	refused := pgfast.AddrReport{
-		Network: "tcp", Addr: "127.0.0.3:5433", Dial: pgfast.DialRefused, DialTime: 80 * time.Microsecond,
+	refused := diag.AddrReport{
+		Network: "tcp", Addr: "127.0.0.3:5433", Dial: diag.DialRefused, DialTime: 80 * time.Microsecond,
 		DialErr: &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)},
 	}
-	return &pgfast.ProbeReport{
+	return &diag.Report{
 		User: "app", Database: "appdb", Config: sampleConfig(),
-		Hosts: []pgfast.HostReport{
-			{Host: "db.example", Port: 5432, Addrs: []pgfast.AddrReport{timedOut, standby}},
-			{Host: "db2.example", Port: 5433, Addrs: []pgfast.AddrReport{badAuth, refused}},
+		Hosts: []diag.HostReport{
+			{Host: "db.example", Port: 5432, Addrs: []diag.AddrReport{timedOut, standby}},
+			{Host: "db2.example", Port: 5433, Addrs: []diag.AddrReport{badAuth, refused}},
 			{Host: "gone.example", Port: 5432, ResolveErr: errors.New("lookup gone.example: no such host")},
 		},
 	}
@@ -88,11 +89,11 @@ func TestWriteProbeText(t *testing.T) {
 
 func TestVerdictText(t *testing.T) {
 	rep := sampleReport()
-	rep.Pick = &pgfast.ProbePick{Host: 0, Addr: 1}
+	rep.Pick = &diag.Pick{Host: 0, Addr: 1}
 	if got, want := verdictText(rep), "usable: target_session_attrs=read-write picks 127.0.0.1:5432 (host db.example:5432)"; got != want {
 		t.Errorf("verdict %q, want %q", got, want)
 	}
-	rep = &pgfast.ProbeReport{Config: sampleConfig(), Hosts: []pgfast.HostReport{{Addrs: []pgfast.AddrReport{{Dial: pgfast.DialRefused}}}}}
+	rep = &diag.Report{Config: sampleConfig(), Hosts: []diag.HostReport{{Addrs: []diag.AddrReport{{Dial: diag.DialRefused}}}}}
 	if got := verdictText(rep); !strings.Contains(got, "no address accepted a connection") {
 		t.Errorf("verdict %q", got)
 	}
@@ -100,7 +101,7 @@ func TestVerdictText(t *testing.T) {
 
 func TestProbeJSON(t *testing.T) {
 	rep := sampleReport()
-	rep.Pick = &pgfast.ProbePick{Host: 0, Addr: 1}
+	rep.Pick = &diag.Pick{Host: 0, Addr: 1}
 	var b bytes.Buffer
 	if err := writeProbeJSON(&b, rep, false); err != nil {
 		t.Fatal(err)
@@ -141,7 +142,7 @@ func TestProbeJSON(t *testing.T) {
 func explainFor(userTimeout time.Duration, keepalives bool) string {
 	c := sampleConfig()
 	c.TCPUserTimeout, c.Keepalives = userTimeout, keepalives
-	info := &pgfast.DSNInfo{Backend: pgfast.PGX, Config: c, User: "app", Database: "appdb",
+	info := &diag.DSNInfo{Backend: pgfast.PGX, Config: c, User: "app", Database: "appdb",
 		Forwarded: map[string]string{"keepalives_idle": "10", "tcp_user_timeout": "16000"}}
 	var b bytes.Buffer
 	writeExplainText(&b, explain(info, timeline.LinuxDefaults(), []string{"tcp_rto_min_us unreadable: assuming 200ms"}))
@@ -212,11 +213,11 @@ func rowOfLine(out, label string) string {
 
 func TestLiveText(t *testing.T) {
 	at := time.Unix(1000, 0)
-	e := pgfast.ProbeEvent{Stage: pgfast.ProbeDialing, Host: "localhost:5432", Addr: "[::1]:5432", At: at}
+	e := diag.Event{Stage: diag.Dialing, Host: "localhost:5432", Addr: "[::1]:5432", At: at}
 	if got, want := liveText(e, at.Add(1300*time.Millisecond)), "pgfast probe: [::1]:5432: dialing… 1.3s"; got != want {
 		t.Errorf("liveText = %q, want %q", got, want)
 	}
-	e = pgfast.ProbeEvent{Stage: pgfast.ProbeResolving, Host: "localhost:5432", At: at}
+	e = diag.Event{Stage: diag.Resolving, Host: "localhost:5432", At: at}
 	if got, want := liveText(e, at.Add(2*time.Millisecond)), "pgfast probe: localhost:5432: resolving… 0.0s"; got != want {
 		t.Errorf("liveText = %q, want %q", got, want)
 	}

@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pgfast/pgfast"
+	"github.com/pgfast/pgfast/internal/diag"
 )
 
 // liveInterval is how often the progress line is redrawn.
@@ -18,7 +18,7 @@ const liveInterval = 100 * time.Millisecond
 type liveLine struct {
 	w    io.Writer
 	mu   sync.Mutex
-	ev   pgfast.ProbeEvent
+	ev   diag.Event
 	have bool
 	done chan struct{}
 	wg   sync.WaitGroup
@@ -42,13 +42,13 @@ func startLiveLine(w io.Writer) *liveLine {
 	return l
 }
 
-// update records a progress event (pgfast.WithProbeProgress callback).
-func (l *liveLine) update(e pgfast.ProbeEvent) {
+// update records a progress event (the diag.Probe progress callback).
+func (l *liveLine) update(e diag.Event) {
 	if l == nil {
 		return
 	}
 	l.mu.Lock()
-	l.ev, l.have = e, e.Stage != pgfast.ProbeAddrDone
+	l.ev, l.have = e, e.Stage != diag.AddrDone
 	l.mu.Unlock()
 	l.draw()
 }
@@ -77,7 +77,7 @@ func (l *liveLine) stop() {
 }
 
 // liveText is the progress line for e at time now.
-func liveText(e pgfast.ProbeEvent, now time.Time) string {
+func liveText(e diag.Event, now time.Time) string {
 	what := e.Addr
 	if what == "" {
 		what = e.Host

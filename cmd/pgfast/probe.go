@@ -9,6 +9,7 @@ import (
 	"os"
 
 	"github.com/pgfast/pgfast"
+	"github.com/pgfast/pgfast/internal/diag"
 )
 
 // runProbe runs "pgfast probe".
@@ -23,7 +24,7 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if f, ok := stderr.(*os.File); ok && isTerminal(f) {
 		live = startLiveLine(f)
 	}
-	rep, err := pgfast.Probe(ctx, dsn, pgfast.WithProbeProgress(live.update))
+	rep, err := diag.Probe(ctx, dsn, live.update)
 	live.stop()
 	var ce *pgfast.ConfigError
 	if errors.As(err, &ce) {

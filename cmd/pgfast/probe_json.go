@@ -8,7 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/pgfast/pgfast"
+	"github.com/pgfast/pgfast/internal/diag"
 )
 
 // probeJSON is the --json form of a probe report. Durations are in
@@ -75,14 +75,14 @@ type pickedJSON struct {
 }
 
 // writeProbeJSON prints rep as indented JSON.
-func writeProbeJSON(w io.Writer, rep *pgfast.ProbeReport, interrupted bool) error {
+func writeProbeJSON(w io.Writer, rep *diag.Report, interrupted bool) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(probeToJSON(rep, interrupted))
 }
 
-func probeToJSON(rep *pgfast.ProbeReport, interrupted bool) probeJSON {
-	c := rep.Config
+func probeToJSON(rep *diag.Report, interrupted bool) probeJSON {
+	c := configOf(rep.Config)
 	out := probeJSON{
 		Usable:             rep.Usable() && !interrupted,
 		Interrupted:        interrupted,
@@ -117,7 +117,7 @@ func probeToJSON(rep *pgfast.ProbeReport, interrupted bool) probeJSON {
 	return out
 }
 
-func addrToJSON(a pgfast.AddrReport) addrJSON {
+func addrToJSON(a diag.AddrReport) addrJSON {
 	out := addrJSON{
 		Network:       a.Network,
 		Address:       a.Addr,

@@ -13,12 +13,13 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgfast/pgfast"
+	"github.com/pgfast/pgfast/internal/diag"
 )
 
 // writeProbeText prints a probe report for people; plan is what the DSN's
 // sslmode asked for (see tlsPlanOf).
-func writeProbeText(w io.Writer, rep *pgfast.ProbeReport, plan tlsPlan) {
-	c := rep.Config
+func writeProbeText(w io.Writer, rep *diag.Report, plan tlsPlan) {
+	c := configOf(rep.Config)
 	fmt.Fprintf(w, "pgfast probe: %starget_session_attrs=%s load_balance_hosts=%s\n",
 		identityText(rep.User, rep.Database), c.TargetSessionAttrs, c.LoadBalanceHosts)
 	fmt.Fprintf(w, "settings: %s\n", settingsText(c))
@@ -42,7 +43,7 @@ func settingsText(c pgfast.Config) string {
 }
 
 // writeHostText prints one host and its addresses.
-func writeHostText(w io.Writer, h pgfast.HostReport, c pgfast.Config, plan tlsPlan) {
+func writeHostText(w io.Writer, h diag.HostReport, c pgfast.Config, plan tlsPlan) {
 	title := "host " + h.String()
 	if h.HostAddr != "" {
 		title += " (hostaddr " + h.HostAddr + ")"
@@ -69,9 +70,9 @@ func writeHostText(w io.Writer, h pgfast.HostReport, c pgfast.Config, plan tlsPl
 
 // writeAddrText prints one address: the connect outcome on the first line,
 // then what followed, indented.
-func writeAddrText(w io.Writer, a pgfast.AddrReport, width int, c pgfast.Config, plan tlsPlan) {
+func writeAddrText(w io.Writer, a diag.AddrReport, width int, c pgfast.Config, plan tlsPlan) {
 	head := fmt.Sprintf("  %-*s  %s in %s", width, a.Addr, a.Dial, formatElapsed(a.DialTime))
-	if a.Dial != pgfast.DialConnected {
+	if a.Dial != diag.DialConnected {
 		fmt.Fprintf(w, "%s: %s\n", head, dialErrorText(a, c.ConnectTimeout))
 		return
 	}
@@ -96,8 +97,8 @@ func writeAddrText(w io.Writer, a pgfast.AddrReport, width int, c pgfast.Config,
 
 // dialErrorText says briefly why connect() failed: the operation and
 // address the line already shows are left out.
-func dialErrorText(a pgfast.AddrReport, connectTimeout time.Duration) string {
-	if a.Dial == pgfast.DialTimedOut && a.DialTime >= connectTimeout-connectTimeout/20 {
+func dialErrorText(a diag.AddrReport, connectTimeout time.Duration) string {
+	if a.Dial == diag.DialTimedOut && a.DialTime >= connectTimeout-connectTimeout/20 {
 		return "no answer within connect_timeout=" + formatElapsed(connectTimeout)
 	}
 	var sys *os.SyscallError
@@ -121,7 +122,7 @@ func stageErrorText(err error, connectTimeout time.Duration) string {
 }
 
 // tlsText describes the TLS outcome of an address.
-func tlsText(a pgfast.AddrReport, connectTimeout time.Duration, plan tlsPlan) string {
+func tlsText(a diag.AddrReport, connectTimeout time.Duration, plan tlsPlan) string {
 	switch {
 	case a.TLSErr != nil:
 		return "failed: " + stageErrorText(a.TLSErr, connectTimeout)
@@ -138,7 +139,7 @@ func tlsText(a pgfast.AddrReport, connectTimeout time.Duration, plan tlsPlan) st
 }
 
 // serverText describes the server: version, role, read-only default.
-func serverText(a pgfast.AddrReport) string {
+func serverText(a diag.AddrReport) string {
 	version := "PostgreSQL " + a.ServerVersion
 	if a.ServerVersion == "" {
 		version = "PostgreSQL (version not reported)"
@@ -154,7 +155,7 @@ func serverText(a pgfast.AddrReport) string {
 }
 
 // socketText lists the socket options read back from the socket.
-func socketText(a pgfast.AddrReport) string {
+func socketText(a diag.AddrReport) string {
 	if a.Socket == nil {
 		return "options unreadable: " + conciseError(a.SocketErr)
 	}
@@ -168,8 +169,8 @@ func socketText(a pgfast.AddrReport) string {
 }
 
 // verdictText is the last line: which address target_session_attrs picks.
-func verdictText(rep *pgfast.ProbeReport) string {
-	attrs := rep.Config.TargetSessionAttrs
+func verdictText(rep *diag.Report) string {
+	attrs := configOf(rep.Config).TargetSessionAttrs
 	if a := rep.Picked(); a != nil {
 		h := rep.Hosts[rep.Pick.Host]
 		return fmt.Sprintf("usable: target_session_attrs=%s picks %s (host %s)", attrs, a.Addr, h.String())

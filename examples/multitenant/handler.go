@@ -10,16 +10,42 @@ import (
 	"github.com/pgfast/pgfast"
 )
 
-// TenantStatus is a tenant's readiness as the health endpoints report it:
-// pgfast's Readiness (state, since, last error, addresses) with the tenant's id.
+// TenantStatus is a tenant's readiness as the health endpoints report it,
+// read from its connector's Stats: state, since, last error, addresses.
 type TenantStatus struct {
-	ID string `json:"id"`
-	pgfast.Readiness
+	ID        string       `json:"id"`
+	Ready     bool         `json:"ready"`
+	State     string       `json:"state"`
+	Since     time.Time    `json:"since"`
+	LastError string       `json:"last_error,omitempty"`
+	Addrs     []AddrStatus `json:"addrs"`
+}
+
+// AddrStatus is one server address of a tenant (pgfast.AddrStats).
+type AddrStatus struct {
+	Addr      string `json:"addr"`
+	Status    string `json:"status"` // up, pending, failed, evicted
+	OpenConns int    `json:"open_conns"`
+	LastError string `json:"last_error,omitempty"`
 }
 
 // statusOf reads a tenant's state from its connector: no I/O, no waiting.
 func statusOf(t *Tenant) TenantStatus {
-	return TenantStatus{ID: t.ID, Readiness: pgfast.ReadinessOf(t.Connector)}
+	s := t.Connector.Stats()
+	st := TenantStatus{ID: t.ID, Ready: s.State == pgfast.StateReady, State: s.State.String(),
+		Since: s.StateSince, LastError: errText(s.LastError), Addrs: []AddrStatus{}}
+	for _, a := range s.Addrs {
+		st.Addrs = append(st.Addrs, AddrStatus{Addr: a.Addr, Status: a.Status, OpenConns: a.OpenConns, LastError: errText(a.Err)})
+	}
+	return st
+}
+
+// errText is err's message, "" for nil.
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }
 
 // ProcessStatus is the /readyz body: whether this process serves requests,
@@ -33,7 +59,7 @@ type ProcessStatus struct {
 // Handler serves the tenants:
 //
 //	GET /readyz               200 while the process serves requests (whatever any tenant's state), 503 once it shuts down
-//	GET /tenants/{id}/readyz  200 when that tenant's database is ready, else 503 (pgfast.ReadinessOf)
+//	GET /tenants/{id}/readyz  200 when that tenant's database is ready, else 503 (Stats of its connector)
 //	GET /tenants/{id}/query   SELECT now() on that tenant's database, within queryTimeout
 //
 // /readyz is the process's readiness probe: a tenant whose database is down
