@@ -213,8 +213,9 @@ func (pr *prober) addr(ctx context.Context, g hostGroup, t probeTarget) (ar diag
 		}
 		return c, err
 	}
+	var lastNet net.Conn // the latest attempt's connection, after TLS
 	pc.AfterNetConnect = func(_ context.Context, _ *pgconn.Config, c net.Conn) (net.Conn, error) {
-		netDone = true
+		netDone, lastNet = true, c
 		return c, nil
 	}
 	conn, err := pgconn.ConnectConfig(ctx, pc)
@@ -230,17 +231,18 @@ func (pr *prober) addr(ctx context.Context, g hostGroup, t probeTarget) (ar diag
 		ar.Dial, ar.TLSErr = diag.DialConnected, pr.redact(probeCause(err, t.addr, true))
 		return ar
 	default:
+		// Startup or authentication failed after the connection was made:
+		// say whether that last attempt ran over TLS (its handshake is
+		// complete once the server answered the startup).
 		ar.Dial, ar.StartupErr = diag.DialConnected, pr.redact(probeCause(err, t.addr, false))
+		ar.TLS = tlsName(lastNet)
 		return ar
 	}
 	defer probeClose(conn)
 	ar.Dial, ar.Authenticated = diag.DialConnected, true
 	ar.ServerVersion = conn.ParameterStatus("server_version")
 	nc := conn.Conn()
-	if tc, ok := nc.(*tls.Conn); ok {
-		st := tc.ConnectionState()
-		ar.TLS = tls.VersionName(st.Version) + " " + tls.CipherSuiteName(st.CipherSuite)
-	} else if g.tls[0] != nil {
+	if ar.TLS = tlsName(nc); ar.TLS == "" && g.tls[0] != nil {
 		ar.TLSFallback = true
 	}
 	if t.network == "tcp" {
@@ -253,6 +255,20 @@ func (pr *prober) addr(ctx context.Context, g hostGroup, t probeTarget) (ar diag
 	emit(diag.Querying)
 	pr.role(ctx, conn, &ar)
 	return ar
+}
+
+// tlsName names the TLS version and cipher suite of nc, or "" when nc is
+// not a TLS connection whose handshake completed.
+func tlsName(nc net.Conn) string {
+	tc, ok := nc.(*tls.Conn)
+	if !ok {
+		return ""
+	}
+	st := tc.ConnectionState()
+	if !st.HandshakeComplete {
+		return ""
+	}
+	return tls.VersionName(st.Version) + " " + tls.CipherSuiteName(st.CipherSuite)
 }
 
 // probeCause strips what pgconn wraps around the cause of a failed attempt:
