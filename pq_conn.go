@@ -10,20 +10,20 @@ import (
 
 // PQConn is the connection "pgfast-pq" hands to database/sql: lib/pq's own
 // connection, passed through unchanged, with pgfast's health checks around
-// it. lib/pq's connection type is unexported and has no hooks, so unlike the
-// pgx backend (which hands out pgx's *stdlib.Conn itself) this one is wrapped.
-// Code that needs lib/pq's connection in sql.Conn.Raw reaches it with Unwrap:
+// it. lib/pq offers no hooks, so unlike "pgfast" (which hands out pgx's
+// *stdlib.Conn itself) the connection is wrapped; in sql.Conn.Raw, Unwrap
+// returns lib/pq's connection:
 //
 //	conn.Raw(func(dc any) error { inner := dc.(*pgfast.PQConn).Unwrap(); ... })
 //
-// A call's context always unblocks it: when it ends while a call runs (for a
-// query, until its rows are closed; for a transaction, until Commit or
-// Rollback), pgfast sends the cancel request and returns the server's answer
-// (57014) when it comes in time; otherwise it puts a past deadline on the
-// socket, so the call returns shortly after the context ended and the
-// connection is discarded (pq_ctx.go, pq_cancel.go). A statement whose bytes
-// left is never retried by database/sql (pq_retry.go). Every error lib/pq
-// returns is also told to pgfast's core (seam.onError).
+// A call's context always unblocks it: when the context ends while a call
+// runs (a query until its rows are closed, a transaction until Commit or
+// Rollback), pgfast sends the server's cancel request and returns the
+// server's answer (SQLSTATE 57014) when it comes in time; otherwise the call
+// returns shortly after the context ended and the connection is discarded.
+// A statement whose bytes reached the socket is never run again by
+// database/sql (ErrConnLost). Network errors lib/pq returns count as
+// evidence about the server's address, as on "pgfast".
 type PQConn struct {
 	inner driver.Conn
 	sock  net.Conn
