@@ -26,7 +26,7 @@ func (p *poolTracer) TraceAcquireStart(ctx context.Context, _ *pgxpool.Pool, _ p
 	return ctx
 }
 func (p *poolTracer) TraceAcquireEnd(context.Context, *pgxpool.Pool, pgxpool.TraceAcquireEndData) {}
-func (p *poolTracer) TraceRelease(*pgxpool.Pool, pgxpool.TraceReleaseData)                       { p.releases.Add(1) }
+func (p *poolTracer) TraceRelease(*pgxpool.Pool, pgxpool.TraceReleaseData)                        { p.releases.Add(1) }
 
 // TestPoolWithConfigKeepsHooks: the application's hooks and tracer still
 // run, after pgfast's, on a pool NewPoolWithConfig equipped.
@@ -80,6 +80,7 @@ func TestPoolBeforeAcquireKept(t *testing.T) {
 		t.Fatal(err)
 	}
 	var calls atomic.Int64
+	//lint:ignore SA1019 the deprecated hook must keep working
 	cfg.BeforeAcquire = func(context.Context, *pgx.Conn) bool { calls.Add(1); return true }
 	p, err := NewPoolWithConfig(context.Background(), cfg)
 	if err != nil {

@@ -31,12 +31,13 @@ func equipPool(pc *pgxpool.Config, a *pgxAdapter, c *Connector) {
 		return nil
 	}
 
+	// pgxpool ignores BeforeAcquire once PrepareConn is set: pgfast's
+	// PrepareConn calls it as pgxpool would have.
 	userPrepare := pc.PrepareConn
-	if userPrepare == nil && pc.BeforeAcquire != nil {
-		before := pc.BeforeAcquire
+	//lint:ignore SA1019 an application's deprecated BeforeAcquire keeps working, as on raw pgxpool
+	if before := pc.BeforeAcquire; userPrepare == nil && before != nil {
 		userPrepare = func(ctx context.Context, conn *pgx.Conn) (bool, error) { return before(ctx, conn), nil }
 	}
-	pc.BeforeAcquire = nil
 	pc.PrepareConn = func(ctx context.Context, conn *pgx.Conn) (bool, error) {
 		nc := conn.PgConn().Conn()
 		if s.checkRole != nil && s.checkRole(nc, conn.PgConn()) != nil {
