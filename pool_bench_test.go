@@ -82,3 +82,35 @@ func BenchmarkPoolAcquireRelease(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkPoolQueryPaired alternates raw pgxpool and pgfast's pool query by
+// query in one loop, so that the shared machine's varying load falls on
+// both alike; it reports each one's mean time per query and their ratio
+// (raw/pgfast: 1 means as fast, below 1 slower).
+func BenchmarkPoolQueryPaired(b *testing.B) {
+	raw, fast := openBenchPool(b, false), openBenchPool(b, true)
+	ctx := context.Background()
+	var tRaw, tFast time.Duration
+	query := func(p *pgxpool.Pool) time.Duration {
+		start := time.Now()
+		var n int
+		if err := p.QueryRow(ctx, "select 1").Scan(&n); err != nil {
+			b.Fatal(err)
+		}
+		return time.Since(start)
+	}
+	i := 0
+	for b.Loop() {
+		if i%2 == 0 {
+			tRaw += query(raw)
+			tFast += query(fast)
+		} else {
+			tFast += query(fast)
+			tRaw += query(raw)
+		}
+		i++
+	}
+	b.ReportMetric(float64(tRaw.Nanoseconds())/float64(b.N), "raw-ns/query")
+	b.ReportMetric(float64(tFast.Nanoseconds())/float64(b.N), "pgfast-ns/query")
+	b.ReportMetric(float64(tRaw)/float64(tFast), "ratio")
+}
