@@ -2,6 +2,7 @@ package pgfast
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -154,14 +155,23 @@ func poolFaultActiveBlackhole(t *testing.T, b backendCase) {
 	took := faultMustFailAfterDrop(t, fastCh, dropAt)
 	faultMeasure(t, "active-blackhole", b, took, faultRawOutcome(rawCh, dropAt, faultRawCapLong))
 	// The eviction took the pool Down: the next Acquire fails at once.
+	// The next query, network still dead: raw pgxpool dials into the
+	// blackhole until its context ends; pgfast's pool fails at once.
+	rawNext, cancelRawNext := context.WithTimeout(e.ctx, faultRawCapShort)
+	defer cancelRawNext()
+	t0 := time.Now()
+	rawNextCh := e.async(poolExec(rawNext, raw, "SELECT 1"))
 	next, cancelNext := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancelNext()
-	t0 := time.Now()
-	if _, err := fast.Exec(next, "SELECT 1"); err == nil {
-		t.Log("pgfast pool: a query right after the blackhole succeeded (a fresh connection got through)")
-	} else if d := time.Since(t0); d > 4*time.Second {
-		t.Errorf("pgfast pool: the next query took %v to fail: %v", d, err)
-	} else {
-		t.Logf("pgfast pool: the next query failed after %v: %v", faultDur(d), err)
+	_, err := fast.Exec(next, "SELECT 1")
+	d := time.Since(t0)
+	switch {
+	case err == nil:
+		t.Errorf("pgfast pool: a query succeeded with all traffic dropped")
+	case !errors.Is(err, ErrNotReady):
+		t.Errorf("pgfast pool: the next query failed after %v with %v, want ErrNotReady", d, err)
+	case d > time.Second:
+		t.Errorf("pgfast pool: the next query took %v to fail", d)
 	}
+	faultMeasure(t, "outage-fail-fast", b, d, faultRawOutcome(rawNextCh, t0, faultRawCapShort))
 }
