@@ -358,3 +358,22 @@ func TestPoolConnectorOfOtherPool(t *testing.T) {
 		t.Error("PoolConnector found a connector for a pool pgfast did not make")
 	}
 }
+
+// TestPoolGoroutinesStopWhileDown: closing a pool whose database never
+// answered stops the connector's goroutine and its probes too.
+func TestPoolGoroutinesStopWhileDown(t *testing.T) {
+	ignore := goleak.IgnoreCurrent()
+	p, err := NewPool(context.Background(), "host=127.0.0.1 port="+poolItoa(freeLoopbackPort(t))+" user=u pool_min_conns=2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := PoolConnector(p)
+	waitPoolState(t, c, StateDown, 10*time.Second)
+	p.Close()
+	select {
+	case <-c.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the connector's goroutine still runs 10 s after pool.Close")
+	}
+	goleak.VerifyNone(t, ignore)
+}
