@@ -109,7 +109,12 @@ func newPool(ctx context.Context, pc *pgxpool.Config, dsn string, opts []Option)
 	// The pool keeps its own connections (pool_min_conns): the connector
 	// keeps none warm, its probes only say whether the database answers.
 	cfg.MinConns, o.minConns = 0, 0
-	c, err := newConnectorWith(a, cfg, o)
+	// The connector's probes are pgfast's, not the pool's connections: the
+	// application's tracer (like its AfterConnect) does not see them.
+	userTracer := pc.ConnConfig.Tracer
+	pc.ConnConfig.Tracer = nil
+	c, err := newConnectorWith(a, cfg, o) // copies pc.ConnConfig for its probes
+	pc.ConnConfig.Tracer = userTracer
 	if err != nil {
 		return nil, err
 	}
