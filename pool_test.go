@@ -30,6 +30,25 @@ func newPoolT(t *testing.T, dsn string, opts ...Option) *pgxpool.Pool {
 	return p
 }
 
+// waitPoolsStopped waits (bounded) until every pool of earlier tests and
+// examples has stopped its connector, so that a goroutine check starts clean.
+func waitPoolsStopped(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		poolRegistry.mu.Lock()
+		n := len(poolRegistry.m)
+		poolRegistry.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d pools of earlier tests still registered", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func poolReadyT(t *testing.T, p *pgxpool.Pool, d time.Duration) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
@@ -302,6 +321,7 @@ func poolItoa(n int) string {
 
 func TestPoolGoroutinesStopAfterClose(t *testing.T) {
 	srv := server(t)
+	waitPoolsStopped(t)
 	ignore := goleak.IgnoreCurrent()
 	p, err := NewPool(context.Background(), withKV(srv.DSN(pgtest.TrustUser), "pool_min_conns=2"))
 	if err != nil {
@@ -321,6 +341,7 @@ func TestPoolGoroutinesStopAfterClose(t *testing.T) {
 	if c.State() != StateClosed {
 		t.Errorf("state %v after pool.Close", c.State())
 	}
+	waitPoolsStopped(t) // PoolConnector(p) is nil once its connector stopped
 	if PoolConnector(p) != nil {
 		t.Error("PoolConnector still finds the closed pool")
 	}
@@ -362,6 +383,7 @@ func TestPoolConnectorOfOtherPool(t *testing.T) {
 // TestPoolGoroutinesStopWhileDown: closing a pool whose database never
 // answered stops the connector's goroutine and its probes too.
 func TestPoolGoroutinesStopWhileDown(t *testing.T) {
+	waitPoolsStopped(t)
 	ignore := goleak.IgnoreCurrent()
 	p, err := NewPool(context.Background(), "host=127.0.0.1 port="+poolItoa(freeLoopbackPort(t))+" user=u pool_min_conns=2")
 	if err != nil {

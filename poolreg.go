@@ -53,8 +53,8 @@ func registerPool(p *pgxpool.Pool, c *Connector) {
 		go func() {
 			select {
 			case <-closed:
+				_ = c.Close() // then forget: the registry lists no stopping connector
 				unregisterPool(key)
-				_ = c.Close()
 			case <-c.done:
 				// Closed another way (the connector itself).
 				unregisterPool(key)
