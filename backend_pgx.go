@@ -33,6 +33,12 @@ func parsePGX(dsn string) (*pgxAdapter, *parsedDSN, error) {
 	if err != nil {
 		return nil, nil, configErrorFrom(dsn, err)
 	}
+	return pgxAdapterOf(dsn, cc)
+}
+
+// pgxAdapterOf builds the adapter on cc, which pgx (or pgxpool) parsed from
+// dsn; the adapter uses cc itself.
+func pgxAdapterOf(dsn string, cc *pgx.ConnConfig) (*pgxAdapter, *parsedDSN, error) {
 	a := &pgxAdapter{cfg: cc, groups: pgxHostGroups(&cc.Config)}
 	p := &parsedDSN{
 		leftover:           maps.Clone(cc.RuntimeParams),
@@ -164,17 +170,7 @@ func lookup(_ context.Context, host string) ([]string, error) {
 
 func (a *pgxAdapter) connector(s *seam) driver.Connector {
 	cc := a.cfg.Copy()
-	setPgxHosts(&cc.Config, pgxFallbacks(a.groups, inOrder(len(a.groups))))
-	cc.DialFunc = pgconn.DialFunc(s.dial)
-	cc.LookupFunc = lookup
-	cc.ConnectTimeout = s.cfg.ConnectTimeout
-	if s.onError != nil {
-		prev := cc.OnPgError
-		cc.OnPgError = func(pc *pgconn.PgConn, pgErr *pgconn.PgError) bool {
-			s.onError(pc.Conn(), pgErr)
-			return prev == nil || prev(pc, pgErr)
-		}
-	}
+	a.wire(cc, s)
 	opts := []stdlib.OptionOpenDB{
 		stdlib.OptionResetSession(func(ctx context.Context, c *pgx.Conn) error {
 			nc := c.PgConn().Conn()
@@ -205,6 +201,23 @@ func (a *pgxAdapter) connector(s *seam) driver.Connector {
 		}))
 	}
 	return stdlib.GetConnector(*cc, opts...)
+}
+
+// wire points cc at the seam: pgfast's dialer, the hosts in the DSN's order,
+// the per-address deadline and the error hook (the stdlib connector and the
+// pgxpool front end share it).
+func (a *pgxAdapter) wire(cc *pgx.ConnConfig, s *seam) {
+	setPgxHosts(&cc.Config, pgxFallbacks(a.groups, inOrder(len(a.groups))))
+	cc.DialFunc = pgconn.DialFunc(s.dial)
+	cc.LookupFunc = lookup
+	cc.ConnectTimeout = s.cfg.ConnectTimeout
+	if s.onError != nil {
+		prev := cc.OnPgError
+		cc.OnPgError = func(pc *pgconn.PgConn, pgErr *pgconn.PgError) bool {
+			s.onError(pc.Conn(), pgErr)
+			return prev == nil || prev(pc, pgErr)
+		}
+	}
 }
 
 // socket returns the socket under a pgx stdlib connection.

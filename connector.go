@@ -76,6 +76,11 @@ func newConnector(dsn string, o options) (*Connector, error) {
 	if err != nil {
 		return nil, err
 	}
+	return newConnectorWith(a, cfg, o)
+}
+
+// newConnectorWith starts a connector on a parsed and configured adapter.
+func newConnectorWith(a adapter, cfg *Config, o options) (*Connector, error) {
 	if o.minConns != 0 {
 		if o.minConns < 1 || o.minConns > 1000 {
 			return nil, &ConfigError{Key: "WithMinConns", Reason: "must be between 1 and 1000"}

@@ -1,0 +1,178 @@
+package pgfast
+
+import (
+	"context"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/multitracer"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// equipPool wires c's seam into pc: the connection settings as the driver's,
+// then pgfast's pool hooks before the application's.
+func equipPool(pc *pgxpool.Config, a *pgxAdapter, c *Connector) {
+	s := c.seam
+	a.wire(pc.ConnConfig, s)
+
+	userBefore := pc.BeforeConnect
+	groups, hosts := a.groups, hostPortsOf(a.groups)
+	pc.BeforeConnect = func(ctx context.Context, cc *pgx.ConnConfig) error {
+		if err := c.poolGate(ctx); err != nil {
+			return err
+		}
+		if s.orderHosts != nil && len(groups) > 1 {
+			// cc is this connection's own copy.
+			setPgxHosts(&cc.Config, pgxFallbacks(groups, s.orderHosts(hosts)))
+		}
+		if userBefore != nil {
+			return userBefore(ctx, cc)
+		}
+		return nil
+	}
+
+	// pgxpool ignores BeforeAcquire once PrepareConn is set: pgfast's
+	// PrepareConn calls it as pgxpool would have.
+	userPrepare := pc.PrepareConn
+	//lint:ignore SA1019 an application's deprecated BeforeAcquire keeps working, as on raw pgxpool
+	if before := pc.BeforeAcquire; userPrepare == nil && before != nil {
+		userPrepare = func(ctx context.Context, conn *pgx.Conn) (bool, error) { return before(ctx, conn), nil }
+	}
+	pc.PrepareConn = func(ctx context.Context, conn *pgx.Conn) (bool, error) {
+		nc := conn.PgConn().Conn()
+		if s.checkRole != nil && s.checkRole(nc, conn.PgConn()) != nil {
+			return false, nil // destroyed; pgxpool tries another connection
+		}
+		if s.checkout != nil && s.checkout(ctx, nc) != nil {
+			return false, nil
+		}
+		if userPrepare != nil {
+			return userPrepare(ctx, conn)
+		}
+		return true, nil
+	}
+
+	if pc.ShouldPing == nil && s.alive != nil {
+		// The syscall-only check in PrepareConn replaces pgxpool's ping
+		// after one second idle: a round trip per checkout that hangs on a
+		// zombie connection.
+		pc.ShouldPing = func(context.Context, pgxpool.ShouldPingParams) bool { return false }
+	}
+
+	pc.ConnConfig.Tracer = composeTracer(&connectTracer{c: c}, pc.ConnConfig.Tracer)
+}
+
+// poolGate is the pool's BeforeConnect check, the Connector's Connect
+// without the dial: Ready connects; Down fails fast with ErrNotReady (asking
+// for a connection attempt at once) unless WaitReady, which waits; while the
+// first attempt is in flight it waits for it; an error waiting cannot fix is
+// returned at once. pgxpool's constructor context does not end with the
+// Acquire that asked (Acquire returns at its own context's end without
+// waiting), so a wait is bounded by the connect timeout too.
+func (c *Connector) poolGate(ctx context.Context) error {
+	if c.ready.current() == StateReady && c.ctx.Err() == nil {
+		return nil
+	}
+	start := time.Now()
+	bound := time.NewTimer(c.cfg.ConnectTimeout)
+	defer bound.Stop()
+	asked := false
+	for {
+		if c.ctx.Err() != nil {
+			return ErrClosed
+		}
+		st, changed, _ := c.ready.load()
+		switch st {
+		case StateClosed:
+			return ErrClosed
+		case StateReady:
+			return nil
+		}
+		if perm, _ := c.ready.failedPermanently(); perm {
+			return c.notReady(time.Since(start), nil)
+		}
+		if !asked && st == StateDown {
+			c.post(event{kind: evProbe})
+			asked = true
+		}
+		if st == StateDown && !c.cfg.WaitReady {
+			return c.notReady(0, nil)
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return c.notReady(time.Since(start), ctx.Err())
+		case <-bound.C:
+			return c.notReady(time.Since(start), context.DeadlineExceeded)
+		}
+	}
+}
+
+// connectTracer sees the end of every connection attempt the pool makes and
+// tells the connector's goroutine, as dialNow does for the driver: a failure
+// may mean Down (the goroutine decides), a success while not Ready means the
+// database is back. It traces nothing else.
+type connectTracer struct{ c *Connector }
+
+var (
+	_ pgx.QueryTracer   = (*connectTracer)(nil)
+	_ pgx.ConnectTracer = (*connectTracer)(nil)
+)
+
+func (t *connectTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	return ctx
+}
+
+func (t *connectTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+func (t *connectTracer) TraceConnectStart(ctx context.Context, _ pgx.TraceConnectStartData) context.Context {
+	t.c.stats.dials.Add(1)
+	return ctx
+}
+
+func (t *connectTracer) TraceConnectEnd(ctx context.Context, data pgx.TraceConnectEndData) {
+	c := t.c
+	switch {
+	case data.Err != nil:
+		c.stats.failures.Add(1)
+		err := data.Err
+		c.lastErr.Store(&err)
+		if ctx.Err() == nil && c.ctx.Err() == nil {
+			c.post(event{kind: evDialFailed, err: err})
+		}
+	case c.ready.current() != StateReady:
+		c.post(event{kind: evVerified, fresh: true})
+	}
+}
+
+// composeTracer returns ours alone, or, with the application's tracer, a
+// multitracer that calls ours first and then every tracer interface the
+// application's implements (pgxpool's included).
+func composeTracer(ours *connectTracer, user pgx.QueryTracer) pgx.QueryTracer {
+	if user == nil {
+		return ours
+	}
+	t := &multitracer.Tracer{
+		QueryTracers:   []pgx.QueryTracer{user},
+		ConnectTracers: []pgx.ConnectTracer{ours},
+	}
+	if x, ok := user.(pgx.BatchTracer); ok {
+		t.BatchTracers = append(t.BatchTracers, x)
+	}
+	if x, ok := user.(pgx.CopyFromTracer); ok {
+		t.CopyFromTracers = append(t.CopyFromTracers, x)
+	}
+	if x, ok := user.(pgx.PrepareTracer); ok {
+		t.PrepareTracers = append(t.PrepareTracers, x)
+	}
+	if x, ok := user.(pgx.ConnectTracer); ok {
+		t.ConnectTracers = append(t.ConnectTracers, x)
+	}
+	if x, ok := user.(pgxpool.AcquireTracer); ok {
+		t.PoolAcquireTracers = append(t.PoolAcquireTracers, x)
+	}
+	if x, ok := user.(pgxpool.ReleaseTracer); ok {
+		t.PoolReleaseTracers = append(t.PoolReleaseTracers, x)
+	}
+	return t
+}
