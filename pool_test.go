@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/goleak"
 
+	"github.com/pgfast/pgfast/internal/diag"
 	"github.com/pgfast/pgfast/internal/pgtest"
 )
 
@@ -228,11 +229,11 @@ func TestPoolSocketOptionsAndKeysNotForwarded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Release()
-	got, err := ReadSocketOptions(conn.Conn().PgConn().Conn())
+	got, err := readSocketOptions(conn.Conn().PgConn().Conn())
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := SocketOptions{Keepalive: true, KeepalivesIdle: 7 * time.Second, KeepalivesInterval: 3 * time.Second, KeepalivesCount: 4, TCPUserTimeout: 9 * time.Second}
+	want := diag.SocketOptions{Keepalive: true, KeepalivesIdle: 7 * time.Second, KeepalivesInterval: 3 * time.Second, KeepalivesCount: 4, TCPUserTimeout: 9 * time.Second}
 	if got != want {
 		t.Errorf("socket options %+v, want %+v", got, want)
 	}
