@@ -76,6 +76,11 @@ func newConnector(dsn string, o options) (*Connector, error) {
 	if err != nil {
 		return nil, err
 	}
+	return newConnectorFor(a, cfg, o)
+}
+
+// newConnectorFor starts a connector on a configured adapter.
+func newConnectorFor(a adapter, cfg *Config, o options) (*Connector, error) {
 	if o.minConns != 0 {
 		if o.minConns < 1 || o.minConns > 1000 {
 			return nil, &ConfigError{Key: "WithMinConns", Reason: "must be between 1 and 1000"}
@@ -99,6 +104,9 @@ func newConnector(dsn string, o options) (*Connector, error) {
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.drv = &connectorDriver{c: c}
 	c.resolver = o.resolver
+	if r, ok := a.(interface{ resolver() Resolver }); ok && c.resolver == nil {
+		c.resolver = r.resolver() // the backend configuration's own (pgx's LookupFunc)
+	}
 	if c.resolver == nil {
 		c.resolver = net.DefaultResolver
 	}
