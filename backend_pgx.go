@@ -178,7 +178,7 @@ func lookup(_ context.Context, host string) ([]string, error) {
 func (a *pgxAdapter) connector(s *seam) driver.Connector {
 	cc := a.cfg.Copy()
 	setPgxHosts(&cc.Config, pgxFallbacks(a.groups, inOrder(len(a.groups))))
-	cc.DialFunc = pgconn.DialFunc(s.dial)
+	cc.DialFunc = recordingPgxDial(s.dial)
 	cc.LookupFunc = lookup
 	cc.ConnectTimeout = s.cfg.ConnectTimeout
 	if s.onError != nil {
@@ -217,7 +217,7 @@ func (a *pgxAdapter) connector(s *seam) driver.Connector {
 			return nil
 		}))
 	}
-	return stdlib.GetConnector(*cc, opts...)
+	return pgxNamingConnector{stdlib.GetConnector(*cc, opts...)}
 }
 
 // socket returns the socket under a pgx stdlib connection.

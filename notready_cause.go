@@ -54,9 +54,23 @@ func onlyDialFailures(err error) bool {
 // textWrapper is the type of fmt.Errorf's error with a single %w.
 var textWrapper = reflect.TypeOf(fmt.Errorf("%w", errors.New("")))
 
-// unwrapText returns what err wraps when err is only fmt.Errorf's text
-// around one error, else err.
+// unwrapText returns the raw driver's error inside err: without pgfast's own
+// texts around it (a hint for an error waiting cannot fix, pgx's error with
+// the addresses dialled), and when what is left is fmt.Errorf's text around
+// one error (lib/pq's "could not connect to any of the hosts"), what that
+// wraps, as errors.Unwrap of the raw driver's error gives.
 func unwrapText(err error) error {
+	for {
+		switch e := err.(type) {
+		case *permanentError:
+			err = e.err
+			continue
+		case *pgxConnectError:
+			err = e.err
+			continue
+		}
+		break
+	}
 	if reflect.TypeOf(err) == textWrapper {
 		if inner := errors.Unwrap(err); inner != nil {
 			return inner
