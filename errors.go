@@ -159,10 +159,12 @@ func (e *NotReadyError) As(target any) bool {
 // Unwrap returns the latest connection error as the backend returned it
 // (pgx's *pgconn.ConnectError, a *pq.Error, an x509 or tls error, ...); with
 // no Cause, the caller's context error. A NotReadyError stands in for the
-// raw driver's error: when the Cause is only a text around one error (made
-// by fmt.Errorf with one %w, as lib/pq's "pq: could not connect to any of
-// the hosts" around its error joining every host's failure), Unwrap returns
-// what that text wraps, as errors.Unwrap of the raw driver's error would.
+// raw driver's error: Unwrap leaves out pgfast's own texts around it (a
+// hint, the addresses dialled), and when the raw error is only a text
+// around one error (made by fmt.Errorf with one %w, as lib/pq's "pq: could
+// not connect to any of the hosts" around its error joining every host's
+// failure), Unwrap returns what that text wraps, as errors.Unwrap of the raw
+// driver's error would. The message keeps every text.
 // errors.Is and errors.As see the Cause and the context error whole (see Is
 // and As).
 func (e *NotReadyError) Unwrap() error {

@@ -76,6 +76,12 @@ func TestNotReadyErrorIdentity(t *testing.T) {
 	if !errors.As(e, &ua) {
 		t.Errorf("errors.As(%q, x509.UnknownAuthorityError) = false", e)
 	}
+	// pgfast's hint around an error waiting cannot fix is its own text:
+	// errors.Unwrap gives the raw driver's error, the message keeps the hint.
+	e = &NotReadyError{State: StateDown, Cause: &permanentError{hint: "check sslrootcert", err: certErr}}
+	if errors.Unwrap(e) != error(certErr) || !strings.Contains(e.Error(), "check sslrootcert") {
+		t.Errorf("with a hint: errors.Unwrap gives %T (%q)", errors.Unwrap(e), e)
+	}
 
 	// No cause: the context's error.
 	e = &NotReadyError{State: StateConnecting, Err: context.Canceled}
