@@ -22,27 +22,34 @@ type pgxAdapter struct {
 	// groups is the DSN's hosts, each with the TLS attempts pgx makes for
 	// it; cfg's host list is rebuilt from them (pgxFallbacks).
 	groups []hostGroup
+	// lookup is a *pgx.ConnConfig's own LookupFunc, nil for pgx's default
+	// (pgx_config.go): pgfast's dialer resolves with it.
+	lookup pgconn.LookupFunc
 }
 
 var _ adapter = (*pgxAdapter)(nil)
 
 // parsePGX parses dsn with pgx.ParseConfig; a copy of its RuntimeParams is
 // the leftovers.
+// A name from RegisterConnConfig stands for its registered configuration.
 func parsePGX(dsn string) (*pgxAdapter, *parsedDSN, error) {
+	if a, p, ok, err := registeredPgxAdapter(dsn); ok {
+		return a, p, err
+	}
 	cc, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		return nil, nil, configErrorFrom(dsn, err)
 	}
-	return pgxAdapterOf(dsn, cc)
+	return pgxAdapterFor(cc, secretFormsOf(dsn))
 }
 
-// pgxAdapterOf builds the adapter on cc, which pgx (or pgxpool) parsed from
-// dsn; the adapter uses cc itself.
-func pgxAdapterOf(dsn string, cc *pgx.ConnConfig) (*pgxAdapter, *parsedDSN, error) {
+// pgxAdapterFor makes the adapter for cc, which it then owns, and reports
+// what the core needs from it; secrets are the password's spellings.
+func pgxAdapterFor(cc *pgx.ConnConfig, secrets []string) (*pgxAdapter, *parsedDSN, error) {
 	a := &pgxAdapter{cfg: cc, groups: pgxHostGroups(&cc.Config)}
 	p := &parsedDSN{
 		leftover:           maps.Clone(cc.RuntimeParams),
-		secrets:            secretFormsOf(dsn),
+		secrets:            secrets,
 		connectTimeout:     cc.ConnectTimeout,
 		targetSessionAttrs: pgxTargetSessionAttrs(cc.ValidateConnect),
 	}
@@ -200,7 +207,7 @@ func (a *pgxAdapter) connector(s *seam) driver.Connector {
 			return nil
 		}))
 	}
-	return stdlib.GetConnector(*cc, opts...)
+	return pgxNamingConnector{stdlib.GetConnector(*cc, opts...)}
 }
 
 // wire points cc at the seam: pgfast's dialer, the hosts in the DSN's order,
@@ -208,7 +215,7 @@ func (a *pgxAdapter) connector(s *seam) driver.Connector {
 // pgxpool front end share it).
 func (a *pgxAdapter) wire(cc *pgx.ConnConfig, s *seam) {
 	setPgxHosts(&cc.Config, pgxFallbacks(a.groups, inOrder(len(a.groups))))
-	cc.DialFunc = pgconn.DialFunc(s.dial)
+	cc.DialFunc = recordingPgxDial(s.dial)
 	cc.LookupFunc = lookup
 	cc.ConnectTimeout = s.cfg.ConnectTimeout
 	if s.onError != nil {

@@ -104,6 +104,9 @@ func newConnectorWith(a adapter, cfg *Config, o options) (*Connector, error) {
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.drv = &connectorDriver{c: c}
 	c.resolver = o.resolver
+	if r, ok := a.(interface{ resolver() Resolver }); ok && c.resolver == nil {
+		c.resolver = r.resolver() // the backend configuration's own (pgx's LookupFunc)
+	}
 	if c.resolver == nil {
 		c.resolver = net.DefaultResolver
 	}

@@ -411,9 +411,16 @@ func (e *DialError) Error() string {
 	b.WriteString("dial ")
 	b.WriteString(net.JoinHostPort(e.Host, e.Port))
 	b.WriteString(": ")
-	if len(e.Attempts) == 1 && e.Attempts[0].Addr == net.JoinHostPort(e.Host, e.Port) {
-		b.WriteString(conciseCause(e.Attempts[0].Err)) // the address is the host
-		return b.String()
+	if len(e.Attempts) == 1 {
+		// One address: Go's own text ("dial tcp ADDR: connect: ..."), the
+		// raw driver's, so that a grep for it keeps working.
+		if op, ok := e.Attempts[0].Err.(*net.OpError); ok && op.Op == "dial" && op.Addr != nil && op.Addr.String() == e.Attempts[0].Addr {
+			return op.Error()
+		}
+		if e.Attempts[0].Addr == net.JoinHostPort(e.Host, e.Port) {
+			b.WriteString(conciseCause(e.Attempts[0].Err)) // the address is the host
+			return b.String()
+		}
 	}
 	for i, a := range e.Attempts {
 		if i > 0 {

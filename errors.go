@@ -74,6 +74,12 @@ func (e *NotReadyError) Error() string {
 		fmt.Fprintf(&b, ", waited %s", e.Waited.Round(time.Millisecond))
 	}
 	b.WriteString(")")
+	if causeTellsAll(e.Cause, e.Addrs) {
+		// The backend's own text, as the raw driver would have returned it.
+		b.WriteString(": ")
+		b.WriteString(e.Cause.Error())
+		return b.String()
+	}
 	if len(e.Addrs) > 0 {
 		b.WriteString(": ")
 		for i, a := range e.Addrs {
@@ -85,7 +91,7 @@ func (e *NotReadyError) Error() string {
 	}
 	// The cause is worth repeating when the addresses do not already say it
 	// (an authentication failure, a wrong role, ...).
-	if e.Cause != nil && (len(e.Addrs) == 0 || len(dialErrorsIn(e.Cause)) == 0) {
+	if e.Cause != nil && (len(e.Addrs) == 0 || !onlyDialFailures(e.Cause)) {
 		b.WriteString(": last error: ")
 		b.WriteString(e.Cause.Error())
 	}
@@ -139,18 +145,35 @@ func (e *inFlightError) Error() string {
 	return conciseCause(e.last) + " (retrying: " + flight + ")"
 }
 
-// Is makes errors.Is(err, ErrNotReady) true.
-func (e *NotReadyError) Is(target error) bool { return target == ErrNotReady }
+// Is makes errors.Is(err, ErrNotReady) true, and matches the caller's
+// context error (context.Canceled, context.DeadlineExceeded) as well as
+// everything in Cause.
+func (e *NotReadyError) Is(target error) bool {
+	return target == ErrNotReady || (e.Cause != nil && (target == e.Cause || e.Err != nil && errors.Is(e.Err, target)))
+}
 
-// Unwrap returns the latest cause and the context's error.
-func (e *NotReadyError) Unwrap() []error {
-	var errs []error
-	for _, err := range []error{e.Cause, e.Err} {
-		if err != nil {
-			errs = append(errs, err)
-		}
+// As reaches the caller's context error when there is a Cause too (Unwrap
+// returns the Cause).
+func (e *NotReadyError) As(target any) bool {
+	return e.Cause != nil && e.Err != nil && errors.As(e.Err, target)
+}
+
+// Unwrap returns the latest connection error as the backend returned it
+// (pgx's *pgconn.ConnectError, a *pq.Error, an x509 or tls error, ...); with
+// no Cause, the caller's context error. A NotReadyError stands in for the
+// raw driver's error: Unwrap leaves out pgfast's own texts around it (a
+// hint, the addresses dialled), and when the raw error is only a text
+// around one error (made by fmt.Errorf with one %w, as lib/pq's "pq: could
+// not connect to any of the hosts" around its error joining every host's
+// failure), Unwrap returns what that text wraps, as errors.Unwrap of the raw
+// driver's error would. The message keeps every text.
+// errors.Is and errors.As see the Cause and the context error whole (see Is
+// and As).
+func (e *NotReadyError) Unwrap() error {
+	if e.Cause != nil {
+		return unwrapText(e.Cause)
 	}
-	return errs
+	return e.Err
 }
 
 // libpqKeys are the DSN keys a backend parse error may be about, longest

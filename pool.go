@@ -82,7 +82,9 @@ var (
 	defaultLookup = pgconn.LookupFunc(net.DefaultResolver.LookupHost)
 )
 
-// sameFunc reports whether f is nil or runs g's code.
+// sameFunc reports whether f is nil or runs g's code: pgx's defaults are
+// method values of a *net.Dialer and a *net.Resolver, whose code is the same
+// whatever the receiver.
 func sameFunc[F any](f, g F) bool {
 	v := reflect.ValueOf(f)
 	return v.IsNil() || v.Pointer() == reflect.ValueOf(g).Pointer()
@@ -98,7 +100,7 @@ func newPool(ctx context.Context, pc *pgxpool.Config, dsn string, opts []Option)
 	if o.backend != PGX {
 		return nil, &ConfigError{Key: "WithBackend", Reason: "a pgxpool is always pgx"}
 	}
-	a, p, err := pgxAdapterOf(dsn, pc.ConnConfig)
+	a, p, err := pgxAdapterFor(pc.ConnConfig, secretFormsOf(dsn))
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,80 @@
+package pgfast
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+)
+
+// causeTellsAll reports whether a NotReadyError's message can be the
+// backend's own error text alone: there is a cause, no address has an
+// attempt in flight, and the cause names every address listed. The raw
+// driver would have returned that text, so a log grep written for it keeps
+// matching.
+func causeTellsAll(cause error, addrs []AddrStats) bool {
+	if cause == nil {
+		return false
+	}
+	text := cause.Error()
+	for _, a := range addrs {
+		switch a.Err.(type) {
+		case *inFlightError, *pendingError:
+			return false
+		}
+		if !strings.Contains(text, a.Addr) {
+			return false
+		}
+	}
+	return true
+}
+
+// onlyDialFailures reports whether every failure in err's tree is inside a
+// *DialError: the per-address list then says all there is.
+func onlyDialFailures(err error) bool {
+	switch u := err.(type) {
+	case nil:
+		return false
+	case *DialError:
+		return true
+	case interface{ Unwrap() []error }:
+		errs := u.Unwrap()
+		for _, e := range errs {
+			if !onlyDialFailures(e) {
+				return false
+			}
+		}
+		return len(errs) > 0
+	case interface{ Unwrap() error }:
+		return onlyDialFailures(u.Unwrap())
+	}
+	return false
+}
+
+// textWrapper is the type of fmt.Errorf's error with a single %w.
+var textWrapper = reflect.TypeOf(fmt.Errorf("%w", errors.New("")))
+
+// unwrapText returns the raw driver's error inside err: without pgfast's own
+// texts around it (a hint for an error waiting cannot fix, pgx's error with
+// the addresses dialled), and when what is left is fmt.Errorf's text around
+// one error (lib/pq's "could not connect to any of the hosts"), what that
+// wraps, as errors.Unwrap of the raw driver's error gives.
+func unwrapText(err error) error {
+	for {
+		switch e := err.(type) {
+		case *permanentError:
+			err = e.err
+			continue
+		case *pgxConnectError:
+			err = e.err
+			continue
+		}
+		break
+	}
+	if reflect.TypeOf(err) == textWrapper {
+		if inner := errors.Unwrap(err); inner != nil {
+			return inner
+		}
+	}
+	return err
+}

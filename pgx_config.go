@@ -1,0 +1,174 @@
+package pgfast
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"net/url"
+	"reflect"
+	"regexp"
+	"strconv"
+	"sync"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/stdlib"
+)
+
+// NewConnectorFromConfig starts a connector (pgx backend) on a copy of cc,
+// which must come from pgx.ParseConfig, as for pgx.ConnectConfig. Everything
+// cc holds is used as pgx would use it (Tracer, TLSConfig, OnNotice,
+// OnNotification, AfterConnect, ValidateConnect, AfterNetConnect, OnPgError,
+// Fallbacks, RuntimeParams, ...), except:
+//   - pgfast's settings (keepalives_idle, pgfast_min_conns, ...) are taken
+//     out of cc.RuntimeParams, as from a DSN, and not sent to the server;
+//   - pgfast dials every connection itself, so a DialFunc other than pgx's
+//     default is refused with a *ConfigError (Key "DialFunc");
+//   - a LookupFunc other than pgx's default resolves host names for
+//     pgfast's dialer (unless WithResolver is given too, which wins).
+//
+// Use it with sql.OpenDB; db.Close closes the connector.
+func NewConnectorFromConfig(cc *pgx.ConnConfig, opts ...Option) (*Connector, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.backend != PGX {
+		return nil, &ConfigError{Key: "WithBackend", Value: o.backend.String(), Reason: "a *pgx.ConnConfig needs the pgx backend"}
+	}
+	a, p, err := pgxAdapterFromConfig(cc)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := configure(a, p)
+	if err != nil {
+		return nil, err
+	}
+	return newConnectorWith(a, cfg, o)
+}
+
+// pgxAdapterFromConfig checks cc and makes the adapter for a copy of it.
+func pgxAdapterFromConfig(cc *pgx.ConnConfig) (*pgxAdapter, *parsedDSN, error) {
+	if cc == nil {
+		return nil, nil, &ConfigError{Reason: "nil *pgx.ConnConfig"}
+	}
+	if !madeByParseConfig(cc) {
+		return nil, nil, &ConfigError{Reason: "the *pgx.ConnConfig must be made by pgx.ParseConfig (pgx refuses one built by hand)"}
+	}
+	if !sameFunc(cc.DialFunc, defaultDial) {
+		return nil, nil, &ConfigError{Key: "DialFunc", Reason: "pgfast dials every connection itself (address racing, TCP keepalives, dead-peer detection) " +
+			"and cannot compose a custom DialFunc: leave DialFunc as pgx.ParseConfig set it, or open this configuration with pgx's stdlib"}
+	}
+	cc = cc.Copy()
+	var lookup pgconn.LookupFunc
+	if !sameFunc(cc.LookupFunc, defaultLookup) {
+		lookup = cc.LookupFunc
+	}
+	a, p, err := pgxAdapterFor(cc, pgxPasswordForms(cc.Password))
+	if err != nil {
+		return nil, nil, err
+	}
+	a.lookup = lookup
+	return a, p, nil
+}
+
+// madeByParseConfig reports whether pgx.ParseConfig made cc: pgx panics when
+// asked to connect with a configuration built by hand. pgx keeps that in an
+// unexported field, read here; when a pgx version has no such field, cc is
+// taken as good.
+func madeByParseConfig(cc *pgx.ConnConfig) bool {
+	for _, v := range []reflect.Value{reflect.ValueOf(cc).Elem(), reflect.ValueOf(&cc.Config).Elem()} {
+		f := v.FieldByName("createdByParseConfig")
+		if f.IsValid() && f.Kind() == reflect.Bool && !f.Bool() {
+			return false
+		}
+	}
+	return true
+}
+
+// pgxPasswordForms returns the spellings of pw to scrub from errors.
+func pgxPasswordForms(pw string) []string {
+	if pw == "" {
+		return nil
+	}
+	return []string{pw, url.QueryEscape(pw), url.PathEscape(pw)}
+}
+
+// resolver makes a configuration's own LookupFunc pgfast's resolver.
+func (a *pgxAdapter) resolver() Resolver {
+	if a.lookup == nil {
+		return nil
+	}
+	return lookupResolver(a.lookup)
+}
+
+// lookupResolver adapts a pgx LookupFunc to Resolver.
+type lookupResolver pgconn.LookupFunc
+
+// LookupNetIP asks the LookupFunc; every answer must be an IP address.
+func (f lookupResolver) LookupNetIP(ctx context.Context, _, host string) ([]netip.Addr, error) {
+	names, err := f(ctx, host)
+	if err != nil {
+		return nil, err
+	}
+	ips := make([]netip.Addr, 0, len(names))
+	for _, n := range names {
+		ip, err := netip.ParseAddr(n)
+		if err != nil {
+			return nil, &net.DNSError{Err: "LookupFunc returned " + n + ", not an IP address", Name: host}
+		}
+		ips = append(ips, ip)
+	}
+	return ips, nil
+}
+
+// pgxRegistry holds the configurations of RegisterConnConfig by name.
+var pgxRegistry = struct {
+	sync.Mutex
+	m map[string]*pgx.ConnConfig
+}{m: make(map[string]*pgx.ConnConfig)}
+
+// RegisterConnConfig registers cc under a name that both sql.Open("pgfast",
+// name) and sql.Open("pgx", name) accept: it is stdlib.RegisterConnConfig's
+// name, and pgfast keeps cc under it too. It replaces stdlib.RegisterConnConfig
+// for code that moves to pgfast (pgx keeps its registered configurations to
+// itself, so pgfast cannot read names that only pgx's stdlib knows).
+// sql.Open("pgfast", name) uses a copy of cc taken then, as
+// NewConnectorFromConfig does.
+func RegisterConnConfig(cc *pgx.ConnConfig) string {
+	name := stdlib.RegisterConnConfig(cc)
+	pgxRegistry.Lock()
+	pgxRegistry.m[name] = cc
+	pgxRegistry.Unlock()
+	return name
+}
+
+// UnregisterConnConfig removes the registration of name from pgfast and from
+// pgx's stdlib. Connectors already open keep their copy.
+func UnregisterConnConfig(name string) {
+	pgxRegistry.Lock()
+	delete(pgxRegistry.m, name)
+	pgxRegistry.Unlock()
+	stdlib.UnregisterConnConfig(name)
+}
+
+// stdlibRegisteredName matches the names stdlib.RegisterConnConfig makes.
+var stdlibRegisteredName = regexp.MustCompile(`^registeredConnConfig[0-9]+$`)
+
+// registeredPgxAdapter makes the adapter for a name from RegisterConnConfig
+// (ok set). A name only pgx's stdlib.RegisterConnConfig made is a
+// *ConfigError saying what to call instead.
+func registeredPgxAdapter(name string) (a *pgxAdapter, p *parsedDSN, ok bool, err error) {
+	pgxRegistry.Lock()
+	cc := pgxRegistry.m[name]
+	pgxRegistry.Unlock()
+	switch {
+	case cc != nil:
+		a, p, err = pgxAdapterFromConfig(cc)
+		return a, p, true, err
+	case stdlibRegisteredName.MatchString(name):
+		return nil, nil, true, &ConfigError{Reason: strconv.Quote(name) + " is a name from stdlib.RegisterConnConfig, whose configuration pgx keeps to itself: " +
+			"register it with pgfast.RegisterConnConfig instead (its names work with both \"pgx\" and \"pgfast\"), or use pgfast.NewConnectorFromConfig"}
+	}
+	return nil, nil, false, nil
+}
