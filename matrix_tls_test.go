@@ -16,7 +16,8 @@ import (
 const certUser = "pgfast_cert"
 
 // startTLSServer starts a server of the test's own with ssl=on and a
-// certificate chain made now; certUser must log in over TLS with a client
+// certificate chain made now (which does not name 127.0.0.2, where it also
+// listens); certUser must log in over TLS with a client
 // certificate (pg_hba "cert"), every other role as pgtest configures.
 func startTLSServer(t *testing.T) (*pgtest.Server, *pgtest.Certs) {
 	t.Helper()
@@ -25,7 +26,7 @@ func startTLSServer(t *testing.T) (*pgtest.Server, *pgtest.Certs) {
 		t.Fatal(err)
 	}
 	t.Cleanup(certs.Cleanup)
-	s := newServer(t, pgtest.Options{ListenAddresses: "127.0.0.1,::1", Settings: certs.ServerSettings()})
+	s := newServer(t, pgtest.Options{ListenAddresses: "127.0.0.1,127.0.0.2,::1", Settings: certs.ServerSettings()})
 	err = s.PrependHBA(
 		"hostssl\tall\t"+certUser+"\t127.0.0.0/8\tcert",
 		"hostssl\tall\t"+certUser+"\t::1/128\tcert",
@@ -71,6 +72,11 @@ func TestMatrixTLS(t *testing.T) {
 		{name: "client-cert/require", dsn: cert(append([]string{"sslmode=require"}, clientPair...)...), want: "ok"},
 		{name: "client-cert/missing", dsn: cert("sslmode=verify-full", root), want: "sqlstate 28000"},
 		{name: "client-cert/no-tls", dsn: cert("sslmode=disable"), want: "sqlstate 28000"},
+		{name: "allow", dsn: trust("127.0.0.1", "sslmode=allow"), want: "ok"},
+		{name: "verify-ca/unnamed-host", dsn: trust("127.0.0.2", "sslmode=verify-ca", root), want: "ok"},
+		{name: "verify-full/unnamed-host", dsn: trust("127.0.0.2", "sslmode=verify-full", root), want: "x509 hostname"},
+		{name: "prefer/no-tls-server", dsn: fixedDSN(withKV(server(t).DSN(pgtest.TrustUser), "sslmode=prefer")), want: "ok"},
+		{name: "require/no-tls-server", dsn: fixedDSN(withKV(server(t).DSN(pgtest.TrustUser), "sslmode=require")), want: "tls refused"},
 		{name: "wrong-ca/verify-full", dsn: trust("localhost", "sslmode=verify-full", "sslrootcert="+certs.WrongCA), want: "x509 unknown authority"},
 		{name: "wrong-ca/verify-ca", dsn: trust("127.0.0.1", "sslmode=verify-ca", "sslrootcert="+certs.WrongCA), want: "x509 unknown authority"},
 	})
