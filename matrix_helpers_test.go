@@ -138,7 +138,7 @@ func runMatrixCell(t *testing.T, b backendCase, c matrixCell) (raw, fast cellOut
 	if b.backend == LibPQ && c.wantPQ != "" {
 		want = c.wantPQ
 	}
-	t.Logf("%-28s %-10s raw=%-24q pgfast=%-24q (raw %s, pgfast %s; Close raw %s, pgfast %s)", c.name, b.name,
+	t.Logf("%-56s raw=%-24q pgfast=%-24q (raw %s, pgfast %s; Close raw %s, pgfast %s)", t.Name(),
 		raw.class(), fast.class(), raw.took.Round(time.Millisecond), fast.took.Round(time.Millisecond),
 		raw.closeTook.Round(time.Millisecond), fast.closeTook.Round(time.Millisecond))
 	if raw.class() != want {

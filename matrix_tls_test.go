@@ -125,3 +125,22 @@ func TestMatrixTLSWrongCAReadyAtOnce(t *testing.T) {
 		t.Logf("raw %s: %v; pgfast Ready after %s: %v", b.raw, raw.err, took.Round(time.Millisecond), err)
 	})
 }
+
+// TestMatrixTLSEnv: the TLS settings from libpq's environment (PGSSLMODE,
+// PGSSLROOTCERT, PGSSLCERT, PGSSLKEY) with a client certificate, raw vs
+// pgfast (not parallel: it sets the environment).
+func TestMatrixTLSEnv(t *testing.T) {
+	s, certs := startTLSServer(t)
+	t.Setenv("PGSSLMODE", "verify-full")
+	t.Setenv("PGSSLROOTCERT", certs.CA)
+	t.Setenv("PGSSLCERT", certs.ClientCert)
+	t.Setenv("PGSSLKEY", certs.ClientKey)
+	dsn := fmt.Sprintf("host=localhost port=%d user=%s dbname=%s", s.Port(), certUser, pgtest.Database)
+	runMatrix(t, false, []matrixCell{
+		{name: "env-client-cert", dsn: fixedDSN(dsn), want: "ok"},
+	})
+	t.Run("wrong-ca", func(t *testing.T) {
+		t.Setenv("PGSSLROOTCERT", certs.WrongCA)
+		runMatrix(t, false, []matrixCell{{name: "env-wrong-ca", dsn: fixedDSN(dsn), want: "x509 unknown authority"}})
+	})
+}
