@@ -123,10 +123,10 @@ func (b *PgBouncer) Log() string {
 	return string(data)
 }
 
-// Stop terminates pgbouncer (SIGINT, then SIGKILL after 5 s) and waits
+// Stop terminates pgbouncer (SIGTERM, an immediate shutdown; SIGKILL after 5 s) and waits
 // for it to exit.
 func (b *PgBouncer) Stop() {
-	_ = b.cmd.Process.Signal(syscall.SIGINT)
+	_ = b.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-b.done:
 		return
