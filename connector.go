@@ -47,6 +47,9 @@ type Connector struct {
 	// finishes late closes its own connection.
 	resMu     sync.Mutex
 	resClosed bool
+	// abandoned is set when Close gave up waiting for attempts in flight:
+	// their later dials pause before failing (closedPause).
+	abandoned atomic.Bool
 
 	ctx    context.Context // ends at Close: the background work's owner
 	cancel context.CancelFunc

@@ -96,7 +96,9 @@ func (d *dialer) DialContext(ctx context.Context, network, address string) (net.
 		if contextDone(ctx) {
 			return nil, canceledDialError(awaitDone(ctx), address)
 		}
-		return nil, fmt.Errorf("dial %s: resolving host: %w", address, err)
+		// As net.Dialer reports it ("dial tcp: lookup HOST: ..."): a
+		// *net.OpError around the *net.DNSError, which errors.As finds.
+		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
 	}
 	targets := make([]netip.AddrPort, len(addrs))
 	for i, a := range addrs {

@@ -331,7 +331,9 @@ const closeWait = 2 * time.Second
 func (c *Connector) shutdown(l *loop) {
 	c.cancel()
 	c.setState(StateClosed, ErrClosed)
-	waitBounded(&l.probes, closeWait)
+	if !waitBounded(&l.probes, closeWait) {
+		c.abandoned.Store(true)
+	}
 	c.resMu.Lock()
 	c.resClosed = true
 	c.resMu.Unlock()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"os"
 	"testing"
 	"time"
 )
@@ -13,19 +12,9 @@ import (
 // refuse, db.Close returns about as fast as the raw driver's (which has
 // nothing in flight and returns in microseconds).
 //
-// Known (found by the matrix): through pgfast, Close often takes 1 s per
-// remaining host, up to closeWait (2 s). Close cancels the connector, but a
-// background probe is still inside the backend's multi-host loop (pgx's
-// connectPreferred, lib/pq's host loop); its next dial has an ended context
-// after Close, so closedPause (seamhooks.go) sleeps closedDialPause (1 s) on a
-// plain timer before failing, and shutdown (loop.go) waits for that probe
-// (waitBounded(&l.probes, closeWait)). The pause meant for attempts Close
-// abandoned (lib/pq's prefer-standby spin) thus delays every Close that
-// races a probe, with backends that honour their context too.
+// Found by the matrix: Close once waited for a probe pausing 1 s per
+// remaining host in closedPause (meant only for attempts Close abandoned).
 func TestMatrixCloseAfterRefusedIsPrompt(t *testing.T) {
-	if os.Getenv("PGFAST_RUN_KNOWN") != "1" {
-		t.Skip("known: Close waits for a probe sleeping in closedPause (1 s per remaining host, up to 2 s); see the comment; PGFAST_RUN_KNOWN=1 runs it")
-	}
 	t.Parallel()
 	down1, down2 := freeLoopbackPort(t), freeLoopbackPort(t)
 	dsn := fmt.Sprintf("host=127.0.0.1,127.0.0.1 port=%d,%d user=x dbname=y sslmode=disable", down1, down2)

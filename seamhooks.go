@@ -28,20 +28,25 @@ func (c *Connector) newSeam(d *dialer) *seam {
 	}
 }
 
-// closedDialPause is how long a dial made after Close waits before failing.
+// closedDialPause is how long a dial made by an attempt Close abandoned
+// waits before failing.
 const closedDialPause = time.Second
 
-// closedPause makes dials with an ended context after Close fail slowly:
-// they come from attempts Close abandoned because their backend ignores its
-// context, such as lib/pq's prefer-standby loop (goto restartAll) with every
-// host down, which would otherwise spin a CPU for ever. Other dials (a
-// cancel request for a connection still in use) are not delayed.
+// closedPause makes dials whose context has ended after Close fail without
+// dialling: at once while Close waits for the attempts in flight (so an
+// attempt still walking its host list ends promptly), and after a pause once
+// Close has abandoned them. Abandoned attempts come from a backend that
+// ignores its context (a loop over its hosts that never checks it), which
+// would otherwise spin a CPU for ever. Other dials (a cancel request for a
+// connection still in use) are not touched.
 func (c *Connector) closedPause(dial dialFunc) dialFunc {
 	return func(ctx context.Context, network, address string) (net.Conn, error) {
 		if c.ctx.Err() != nil && ctx.Err() != nil {
-			t := time.NewTimer(closedDialPause)
-			defer t.Stop()
-			<-t.C
+			if c.abandoned.Load() {
+				t := time.NewTimer(closedDialPause)
+				defer t.Stop()
+				<-t.C
+			}
 			return nil, ErrClosed
 		}
 		return dial(ctx, network, address)
