@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"github.com/pgfast/pgfast/internal/testkit"
 	"testing"
 	"time"
 )
@@ -41,9 +42,9 @@ func (s *foSuite) demotedPrimary(t *testing.T, b backendCase) {
 	}
 
 	load := foStartLoad(db, foWorkers, foInsert)
-	defer load.stop(t, 2*foHangLimit)
-	if _, ok := load.waitAllWroteOn(foPrimaryIP, time.Time{}, time.Now().Add(15*time.Second)); !ok {
-		t.Fatalf("not every worker wrote on the first host before the demotion: %s", load.summary())
+	defer load.Stop(t, 2*foHangLimit)
+	if _, ok := load.WaitAllWroteOn(foPrimaryIP, time.Time{}, time.Now().Add(15*time.Second)); !ok {
+		t.Fatalf("not every worker wrote on the first host before the demotion: %s", load.Summary())
 	}
 
 	t0 := time.Now()
@@ -62,25 +63,25 @@ func (s *foSuite) demotedPrimary(t *testing.T, b backendCase) {
 			t.Errorf("observer %d: no write on the writable server within %v of the demotion (last: %s)", i, foDemotedLimit, next)
 		}
 	}
-	converged, ok := load.waitAllWroteOn(foStandbyIP, t0, t0.Add(foDemotedLimit))
-	load.stop(t, 2*foHangLimit)
+	converged, ok := load.WaitAllWroteOn(foStandbyIP, t0, t0.Add(foDemotedLimit))
+	load.Stop(t, 2*foHangLimit)
 	if !ok {
-		t.Errorf("not every worker wrote on the other server within %v of the demotion: %s", foDemotedLimit, load.summary())
+		t.Errorf("not every worker wrote on the other server within %v of the demotion: %s", foDemotedLimit, load.Summary())
 	}
 	// Each pooled connection may run into the read-only server once; the
 	// first 25006 must evict the others.
-	if n := load.kind("25006"); n > foWorkers {
+	if n := load.Kind("25006"); n > foWorkers {
 		t.Errorf("%d read-only errors (25006) reached the application; want at most one per pooled connection (%d)", n, foWorkers)
 	}
-	if hangs := load.hangs.Load(); hangs > 0 {
+	if hangs := load.Hangs(); hangs > 0 {
 		t.Errorf("%d calls took longer than %v", hangs, foHangLimit)
 	}
 	foAssertNoConnsTo(t, c, foPrimaryIP, pair.port)
 	st := c.Stats()
 	t.Logf("MEASURE scenario=%s backend=%s all_on_writable=%v first_on_writable=%v errors_25006=%d observers_lost_25006=%d/%d errors=%d not_ready=%d longest_query=%v down_after=%v ready_after=%v alter=%v evictions=%d dials=%d",
-		scenario, b.name, foDur(converged, ok), foDur(load.firstWroteOn(foStandbyIP, t0)), load.kind("25006"), lost, observers, load.errorCount(), load.kind("not-ready"),
-		load.longest().Round(time.Millisecond), foDur(states.after(StateDown, t0)), foDur(states.after(StateReady, t0)), demoted.Round(time.Millisecond), st.Evictions, st.Dials)
-	t.Logf("%s: errors by kind %v; samples %q", scenario, load.kinds(), load.samples())
+		scenario, b.name, foDur(converged, ok), foDur(load.FirstWroteOn(foStandbyIP, t0)), load.Kind("25006"), lost, observers, load.ErrorCount(), load.Kind("not-ready"),
+		load.Longest().Round(time.Millisecond), foDur(states.after(StateDown, t0)), foDur(states.after(StateReady, t0)), demoted.Round(time.Millisecond), st.Evictions, st.Dials)
+	t.Logf("%s: errors by kind %v; samples %q", scenario, load.Kinds(), load.Samples())
 }
 
 // foObserveDemotion writes through db (one connection) until a write fails,
@@ -96,7 +97,7 @@ func foObserveDemotion(db *sql.DB, worker int, deadline time.Time) (landed strin
 		case err != nil && first == nil:
 			first = err
 		case err != nil:
-			landed = foShort(err)
+			landed = testkit.Short(err)
 		case first != nil && addr == foStandbyIP:
 			return addr, first
 		default:

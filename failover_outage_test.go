@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pgfast/pgfast/internal/pgtest"
+	"github.com/pgfast/pgfast/internal/testkit"
 )
 
 // ---------------------------------------------------------------------------
@@ -32,7 +33,7 @@ func (s *foSuite) outage(t *testing.T, b backendCase) {
 		_, err := db.ExecContext(ctx, "SELECT 1")
 		probeDone <- err
 	}()
-	if !foWaitFor(10*time.Second, func() bool { return c.State() == StateDown }) {
+	if !testkit.WaitFor(10*time.Second, func() bool { return c.State() == StateDown }) {
 		t.Fatalf("state %v %v after the blackhole, want down (stats %+v)", c.State(), time.Since(t0), c.Stats())
 	}
 	downAfter := time.Since(t0)
@@ -66,7 +67,7 @@ func (s *foSuite) outage(t *testing.T, b backendCase) {
 		})
 	}
 	close(gate)
-	if !foWaitGroup(&wg, 10*time.Second) {
+	if !testkit.WaitGroup(&wg, 10*time.Second) {
 		t.Fatalf("%d concurrent queries while down did not all return within 10s", calls)
 	}
 	close(results)
@@ -164,7 +165,7 @@ func (s *foSuite) queryCtx(t *testing.T, b backendCase) {
 	if !errors.Is(r.err, context.DeadlineExceeded) {
 		t.Logf("note: the error does not match context.DeadlineExceeded: %v", r.err)
 	}
-	t.Logf("MEASURE scenario=%s backend=%s returned_after=%v limit=%v err=%q", scenario, b.name, r.d.Round(time.Millisecond), foQueryCtxLimit, foShort(r.err))
+	t.Logf("MEASURE scenario=%s backend=%s returned_after=%v limit=%v err=%q", scenario, b.name, r.d.Round(time.Millisecond), foQueryCtxLimit, testkit.Short(r.err))
 }
 
 // foTerminateSleepers ends the pg_sleep queries this suite left running.

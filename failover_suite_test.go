@@ -16,6 +16,7 @@ import (
 
 	"github.com/pgfast/pgfast/internal/netfault"
 	"github.com/pgfast/pgfast/internal/pgtest"
+	"github.com/pgfast/pgfast/internal/testkit"
 )
 
 // The health and rapid-recovery suite: real PostgreSQL servers with real
@@ -145,7 +146,7 @@ func (s *foSuite) single(t *testing.T) *pgtest.Server {
 // of this process is left over from it.
 func (s *foSuite) guard(t *testing.T, scenario string, b backendCase) {
 	t.Helper()
-	before := foSocketFDs()
+	before := testkit.SocketFDs()
 	t.Cleanup(func() {
 		if err := netfault.Clear(); err != nil {
 			t.Errorf("netfault.Clear: %v", err)
@@ -154,7 +155,7 @@ func (s *foSuite) guard(t *testing.T, scenario string, b backendCase) {
 		deadline := start.Add(foLeakSettle)
 		for {
 			leaked := goleak.Find(s.ignore)
-			after := foSocketFDs()
+			after := testkit.SocketFDs()
 			if leaked == nil && after <= before {
 				t.Logf("MEASURE scenario=%s backend=%s leak_check=ok sockets_before=%d sockets_after=%d settled=%v",
 					scenario, b.name, before, after, time.Since(start).Round(time.Millisecond))
@@ -165,7 +166,7 @@ func (s *foSuite) guard(t *testing.T, scenario string, b backendCase) {
 					t.Errorf("goroutines left %v after Close: %v", foLeakSettle, leaked)
 				}
 				if after > before {
-					t.Errorf("%d sockets open %v after Close, %d before:\n%s", after, foLeakSettle, before, foSocketReport())
+					t.Errorf("%d sockets open %v after Close, %d before:\n%s", after, foLeakSettle, before, testkit.SocketReport())
 				}
 				t.Logf("MEASURE scenario=%s backend=%s leak_check=failed sockets_before=%d sockets_after=%d",
 					scenario, b.name, before, after)
@@ -181,7 +182,7 @@ func (s *foSuite) guard(t *testing.T, scenario string, b backendCase) {
 func (s *foSuite) open(t *testing.T, b backendCase, dsn string, opts ...Option) (*sql.DB, *Connector, *foStates) {
 	t.Helper()
 	states := &foStates{}
-	all := append([]Option{WithBackend(b.backend), WithStateHook(states.record), WithLogger(foLogger(t))}, opts...)
+	all := append([]Option{WithBackend(b.backend), WithStateHook(states.record), WithLogger(testkit.Logger(t))}, opts...)
 	c, err := NewConnector(dsn, all...)
 	if err != nil {
 		t.Fatalf("NewConnector: %v", err)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/pgfast/pgfast/internal/netfault"
+	"github.com/pgfast/pgfast/internal/testkit"
 )
 
 // ---------------------------------------------------------------------------
@@ -21,7 +22,7 @@ func (s *foSuite) failover(t *testing.T, b backendCase, viaDNS bool) {
 
 	host := foPrimaryIP + "," + foStandbyIP
 	var opts []Option
-	var resolver *foHostsResolver
+	var resolver *testkit.HostsResolver
 	if viaDNS {
 		host = foHostName
 		setHosts := func(ip string) {
@@ -33,7 +34,7 @@ func (s *foSuite) failover(t *testing.T, b backendCase, viaDNS bool) {
 		t.Cleanup(func() { setHosts(foPrimaryIP) })
 		// The hosts file is read on every lookup: net.DefaultResolver would
 		// serve its cached copy for up to 5 s after the repointing.
-		resolver = &foHostsResolver{}
+		resolver = &testkit.HostsResolver{}
 		opts = append(opts, WithResolver(resolver))
 	}
 	dsn := foDSN(host, pair.port, foFastTCP, "target_session_attrs=read-write")
@@ -43,9 +44,9 @@ func (s *foSuite) failover(t *testing.T, b backendCase, viaDNS bool) {
 	foReady(t, c, 15*time.Second)
 
 	load := foStartLoad(db, foWorkers, foInsert)
-	defer load.stop(t, 2*foHangLimit)
-	if _, ok := load.waitAllWroteOn(foPrimaryIP, time.Time{}, time.Now().Add(15*time.Second)); !ok {
-		t.Fatalf("not every worker wrote on the primary before the fault: %s", load.summary())
+	defer load.Stop(t, 2*foHangLimit)
+	if _, ok := load.WaitAllWroteOn(foPrimaryIP, time.Time{}, time.Now().Add(15*time.Second)); !ok {
+		t.Fatalf("not every worker wrote on the primary before the fault: %s", load.Summary())
 	}
 
 	lift := foBlackhole(t, foPrimaryIP, pair.port)
@@ -61,28 +62,28 @@ func (s *foSuite) failover(t *testing.T, b backendCase, viaDNS bool) {
 	}
 	repointed := time.Since(t0)
 
-	converged, ok := load.waitAllWroteOn(foStandbyIP, t0, t0.Add(foFailoverLimit))
-	load.stop(t, 2*foHangLimit)
+	converged, ok := load.WaitAllWroteOn(foStandbyIP, t0, t0.Add(foFailoverLimit))
+	load.Stop(t, 2*foHangLimit)
 	if !ok {
-		t.Errorf("not every worker wrote on the new primary within %v of the blackhole: %s", foFailoverLimit, load.summary())
+		t.Errorf("not every worker wrote on the new primary within %v of the blackhole: %s", foFailoverLimit, load.Summary())
 	}
-	if hangs := load.hangs.Load(); hangs > 0 {
+	if hangs := load.Hangs(); hangs > 0 {
 		t.Errorf("%d calls took longer than %v", hangs, foHangLimit)
 	}
-	if longest := load.longest(); longest > foHangLimit {
+	if longest := load.Longest(); longest > foHangLimit {
 		t.Errorf("the longest call took %v, limit %v", longest, foHangLimit)
 	}
 	foAssertNoConnsTo(t, c, foPrimaryIP, pair.port)
 	st := c.Stats()
 	extra := ""
 	if resolver != nil {
-		extra = fmt.Sprintf(" lookups=%d", resolver.lookups.Load())
+		extra = fmt.Sprintf(" lookups=%d", resolver.Lookups())
 	}
 	t.Logf("MEASURE scenario=%s backend=%s all_on_new_primary=%v first_on_new_primary=%v longest_query=%v down_after=%v ready_after=%v promote=%v repoint=%v errors=%d not_ready=%d other_errors=%d writes=%d evictions=%d dials=%d dial_failures=%d%s",
-		scenario, b.name, foDur(converged, ok), foDur(load.firstWroteOn(foStandbyIP, t0)), load.longest().Round(time.Millisecond),
+		scenario, b.name, foDur(converged, ok), foDur(load.FirstWroteOn(foStandbyIP, t0)), load.Longest().Round(time.Millisecond),
 		foDur(states.after(StateDown, t0)), foDur(states.after(StateReady, t0)), promoted.Round(time.Millisecond), repointed.Round(time.Millisecond),
-		load.errorCount(), load.kind("not-ready"), load.errorCount()-load.kind("not-ready"), load.writes.Load(), st.Evictions, st.Dials, st.DialFailures, extra)
-	t.Logf("%s: errors by kind %v; samples %q", scenario, load.kinds(), load.samples())
+		load.ErrorCount(), load.Kind("not-ready"), load.ErrorCount()-load.Kind("not-ready"), load.Writes(), st.Evictions, st.Dials, st.DialFailures, extra)
+	t.Logf("%s: errors by kind %v; samples %q", scenario, load.Kinds(), load.Samples())
 	lift()
 }
 
@@ -105,7 +106,7 @@ func (s *foSuite) dnsRepoint(t *testing.T, b backendCase) {
 	}
 	setHosts(foPrimaryIP)
 	t.Cleanup(func() { setHosts(foPrimaryIP) })
-	resolver := &foHostsResolver{} // reads the hosts file on every lookup (Go's resolver caches it for 5 s)
+	resolver := &testkit.HostsResolver{} // reads the hosts file on every lookup (Go's resolver caches it for 5 s)
 	dsn := foDSN(foHostName, pair.port, foFastTCP, "target_session_attrs=read-write")
 	db, c, _ := s.open(t, b, dsn, WithResolver(resolver))
 	db.SetMaxOpenConns(foWorkers)
@@ -117,19 +118,19 @@ func (s *foSuite) dnsRepoint(t *testing.T, b backendCase) {
 	}
 
 	load := foStartLoad(db, foWorkers, foInsert)
-	defer load.stop(t, 2*foHangLimit)
-	if _, ok := load.waitAllWroteOn(foPrimaryIP, time.Time{}, time.Now().Add(15*time.Second)); !ok {
-		t.Fatalf("not every worker wrote on the first server: %s", load.summary())
+	defer load.Stop(t, 2*foHangLimit)
+	if _, ok := load.WaitAllWroteOn(foPrimaryIP, time.Time{}, time.Now().Add(15*time.Second)); !ok {
+		t.Fatalf("not every worker wrote on the first server: %s", load.Summary())
 	}
 	t0 := time.Now()
 	setHosts(foStandbyIP)
 	limit := recheck + 3*time.Second
-	converged, ok := load.waitAllWroteOn(foStandbyIP, t0, t0.Add(limit))
-	load.stop(t, 2*foHangLimit)
+	converged, ok := load.WaitAllWroteOn(foStandbyIP, t0, t0.Add(limit))
+	load.Stop(t, 2*foHangLimit)
 	if !ok {
-		t.Errorf("not every worker wrote on the server the name points to within %v (recheck every %v): %s", limit, recheck, load.summary())
+		t.Errorf("not every worker wrote on the server the name points to within %v (recheck every %v): %s", limit, recheck, load.Summary())
 	}
-	if hangs := load.hangs.Load(); hangs > 0 {
+	if hangs := load.Hangs(); hangs > 0 {
 		t.Errorf("%d calls took longer than %v", hangs, foHangLimit)
 	}
 	foAssertNoConnsTo(t, c, foPrimaryIP, pair.port)
@@ -138,7 +139,7 @@ func (s *foSuite) dnsRepoint(t *testing.T, b backendCase) {
 		t.Errorf("state %v after the repointing, want ready (the old server was never down)", st.State)
 	}
 	t.Logf("MEASURE scenario=%s backend=%s all_on_new_server=%v first_on_new_server=%v dns_recheck=%v errors=%d not_ready=%d longest_query=%v evictions=%d state_changes=%d lookups=%d",
-		scenario, b.name, foDur(converged, ok), foDur(load.firstWroteOn(foStandbyIP, t0)), recheck, load.errorCount(), load.kind("not-ready"),
-		load.longest().Round(time.Millisecond), st.Evictions, st.StateChanges, resolver.lookups.Load())
-	t.Logf("%s: errors by kind %v; samples %q", scenario, load.kinds(), load.samples())
+		scenario, b.name, foDur(converged, ok), foDur(load.FirstWroteOn(foStandbyIP, t0)), recheck, load.ErrorCount(), load.Kind("not-ready"),
+		load.Longest().Round(time.Millisecond), st.Evictions, st.StateChanges, resolver.Lookups())
+	t.Logf("%s: errors by kind %v; samples %q", scenario, load.Kinds(), load.Samples())
 }

@@ -3,6 +3,7 @@ package pgfast
 import (
 	"context"
 	"database/sql"
+	"github.com/pgfast/pgfast/internal/testkit"
 	"sync"
 	"testing"
 	"time"
@@ -44,7 +45,7 @@ func (s *foSuite) idleBlackholeZombies(t *testing.T, b backendCase) {
 	db.SetMaxIdleConns(foZombiePool * 2)
 	foReady(t, c, 10*time.Second)
 	foFillPool(t, db, foZombiePool)
-	if n := foEstablishedTo(foSingleIP, srv.Port()); n < foZombiePool {
+	if n := testkit.EstablishedTo(foSingleIP, srv.Port()); n < foZombiePool {
 		t.Fatalf("%d established connections to the server, want ≥ %d", n, foZombiePool)
 	}
 
@@ -52,7 +53,7 @@ func (s *foSuite) idleBlackholeZombies(t *testing.T, b backendCase) {
 	t0 := time.Now()
 	// keepalives_idle=1 + 2 × keepalives_interval=1: the kernel kills the
 	// idle sockets after ~3 s (they leave the TCP table).
-	if !foWaitFor(10*time.Second, func() bool { return foEstablishedTo(foSingleIP, srv.Port()) == 0 }) {
+	if !testkit.WaitFor(10*time.Second, func() bool { return testkit.EstablishedTo(foSingleIP, srv.Port()) == 0 }) {
 		t.Fatalf("the idle connections are still established %v into the blackhole", time.Since(t0))
 	}
 	death := time.Since(t0)
@@ -92,7 +93,7 @@ func foQueriesAfterHeal(t *testing.T, db *sql.DB) int {
 	for range 2 * foZombiePool {
 		wg.Go(func() { check(query()) })
 	}
-	if !foWaitGroup(&wg, 15*time.Second) {
+	if !testkit.WaitGroup(&wg, 15*time.Second) {
 		t.Fatal("concurrent queries after the fault did not return")
 	}
 	return errs

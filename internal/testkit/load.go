@@ -1,8 +1,7 @@
-package pgfast
+package testkit
 
 import (
 	"database/sql"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -12,16 +11,14 @@ import (
 	"time"
 )
 
-// ---------------------------------------------------------------------------
-// The application workload of the failover scenarios.
-
-// foLoad is n workers looping SELECT then INSERT with context.Background(),
+// Load is n workers looping SELECT then INSERT with context.Background(),
 // as an application would, recording where each write landed, how long each
 // call took, and the errors that reached them.
-type foLoad struct {
+type Load struct {
 	db      *sql.DB
 	insert  string
-	workers []*foWorker
+	opts    LoadOptions
+	workers []*worker
 	stopCh  chan struct{}
 	done    chan struct{}
 	abandon chan struct{}
@@ -36,7 +33,8 @@ type foLoad struct {
 	sample []string
 }
 
-type foWorker struct {
+// worker is one of a Load's workers.
+type worker struct {
 	id       int
 	inflight atomic.Int64 // UnixNano start of the call in flight, 0 between calls
 	flagged  atomic.Int64 // the start of a call already counted as hanging
@@ -46,11 +44,23 @@ type foWorker struct {
 	lastOn  string
 }
 
-func foStartLoad(db *sql.DB, n int, insert string) *foLoad {
-	l := &foLoad{db: db, insert: insert, stopCh: make(chan struct{}), done: make(chan struct{}), abandon: make(chan struct{}), errs: map[string]int{}}
+// LoadOptions tune a Load.
+type LoadOptions struct {
+	// HangLimit is how long a call may run before the watchdog counts it as
+	// hanging.
+	HangLimit time.Duration
+	// NotReady tells the errors counted under the kind "not-ready" (and not
+	// sampled) apart; nil counts none so.
+	NotReady func(error) bool
+}
+
+// StartLoad starts n workers on db; insert is the INSERT each runs with its
+// worker number, returning the address of the server that took the write.
+func StartLoad(db *sql.DB, n int, insert string, opts LoadOptions) *Load {
+	l := &Load{db: db, insert: insert, opts: opts, stopCh: make(chan struct{}), done: make(chan struct{}), abandon: make(chan struct{}), errs: map[string]int{}}
 	var wg sync.WaitGroup
 	for i := range n {
-		w := &foWorker{id: i, firstOn: map[string]time.Time{}}
+		w := &worker{id: i, firstOn: map[string]time.Time{}}
 		l.workers = append(l.workers, w)
 		wg.Go(func() { l.work(w) })
 	}
@@ -62,7 +72,7 @@ func foStartLoad(db *sql.DB, n int, insert string) *foLoad {
 	return l
 }
 
-func (l *foLoad) work(w *foWorker) {
+func (l *Load) work(w *worker) {
 	for {
 		select {
 		case <-l.stopCh:
@@ -97,7 +107,7 @@ func (l *foLoad) work(w *foWorker) {
 }
 
 // call runs f, timing it for the watchdog and the longest-call record.
-func (l *foLoad) call(w *foWorker, f func() error) error {
+func (l *Load) call(w *worker, f func() error) error {
 	start := time.Now()
 	w.inflight.Store(start.UnixNano())
 	err := f()
@@ -112,8 +122,8 @@ func (l *foLoad) call(w *foWorker, f func() error) error {
 	return err
 }
 
-// watchdog counts calls in flight for longer than foHangLimit.
-func (l *foLoad) watchdog() {
+// watchdog counts calls in flight for longer than the hang limit.
+func (l *Load) watchdog() {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -126,35 +136,36 @@ func (l *foLoad) watchdog() {
 		}
 		for _, w := range l.workers {
 			s := w.inflight.Load()
-			if s != 0 && time.Since(time.Unix(0, s)) > foHangLimit && w.flagged.Swap(s) != s {
+			if s != 0 && time.Since(time.Unix(0, s)) > l.opts.HangLimit && w.flagged.Swap(s) != s {
 				l.hangs.Add(1)
 				l.mu.Lock()
-				l.sample = append(l.sample, fmt.Sprintf("worker %d: a call has been running for more than %v", w.id, foHangLimit))
+				l.sample = append(l.sample, fmt.Sprintf("worker %d: a call has been running for more than %v", w.id, l.opts.HangLimit))
 				l.mu.Unlock()
 			}
 		}
 	}
 }
 
-func (l *foLoad) recordErr(err error) {
+// recordErr counts err by kind and keeps a few samples.
+func (l *Load) recordErr(err error) {
 	kind := "other"
 	switch {
-	case errors.Is(err, ErrNotReady):
+	case l.opts.NotReady != nil && l.opts.NotReady(err):
 		kind = "not-ready"
-	case foSQLState(err) != "":
-		kind = foSQLState(err)
+	case SQLState(err) != "":
+		kind = SQLState(err)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.errs[kind]++
 	if kind != "not-ready" && len(l.sample) < 6 {
-		l.sample = append(l.sample, kind+": "+foShort(err))
+		l.sample = append(l.sample, kind+": "+Short(err))
 	}
 }
 
-// stop ends the workers and waits for them within limit (each is in at most
+// Stop ends the workers and waits for them within limit (each is in at most
 // one call); workers still busy then are hanging.
-func (l *foLoad) stop(t *testing.T, limit time.Duration) {
+func (l *Load) Stop(t testing.TB, limit time.Duration) {
 	t.Helper()
 	l.once.Do(func() {
 		close(l.stopCh)
@@ -162,15 +173,15 @@ func (l *foLoad) stop(t *testing.T, limit time.Duration) {
 		case <-l.done:
 		case <-time.After(limit):
 			close(l.abandon)
-			t.Errorf("workers still busy %v after being told to stop: a call hangs (%s)", limit, l.summary())
+			t.Errorf("workers still busy %v after being told to stop: a call hangs (%s)", limit, l.Summary())
 		}
 	})
 }
 
-// waitAllWroteOn waits until every worker has written on addr at or after
+// WaitAllWroteOn waits until every worker has written on addr at or after
 // since, or until deadline; it returns the time from since to the last
 // worker's first such write.
-func (l *foLoad) waitAllWroteOn(addr string, since, deadline time.Time) (time.Duration, bool) {
+func (l *Load) WaitAllWroteOn(addr string, since, deadline time.Time) (time.Duration, bool) {
 	for {
 		var last time.Time
 		all := true
@@ -196,8 +207,8 @@ func (l *foLoad) waitAllWroteOn(addr string, since, deadline time.Time) (time.Du
 	}
 }
 
-// firstWroteOn returns how long after since the first write on addr came.
-func (l *foLoad) firstWroteOn(addr string, since time.Time) (time.Duration, bool) {
+// FirstWroteOn returns how long after since the first write on addr came.
+func (l *Load) FirstWroteOn(addr string, since time.Time) (time.Duration, bool) {
 	var first time.Time
 	for _, w := range l.workers {
 		w.mu.Lock()
@@ -210,15 +221,18 @@ func (l *foLoad) firstWroteOn(addr string, since time.Time) (time.Duration, bool
 	return first.Sub(since), !first.IsZero()
 }
 
-func (l *foLoad) longest() time.Duration { return time.Duration(l.longestNs.Load()) }
+// Longest is the longest call so far.
+func (l *Load) Longest() time.Duration { return time.Duration(l.longestNs.Load()) }
 
-func (l *foLoad) kind(k string) int {
+// Kind is how many errors of kind k (a SQLSTATE, "not-ready" or "other") the workers saw.
+func (l *Load) Kind(k string) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.errs[k]
 }
 
-func (l *foLoad) kinds() map[string]int {
+// Kinds is the error count by kind.
+func (l *Load) Kinds() map[string]int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	out := make(map[string]int, len(l.errs))
@@ -228,28 +242,36 @@ func (l *foLoad) kinds() map[string]int {
 	return out
 }
 
-func (l *foLoad) errorCount() int {
+// ErrorCount is how many errors the workers saw.
+func (l *Load) ErrorCount() int {
 	n := 0
-	for _, v := range l.kinds() {
+	for _, v := range l.Kinds() {
 		n += v
 	}
 	return n
 }
 
-func (l *foLoad) samples() []string {
+// Samples are a few of the errors, for the log.
+func (l *Load) Samples() []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return slices.Clone(l.sample)
 }
 
-// summary says where each worker last wrote and what went wrong.
-func (l *foLoad) summary() string {
+// Summary says where each worker last wrote and what went wrong.
+func (l *Load) Summary() string {
 	var b strings.Builder
 	for _, w := range l.workers {
 		w.mu.Lock()
 		fmt.Fprintf(&b, "w%d→%s ", w.id, w.lastOn)
 		w.mu.Unlock()
 	}
-	fmt.Fprintf(&b, "writes=%d errors=%v samples=%q", l.writes.Load(), l.kinds(), l.samples())
+	fmt.Fprintf(&b, "writes=%d errors=%v samples=%q", l.writes.Load(), l.Kinds(), l.Samples())
 	return b.String()
 }
+
+// Hangs is how many calls the watchdog saw run longer than the hang limit.
+func (l *Load) Hangs() int64 { return l.hangs.Load() }
+
+// Writes is how many writes succeeded.
+func (l *Load) Writes() int64 { return l.writes.Load() }

@@ -1,4 +1,4 @@
-package pgfast
+package testkit
 
 import (
 	"bytes"
@@ -11,11 +11,11 @@ import (
 	"strings"
 )
 
-// foSocketFDs counts this process's open socket descriptors (TCP or not,
+// SocketFDs counts this process's open socket descriptors (TCP or not,
 // alive or killed by the kernel).
-func foSocketFDs() int {
+func SocketFDs() int {
 	n := 0
-	for _, link := range foFDLinks() {
+	for _, link := range fdLinks() {
 		if strings.HasPrefix(link, "socket:[") {
 			n++
 		}
@@ -23,7 +23,8 @@ func foSocketFDs() int {
 	return n
 }
 
-func foFDLinks() []string {
+// fdLinks lists the targets of this process's file descriptors.
+func fdLinks() []string {
 	entries, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		return nil
@@ -37,16 +38,16 @@ func foFDLinks() []string {
 	return links
 }
 
-// foTCPEntry is one row of /proc/self/net/tcp{,6}.
-type foTCPEntry struct {
+// TCPEntry is one row of /proc/self/net/tcp{,6}.
+type TCPEntry struct {
 	local, remote netip.AddrPort
 	state         string // hex, "01" = ESTABLISHED
 	inode         string
 }
 
-// foTCPTable reads the namespace's TCP sockets.
-func foTCPTable() []foTCPEntry {
-	var out []foTCPEntry
+// TCPTable reads the namespace's TCP sockets.
+func TCPTable() []TCPEntry {
+	var out []TCPEntry
 	for _, path := range []string{"/proc/self/net/tcp", "/proc/self/net/tcp6"} {
 		data, err := os.ReadFile(path)
 		if err != nil {
@@ -57,15 +58,15 @@ func foTCPTable() []foTCPEntry {
 			if i == 0 || len(f) < 10 {
 				continue
 			}
-			out = append(out, foTCPEntry{local: foProcAddr(f[1]), remote: foProcAddr(f[2]), state: f[3], inode: f[9]})
+			out = append(out, TCPEntry{local: procAddr(f[1]), remote: procAddr(f[2]), state: f[3], inode: f[9]})
 		}
 	}
 	return out
 }
 
-// foProcAddr decodes /proc/net/tcp's "0100007F:1538" (address words in host
+// procAddr decodes /proc/net/tcp's "0100007F:1538" (address words in host
 // byte order, little-endian here).
-func foProcAddr(s string) netip.AddrPort {
+func procAddr(s string) netip.AddrPort {
 	hexAddr, hexPort, ok := strings.Cut(s, ":")
 	if !ok {
 		return netip.AddrPort{}
@@ -83,10 +84,10 @@ func foProcAddr(s string) netip.AddrPort {
 	return netip.AddrPortFrom(addr.Unmap(), uint16(port))
 }
 
-// foOwnInodes returns the socket inodes of this process.
-func foOwnInodes() map[string]bool {
+// ownInodes returns the socket inodes of this process.
+func ownInodes() map[string]bool {
 	own := map[string]bool{}
-	for _, link := range foFDLinks() {
+	for _, link := range fdLinks() {
 		if ino, ok := strings.CutPrefix(link, "socket:["); ok {
 			own[strings.TrimSuffix(ino, "]")] = true
 		}
@@ -94,12 +95,12 @@ func foOwnInodes() map[string]bool {
 	return own
 }
 
-// foEstablishedTo counts this process's established TCP connections to ip:port.
-func foEstablishedTo(ip string, port int) int {
+// EstablishedTo counts this process's established TCP connections to ip:port.
+func EstablishedTo(ip string, port int) int {
 	want := netip.AddrPortFrom(netip.MustParseAddr(ip), uint16(port))
-	own := foOwnInodes()
+	own := ownInodes()
 	n := 0
-	for _, e := range foTCPTable() {
+	for _, e := range TCPTable() {
 		if e.remote == want && e.state == "01" && own[e.inode] {
 			n++
 		}
@@ -107,14 +108,14 @@ func foEstablishedTo(ip string, port int) int {
 	return n
 }
 
-// foSocketReport lists this process's sockets for a leak report.
-func foSocketReport() string {
-	tcp := map[string]foTCPEntry{}
-	for _, e := range foTCPTable() {
+// SocketReport lists this process's sockets for a leak report.
+func SocketReport() string {
+	tcp := map[string]TCPEntry{}
+	for _, e := range TCPTable() {
 		tcp[e.inode] = e
 	}
 	var b bytes.Buffer
-	for ino := range foOwnInodes() {
+	for ino := range ownInodes() {
 		if e, ok := tcp[ino]; ok {
 			fmt.Fprintf(&b, "  inode %s: tcp %s → %s state %s\n", ino, e.local, e.remote, e.state)
 		} else {
