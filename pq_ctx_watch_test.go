@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -74,39 +75,42 @@ func TestPQWatchInterruptsBlockedCall(t *testing.T) {
 	leakCheck(t)
 	for _, tc := range eachBlockingCall {
 		t.Run(tc.name, func(t *testing.T) {
-			rec := &errRecorder{}
-			pc, pb := newPipeConn(t, &seam{onError: rec.onError})
-			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-			defer cancel()
-			start := time.Now()
-			err := tc.call(ctx, pc)
-			elapsed := time.Since(start)
-			if elapsed > time.Second {
-				t.Errorf("returned after %v with a 100ms context", elapsed)
-			}
-			if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, os.ErrDeadlineExceeded) {
-				t.Errorf("err = %v, want context.DeadlineExceeded and the socket's own error", err)
-			}
-			assertInterrupted(t, pc, true)
-
-			// The next call fails without touching the backend.
-			calls := pb.calls.Load()
-			if _, err := pc.ExecContext(context.Background(), "x", nil); !errors.Is(err, driver.ErrBadConn) {
-				t.Errorf("call after interruption: %v, want ErrBadConn", err)
-			}
-			if pb.calls.Load() != calls {
-				t.Error("a call after interruption reached the backend")
-			}
-
-			errs, socks := rec.snapshot()
-			if len(errs) == 0 {
-				t.Fatal("onError was not told")
-			}
-			for i, e := range errs {
-				if !errors.Is(e, context.DeadlineExceeded) || socks[i] != pc.sock {
-					t.Errorf("onError(%v, %v): want the socket and a context error", socks[i], e)
+			// The 100ms context runs on the bubble's fake clock.
+			synctest.Test(t, func(t *testing.T) {
+				rec := &errRecorder{}
+				pc, pb := newPipeConn(t, &seam{onError: rec.onError})
+				ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+				defer cancel()
+				start := time.Now()
+				err := tc.call(ctx, pc)
+				elapsed := time.Since(start)
+				if elapsed > time.Second {
+					t.Errorf("returned after %v with a 100ms context", elapsed)
 				}
-			}
+				if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, os.ErrDeadlineExceeded) {
+					t.Errorf("err = %v, want context.DeadlineExceeded and the socket's own error", err)
+				}
+				assertInterrupted(t, pc, true)
+
+				// The next call fails without touching the backend.
+				calls := pb.calls.Load()
+				if _, err := pc.ExecContext(context.Background(), "x", nil); !errors.Is(err, driver.ErrBadConn) {
+					t.Errorf("call after interruption: %v, want ErrBadConn", err)
+				}
+				if pb.calls.Load() != calls {
+					t.Error("a call after interruption reached the backend")
+				}
+
+				errs, socks := rec.snapshot()
+				if len(errs) == 0 {
+					t.Fatal("onError was not told")
+				}
+				for i, e := range errs {
+					if !errors.Is(e, context.DeadlineExceeded) || socks[i] != pc.sock {
+						t.Errorf("onError(%v, %v): want the socket and a context error", socks[i], e)
+					}
+				}
+			})
 		})
 	}
 }
@@ -138,46 +142,48 @@ func TestPQWatchStatementsDoNotHandContextToLibPQ(t *testing.T) {
 
 func TestPQWatchContextEndedAfterCall(t *testing.T) {
 	leakCheck(t)
-	pc, _ := newPipeConn(t, nil)
-	v := make([]driver.Value, 1)
-	for i := 0; i < 200; i++ {
-		ctx, cancel := context.WithCancel(context.Background())
-		if _, err := pc.ExecContext(ctx, "x", nil); err != nil {
-			t.Fatal(err)
+	synctest.Test(t, func(t *testing.T) {
+		pc, _ := newPipeConn(t, nil)
+		v := make([]driver.Value, 1)
+		for i := 0; i < 200; i++ {
+			ctx, cancel := context.WithCancel(context.Background())
+			if _, err := pc.ExecContext(ctx, "x", nil); err != nil {
+				t.Fatal(err)
+			}
+			rows, err := pc.QueryContext(ctx, "x", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := rows.Next(v); err != io.EOF {
+				t.Fatal(err)
+			}
+			rows.Close()
+			if err := pc.Ping(ctx); err != nil {
+				t.Fatal(err)
+			}
+			st, err := pc.PrepareContext(ctx, "x")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := st.(driver.StmtExecContext).ExecContext(ctx, nil); err != nil {
+				t.Fatal(err)
+			}
+			st.Close()
+			tx, err := pc.BeginTx(ctx, driver.TxOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := tx.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			cancel()
 		}
-		rows, err := pc.QueryContext(ctx, "x", nil)
-		if err != nil {
-			t.Fatal(err)
+		synctest.Wait() // any AfterFunc left armed has run by now
+		assertInterrupted(t, pc, false)
+		if n := pc.sock.(*deadlineConn).deadlines.Load(); n != 0 {
+			t.Fatalf("a deadline was set on the socket %d times", n)
 		}
-		if err := rows.Next(v); err != io.EOF {
-			t.Fatal(err)
-		}
-		rows.Close()
-		if err := pc.Ping(ctx); err != nil {
-			t.Fatal(err)
-		}
-		st, err := pc.PrepareContext(ctx, "x")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := st.(driver.StmtExecContext).ExecContext(ctx, nil); err != nil {
-			t.Fatal(err)
-		}
-		st.Close()
-		tx, err := pc.BeginTx(ctx, driver.TxOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := tx.Commit(); err != nil {
-			t.Fatal(err)
-		}
-		cancel()
-	}
-	time.Sleep(50 * time.Millisecond) // any AfterFunc left armed would have run by now
-	assertInterrupted(t, pc, false)
-	if n := pc.sock.(*deadlineConn).deadlines.Load(); n != 0 {
-		t.Fatalf("a deadline was set on the socket %d times", n)
-	}
+	})
 }
 
 func TestPQWatchContextEndedBeforeCall(t *testing.T) {
@@ -202,55 +208,63 @@ func TestPQWatchContextEndedBeforeCall(t *testing.T) {
 func TestPQWatchLastsUntilRowsClosedAndTxEnds(t *testing.T) {
 	leakCheck(t)
 	t.Run("rows open", func(t *testing.T) {
-		pc, _ := newPipeConn(t, nil)
-		ctx, cancel := context.WithCancel(context.Background())
-		rows, err := pc.QueryContext(ctx, "x", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cancel()
-		waitInterrupted(t, pc)
-		rows.Close()
+		synctest.Test(t, func(t *testing.T) {
+			pc, _ := newPipeConn(t, nil)
+			ctx, cancel := context.WithCancel(context.Background())
+			rows, err := pc.QueryContext(ctx, "x", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cancel()
+			waitInterrupted(t, pc)
+			rows.Close()
+		})
 	})
 	t.Run("rows closed", func(t *testing.T) {
-		pc, _ := newPipeConn(t, nil)
-		ctx, cancel := context.WithCancel(context.Background())
-		rows, err := pc.QueryContext(ctx, "x", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rows.Close()
-		cancel()
-		time.Sleep(20 * time.Millisecond)
-		assertInterrupted(t, pc, false)
+		synctest.Test(t, func(t *testing.T) {
+			pc, _ := newPipeConn(t, nil)
+			ctx, cancel := context.WithCancel(context.Background())
+			rows, err := pc.QueryContext(ctx, "x", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rows.Close()
+			cancel()
+			synctest.Wait()
+			assertInterrupted(t, pc, false)
+		})
 	})
 	t.Run("tx open", func(t *testing.T) {
-		pc, _ := newPipeConn(t, nil)
-		ctx, cancel := context.WithCancel(context.Background())
-		tx, err := pc.BeginTx(ctx, driver.TxOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cancel()
-		waitInterrupted(t, pc)
-		_ = tx.Rollback() // reaches the backend, which ends its own watch there
-		if _, err := pc.ExecContext(context.Background(), "x", nil); !errors.Is(err, driver.ErrBadConn) || !errors.Is(err, context.Canceled) {
-			t.Fatalf("call after the transaction's context ended: %v", err)
-		}
+		synctest.Test(t, func(t *testing.T) {
+			pc, _ := newPipeConn(t, nil)
+			ctx, cancel := context.WithCancel(context.Background())
+			tx, err := pc.BeginTx(ctx, driver.TxOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cancel()
+			waitInterrupted(t, pc)
+			_ = tx.Rollback() // reaches the backend, which ends its own watch there
+			if _, err := pc.ExecContext(context.Background(), "x", nil); !errors.Is(err, driver.ErrBadConn) || !errors.Is(err, context.Canceled) {
+				t.Fatalf("call after the transaction's context ended: %v", err)
+			}
+		})
 	})
 	t.Run("tx committed", func(t *testing.T) {
-		pc, _ := newPipeConn(t, nil)
-		ctx, cancel := context.WithCancel(context.Background())
-		tx, err := pc.BeginTx(ctx, driver.TxOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := tx.Commit(); err != nil {
-			t.Fatal(err)
-		}
-		cancel()
-		time.Sleep(20 * time.Millisecond)
-		assertInterrupted(t, pc, false)
+		synctest.Test(t, func(t *testing.T) {
+			pc, _ := newPipeConn(t, nil)
+			ctx, cancel := context.WithCancel(context.Background())
+			tx, err := pc.BeginTx(ctx, driver.TxOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := tx.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			cancel()
+			synctest.Wait()
+			assertInterrupted(t, pc, false)
+		})
 	})
 }
 
