@@ -5,13 +5,13 @@ import (
 	"database/sql"
 	"fmt"
 	"os"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/pgfast/pgfast/internal/netfault"
 	"github.com/pgfast/pgfast/internal/pgtest"
+	"github.com/pgfast/pgfast/internal/testkit"
 )
 
 // ---- environment: servers, pools, rules, goroutines, cleanup ----
@@ -94,7 +94,7 @@ func (e *faultEnv) cleanup() {
 	select {
 	case <-done:
 	case <-time.After(15 * time.Second):
-		e.t.Errorf("goroutines of this scenario still blocked 15s after the rules were removed and the raw sockets closed:\n%s", faultStacks())
+		e.t.Errorf("goroutines of this scenario still blocked 15s after the rules were removed and the raw sockets closed:\n%s", testkit.Stacks())
 	}
 	slow("waiting for the scenario's goroutines")
 	for _, p := range raws {
@@ -125,7 +125,7 @@ func (e *faultEnv) emergency() {
 // below the cap; this only guards against a bug in those bounds.
 func faultWatchdog(name string, limit time.Duration) (stop func()) {
 	timer := time.AfterFunc(limit, func() {
-		fmt.Fprintf(os.Stderr, "fault scenario %s exceeded its hard cap of %v; goroutines:\n%s\n", name, limit, faultStacks())
+		fmt.Fprintf(os.Stderr, "fault scenario %s exceeded its hard cap of %v; goroutines:\n%s\n", name, limit, testkit.Stacks())
 		faultRegistry.Lock()
 		e := faultRegistry.env
 		faultRegistry.Unlock()
@@ -135,11 +135,6 @@ func faultWatchdog(name string, limit time.Duration) (stop func()) {
 		panic(fmt.Sprintf("fault scenario %s exceeded its hard cap of %v", name, limit))
 	})
 	return func() { timer.Stop() }
-}
-
-func faultStacks() string {
-	buf := make([]byte, 1<<20)
-	return string(buf[:runtime.Stack(buf, true)])
 }
 
 // open opens dsn with pgfast and reports how long sql.Open took.
