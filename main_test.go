@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/pgfast/pgfast/internal/netfault"
@@ -14,7 +15,11 @@ import (
 
 // sharedServer is one throwaway PostgreSQL for the tests that need a running
 // server and do not stop it. Tests that stop or fault a server make their own.
+// It starts on first use (server(t)), so a run of unit tests alone starts no
+// PostgreSQL; TestMain cleans it up after the run.
 var (
+	sharedOnce   sync.Once
+	sharedMu     sync.Mutex // guards sharedServer for the cleanup in runTests
 	sharedServer *pgtest.Server
 	sharedErr    error
 )
@@ -29,23 +34,37 @@ func TestMain(m *testing.M) {
 }
 
 func runTests(m *testing.M) int {
-	// Inside a fault namespace only the fault suite runs; it starts its own servers.
-	if !netfault.Inside() {
-		sharedServer, sharedErr = pgtest.New(pgtest.Options{})
-		if sharedErr == nil {
-			sharedErr = sharedServer.Start()
-		}
+	defer func() {
+		sharedMu.Lock()
+		defer sharedMu.Unlock()
 		if sharedServer != nil {
-			defer sharedServer.Cleanup()
+			sharedServer.Cleanup()
 		}
-	}
+	}()
 	return m.Run()
 }
 
-// server returns the shared running server, or skips (fails under
-// PGFAST_REQUIRE_DB=1) when there is none.
+// startShared starts the shared server once, on first use.
+func startShared() {
+	// Inside a fault namespace only the fault suite runs; it starts its own servers.
+	if netfault.Inside() {
+		sharedErr = errors.New("inside a fault namespace: no shared server")
+		return
+	}
+	s, err := pgtest.New(pgtest.Options{})
+	if err == nil {
+		err = s.Start()
+	}
+	sharedMu.Lock()
+	sharedServer, sharedErr = s, err
+	sharedMu.Unlock()
+}
+
+// server returns the shared running server, starting it on first use, or
+// skips (fails under PGFAST_REQUIRE_DB=1) when there is none.
 func server(t testing.TB) *pgtest.Server {
 	t.Helper()
+	sharedOnce.Do(startShared)
 	if sharedErr != nil || sharedServer == nil {
 		requireOrSkip(t, fmt.Sprintf("no PostgreSQL for tests: %v", sharedErr))
 	}

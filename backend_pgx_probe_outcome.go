@@ -1,0 +1,215 @@
+package pgfast
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgfast/pgfast/internal/diag"
+)
+
+// The probe's verdicts on what it saw (see backend_pgx_probe.go): causes,
+// the TLS in use, roles, redaction, dial outcomes and the pick.
+
+// tlsName names the TLS version and cipher suite of nc, or "" when nc is
+// not a TLS connection whose handshake completed.
+func tlsName(nc net.Conn) string {
+	tc, ok := nc.(*tls.Conn)
+	if !ok {
+		return ""
+	}
+	st := tc.ConnectionState()
+	if !st.HandshakeComplete {
+		return ""
+	}
+	return tls.VersionName(st.Version) + " " + tls.CipherSuiteName(st.CipherSuite)
+}
+
+// probeCause strips what pgconn wraps around the cause of a failed attempt:
+// the user, database and address, which the report holds anyway. With
+// several attempts (sslmode=prefer: TLS, then without) the first one's
+// cause is kept when first is set, else the last one's.
+func probeCause(err error, addr string, first bool) error {
+	var ce *pgconn.ConnectError
+	if !errors.As(err, &ce) {
+		return err
+	}
+	inner := ce.Unwrap()
+	if j, ok := inner.(interface{ Unwrap() []error }); ok {
+		if errs := j.Unwrap(); len(errs) > 0 {
+			inner = errs[len(errs)-1]
+			if first {
+				inner = errs[0]
+			}
+		}
+	}
+	if inner == nil {
+		return err
+	}
+	if u := errors.Unwrap(inner); u != nil && strings.HasPrefix(inner.Error(), addr+" ") {
+		inner = u
+	}
+	return inner
+}
+
+// errProbeConnectTimeout is the cause of a probe attempt's deadline.
+var errProbeConnectTimeout = errors.New("pgfast: connect_timeout reached")
+
+// role finds out whether the server is a standby and whether sessions are
+// read-only: from the parameters PostgreSQL 14+ reports at startup, else
+// with a query.
+func (pr *prober) role(ctx context.Context, conn *pgconn.PgConn, ar *diag.AddrReport) {
+	standby := conn.ParameterStatus("in_hot_standby")
+	readOnly := conn.ParameterStatus("default_transaction_read_only")
+	if standby == "" || readOnly == "" {
+		qctx, cancel := context.WithTimeout(ctx, pr.cfg.ConnectTimeout)
+		defer cancel()
+		res, err := conn.Exec(qctx, "SELECT pg_catalog.pg_is_in_recovery(), pg_catalog.current_setting('default_transaction_read_only')").ReadAll()
+		if err != nil {
+			ar.RoleErr = pr.redact(err)
+			return
+		}
+		if len(res) != 1 || len(res[0].Rows) != 1 || len(res[0].Rows[0]) != 2 {
+			ar.RoleErr = errors.New("pgfast: unexpected answer to the role query")
+			return
+		}
+		row := res[0].Rows[0]
+		standby, readOnly = "off", string(row[1])
+		if string(row[0]) == "t" {
+			standby = "on"
+		}
+	}
+	ar.RoleKnown, ar.Standby, ar.ReadOnly = true, standby == "on", readOnly == "on"
+}
+
+func (pr *prober) emit(e diag.Event) {
+	if pr.opts.progress == nil {
+		return
+	}
+	e.At = time.Now()
+	pr.opts.progress(e)
+}
+
+// redact returns err, or an error with the same chain whose message has the
+// DSN's password scrubbed if it quoted it.
+func (pr *prober) redact(err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	for _, s := range pr.secrets {
+		msg = redactSecret(msg, s)
+	}
+	if msg == err.Error() {
+		return err
+	}
+	return &probeRedactedError{msg: msg, err: err}
+}
+
+// probeRedactedError is an error whose message had a secret scrubbed.
+type probeRedactedError struct {
+	msg string
+	err error
+}
+
+func (e *probeRedactedError) Error() string { return e.msg }
+func (e *probeRedactedError) Unwrap() error { return e.err }
+
+// probeClose closes conn, waiting at most a second for the server.
+func probeClose(conn *pgconn.PgConn) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = conn.Close(ctx)
+}
+
+// dialOutcomeOf names how a connect() ended, with the core's evidence
+// classifier (classify.go) deciding what the error says about the server:
+// host-level evidence is a refusal, an unreachable host or the kernel giving
+// up; a deadline pgfast or the caller set is a timeout; the caller's
+// cancellation is its own outcome; anything else is a plain failure.
+func dialOutcomeOf(err error) diag.DialOutcome {
+	if err == nil {
+		return diag.DialConnected
+	}
+	if errors.Is(err, context.Canceled) {
+		return diag.DialCancelled
+	}
+	switch classify(err, nil, 0) {
+	case hostLevel:
+		switch {
+		case errors.Is(err, syscall.ECONNREFUSED):
+			return diag.DialRefused
+		case errors.Is(err, syscall.ETIMEDOUT):
+			return diag.DialTimedOut
+		}
+		return diag.DialUnreachable
+	case noEvidence:
+		if isDeadline(err) {
+			return diag.DialTimedOut
+		}
+	}
+	return diag.DialFailed
+}
+
+// probePick returns the first address, in host order, that
+// target_session_attrs accepts (libpq's rules, prefer-standby's two passes
+// included), or nil.
+func probePick(hosts []diag.HostReport, attrs string) *diag.Pick {
+	first := func(want string) *diag.Pick {
+		for i := range hosts {
+			for j := range hosts[i].Addrs {
+				if probeAccepts(&hosts[i].Addrs[j], want) {
+					return &diag.Pick{Host: i, Addr: j}
+				}
+			}
+		}
+		return nil
+	}
+	if attrs == "prefer-standby" {
+		if p := first("standby"); p != nil {
+			return p
+		}
+		return first("any")
+	}
+	return first(attrs)
+}
+
+// probeAccepts reports whether target_session_attrs=want accepts a, by the
+// rule the driver applies to its connections (roleViolation). A role the
+// probe could not find out is accepted only where no role is asked for.
+func probeAccepts(a *diag.AddrReport, want string) bool {
+	if !a.Authenticated {
+		return false
+	}
+	switch want {
+	case "", "any":
+		return true // and pgx's custom validators, which a DSN cannot name
+	}
+	if !a.RoleKnown {
+		return false
+	}
+	why, _ := roleViolation(want, reportedRole{standby: a.Standby, readOnly: a.ReadOnly})
+	return why == ""
+}
+
+// reportedRole gives a probed server's role as the ParameterStatus values
+// roleViolation reads.
+type reportedRole struct{ standby, readOnly bool }
+
+// ParameterStatus answers in_hot_standby and default_transaction_read_only.
+func (r reportedRole) ParameterStatus(key string) string {
+	on := map[bool]string{true: "on", false: "off"}
+	switch key {
+	case "in_hot_standby":
+		return on[r.standby]
+	case "default_transaction_read_only":
+		return on[r.readOnly]
+	}
+	return ""
+}

@@ -1,0 +1,60 @@
+package pgfast
+
+import (
+	"database/sql"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/pgfast/pgfast/internal/testkit"
+)
+
+// ---------------------------------------------------------------------------
+// Helpers.
+
+// foStates records the connector's state changes with their times.
+type foStates struct {
+	mu     sync.Mutex
+	events []foStateEvent
+}
+
+type foStateEvent struct {
+	st  State
+	at  time.Time
+	err error
+}
+
+func (s *foStates) record(st State, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.events = append(s.events, foStateEvent{st, time.Now(), err})
+}
+
+// after returns how long after since the connector first entered st.
+func (s *foStates) after(st State, since time.Time) (time.Duration, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range s.events {
+		if e.st == st && !e.at.Before(since) {
+			return e.at.Sub(since), true
+		}
+	}
+	return 0, false
+}
+
+// foDur formats a measured duration, or "none" when there is none.
+func foDur(d time.Duration, ok bool) string {
+	if !ok {
+		return "none"
+	}
+	return d.Round(time.Millisecond).String()
+}
+
+// foStartLoad starts the failover scenarios' workload (testkit.Load) with
+// their hang limit, counting ErrNotReady as "not-ready".
+func foStartLoad(db *sql.DB, n int, insert string) *testkit.Load {
+	return testkit.StartLoad(db, n, insert, testkit.LoadOptions{
+		HangLimit: foHangLimit,
+		NotReady:  func(err error) bool { return errors.Is(err, ErrNotReady) },
+	})
+}
