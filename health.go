@@ -409,6 +409,9 @@ type trackedConn struct {
 	// compares it before and after a call to know whether any byte of a
 	// statement left (then the statement must never be run again).
 	writes atomic.Uint64
+	// recent lets a checkout skip its system call right after a reply
+	// (recentread.go).
+	recent readRecency
 }
 
 // NetConn returns the underlying socket.
@@ -419,9 +422,12 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	c.inIO.Add(-1)
 	if err != nil {
-		err = c.ioError(err)
+		return n, c.ioError(err)
 	}
-	return n, err
+	if n > 0 {
+		c.recent.reads.Add(1)
+	}
+	return n, nil
 }
 
 func (c *trackedConn) Write(p []byte) (int, error) {
@@ -573,8 +579,13 @@ func socketState(nc net.Conn) (bool, error) {
 	return peekState(rc)
 }
 
-// alive reports whether nc still looks usable, without any I/O on the wire.
+// alive reports whether nc still looks usable, without any I/O on the wire
+// (and without a system call while the connection is in steady use:
+// recentread.go).
 func alive(nc net.Conn) bool {
+	if inUse(nc) {
+		return true
+	}
 	ok, _ := socketState(nc)
 	return ok
 }
@@ -587,7 +598,12 @@ func alive(nc net.Conn) bool {
 // connection and the siblings that are dead too. That is old evidence (the socket may have
 // died while the pool sat idle through a blip that is over), so the connector
 // stays Ready and the retry's fresh dial decides whether the server is down.
+// A connection that read its server's reply within the last
+// recentReadWindow skips the system call (recentread.go).
 func checkout(_ context.Context, nc net.Conn) error {
+	if inUse(nc) {
+		return nil
+	}
 	ok, why := socketState(nc)
 	if ok {
 		return nil
