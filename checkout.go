@@ -83,8 +83,13 @@ func socketState(nc net.Conn) (bool, error) {
 	return peekState(rc)
 }
 
-// alive reports whether nc still looks usable, without any I/O on the wire.
+// alive reports whether nc still looks usable, without any I/O on the wire
+// (and without a system call while the connection is in steady use:
+// recentread.go).
 func alive(nc net.Conn) bool {
+	if inUse(nc) {
+		return true
+	}
 	ok, _ := socketState(nc)
 	return ok
 }
@@ -97,7 +102,12 @@ func alive(nc net.Conn) bool {
 // connection and the siblings that are dead too. That is old evidence (the socket may have
 // died while the pool sat idle through a blip that is over), so the connector
 // stays Ready and the retry's fresh dial decides whether the server is down.
+// A connection that read its server's reply within the last
+// recentReadWindow skips the system call (recentread.go).
 func checkout(_ context.Context, nc net.Conn) error {
+	if inUse(nc) {
+		return nil
+	}
 	ok, why := socketState(nc)
 	if ok {
 		return nil

@@ -36,6 +36,9 @@ type trackedConn struct {
 	// compares it before and after a call to know whether any byte of a
 	// statement left (then the statement must never be run again).
 	writes atomic.Uint64
+	// recent lets a checkout skip its system call right after a reply
+	// (recentread.go).
+	recent readRecency
 }
 
 // NetConn returns the underlying socket.
@@ -46,9 +49,12 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	c.inIO.Add(-1)
 	if err != nil {
-		err = c.ioError(err)
+		return n, c.ioError(err)
 	}
-	return n, err
+	if n > 0 {
+		c.recent.reads.Add(1)
+	}
+	return n, nil
 }
 
 func (c *trackedConn) Write(p []byte) (int, error) {

@@ -1,0 +1,69 @@
+package pgfast
+
+import (
+	"net"
+	"sync/atomic"
+	"time"
+)
+
+// The checkout check without a system call for a connection in steady use.
+//
+// database/sql checks a connection out for every query; pgfast's liveness
+// check is one MSG_PEEK system call (liveness_linux.go), which is most of
+// what pgfast adds to a cheap query's CPU (pgx checks once per query, lib/pq
+// twice: ResetSession and IsValid). A connection that read a reply from its
+// server within the last recentReadWindow skips it: a server that answered
+// that recently is very unlikely to have closed the connection since, and if
+// it did, the next query fails as it would through the raw driver (pgx pings
+// only after a second of idleness, lib/pq never checks). A socket pgfast
+// shut down, doomed or closed always gets the full check, and the sibling
+// sweep after an error always peeks.
+//
+// No clock is read on the I/O path: Read only counts the reads that returned
+// bytes. Each check reads the monotonic clock once; when the count moved
+// since the previous check, the last read happened after that check, which
+// bounds its age from above.
+
+// recentReadWindow is how recently a connection must have read from its
+// server for its checkout to skip the system call.
+const recentReadWindow = 250 * time.Microsecond
+
+// monoEpoch makes monoNow's readings small positive numbers.
+var monoEpoch = time.Now()
+
+// monoNow is the monotonic clock in nanoseconds since monoEpoch (one clock
+// read: time.Since of a monotonic time does not read the wall clock).
+func monoNow() int64 { return int64(time.Since(monoEpoch)) }
+
+// readRecency is a socket's record for the check above. reads is written by
+// the socket's Read; the rest by its checks, which database/sql runs one at a
+// time for a connection.
+type readRecency struct {
+	reads     atomic.Uint64 // Read calls that returned bytes
+	seenReads atomic.Uint64 // reads at the previous check
+	checkedAt atomic.Int64  // monoNow at the previous check
+	readAfter atomic.Int64  // the last read came after this monoNow; 0: unknown
+}
+
+// fresh records a check made at now (monoNow) and reports whether the
+// socket read from its peer within recentReadWindow.
+func (r *readRecency) fresh(now int64) bool {
+	if n := r.reads.Load(); n != r.seenReads.Load() {
+		r.seenReads.Store(n)
+		r.readAfter.Store(r.checkedAt.Load())
+	}
+	r.checkedAt.Store(now)
+	after := r.readAfter.Load()
+	return after > 0 && now-after < int64(recentReadWindow)
+}
+
+// inUse reports whether the checkout check may skip its system call for nc:
+// pgfast's socket, not shut down, doomed or closed, that read from its server
+// within recentReadWindow.
+func inUse(nc net.Conn) bool {
+	tc := trackedOf(nc)
+	if tc == nil || tc.doomed.Load() || tc.evicted.Load() || tc.closed.Load() {
+		return false
+	}
+	return tc.recent.fresh(monoNow())
+}
