@@ -53,8 +53,13 @@ func foDur(d time.Duration, ok bool) string {
 // foStartLoad starts the failover scenarios' workload (testkit.Load) with
 // their hang limit, counting ErrNotReady as "not-ready".
 func foStartLoad(db *sql.DB, n int, insert string) *testkit.Load {
+	return foStartLoadHang(db, n, insert, foHangLimit)
+}
+
+// foStartLoadHang is foStartLoad with another hang limit.
+func foStartLoadHang(db *sql.DB, n int, insert string, hang time.Duration) *testkit.Load {
 	return testkit.StartLoad(db, n, insert, testkit.LoadOptions{
-		HangLimit: foHangLimit,
+		HangLimit: hang,
 		NotReady:  func(err error) bool { return errors.Is(err, ErrNotReady) },
 	})
 }

@@ -49,6 +49,9 @@ const (
 	foQueryCtxLimit = 2600 * time.Millisecond // …and how long the call may take (target ~2.1 s)
 	foDemotedLimit  = 5 * time.Second         // read-only primary → every worker writing on the other server
 	foLeakSettle    = 20 * time.Second        // goroutines and sockets must be gone by then after Close
+	// With pgfast's default TCP settings the dead-peer window (10 s) decides.
+	foDefaultsFailoverLimit = 16 * time.Second
+	foDefaultsHangLimit     = 14 * time.Second
 )
 
 // foEnvRun narrows the scenarios TestFailover runs (a -run pattern for the
@@ -84,6 +87,9 @@ func TestFailoverSuite(t *testing.T) {
 	})
 	t.Run("failover-multihost", func(t *testing.T) {
 		forEachBackend(t, func(t *testing.T, b backendCase) { s.failover(t, b, false) })
+	})
+	t.Run("failover-multihost-defaults", func(t *testing.T) {
+		forEachBackend(t, func(t *testing.T, b backendCase) { s.failoverWith(t, b, false, true) })
 	})
 	t.Run("dns-repoint-reachable", func(t *testing.T) {
 		forEachBackend(t, s.dnsRepoint)

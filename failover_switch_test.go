@@ -13,9 +13,21 @@ import (
 // Scenarios 1 and 2: failover by DNS and by a multi-host DSN.
 
 func (s *foSuite) failover(t *testing.T, b backendCase, viaDNS bool) {
+	s.failoverWith(t, b, viaDNS, false)
+}
+
+// failoverWith is failover with pgfast's default TCP settings when defaults
+// is set (the dead-peer window decides, so the bounds are wider), else with
+// foFastTCP.
+func (s *foSuite) failoverWith(t *testing.T, b backendCase, viaDNS, defaults bool) {
 	scenario := "failover-multihost"
 	if viaDNS {
 		scenario = "failover-dns"
+	}
+	tcp, limit, hang := foFastTCP, foFailoverLimit, foHangLimit
+	if defaults {
+		scenario += "-defaults"
+		tcp, limit, hang = "", foDefaultsFailoverLimit, foDefaultsHangLimit
 	}
 	s.guard(t, scenario, b)
 	pair := foStartPair(t)
@@ -37,14 +49,14 @@ func (s *foSuite) failover(t *testing.T, b backendCase, viaDNS bool) {
 		resolver = &testkit.HostsResolver{}
 		opts = append(opts, WithResolver(resolver))
 	}
-	dsn := foDSN(host, pair.port, foFastTCP, "target_session_attrs=read-write")
+	dsn := foDSN(host, pair.port, tcp, "target_session_attrs=read-write")
 	db, c, states := s.open(t, b, dsn, opts...)
 	db.SetMaxOpenConns(foWorkers)
 	db.SetMaxIdleConns(foWorkers)
 	foReady(t, c, 15*time.Second)
 
-	load := foStartLoad(db, foWorkers, foInsert)
-	defer load.Stop(t, 2*foHangLimit)
+	load := foStartLoadHang(db, foWorkers, foInsert, hang)
+	defer load.Stop(t, 2*hang)
 	if _, ok := load.WaitAllWroteOn(foPrimaryIP, time.Time{}, time.Now().Add(15*time.Second)); !ok {
 		t.Fatalf("not every worker wrote on the primary before the fault: %s", load.Summary())
 	}
@@ -62,16 +74,16 @@ func (s *foSuite) failover(t *testing.T, b backendCase, viaDNS bool) {
 	}
 	repointed := time.Since(t0)
 
-	converged, ok := load.WaitAllWroteOn(foStandbyIP, t0, t0.Add(foFailoverLimit))
-	load.Stop(t, 2*foHangLimit)
+	converged, ok := load.WaitAllWroteOn(foStandbyIP, t0, t0.Add(limit))
+	load.Stop(t, 2*hang)
 	if !ok {
-		t.Errorf("not every worker wrote on the new primary within %v of the blackhole: %s", foFailoverLimit, load.Summary())
+		t.Errorf("not every worker wrote on the new primary within %v of the blackhole: %s", limit, load.Summary())
 	}
 	if hangs := load.Hangs(); hangs > 0 {
-		t.Errorf("%d calls took longer than %v", hangs, foHangLimit)
+		t.Errorf("%d calls took longer than %v", hangs, hang)
 	}
-	if longest := load.Longest(); longest > foHangLimit {
-		t.Errorf("the longest call took %v, limit %v", longest, foHangLimit)
+	if longest := load.Longest(); longest > hang {
+		t.Errorf("the longest call took %v, limit %v", longest, hang)
 	}
 	foAssertNoConnsTo(t, c, foPrimaryIP, pair.port)
 	st := c.Stats()
