@@ -19,7 +19,7 @@ type options struct {
 	resolver  Resolver // nil: net.DefaultResolver
 	noProbe   bool     // no background goroutine (Driver.Open)
 	// testBackend replaces the backend's connector (tests only).
-	testBackend func(*seam) driver.Connector
+	testBackend func(core) driver.Connector
 }
 
 // WithBackend selects the driver pgfast wraps: PGX (default) or LibPQ.
