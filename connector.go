@@ -118,6 +118,9 @@ func newConnectorWith(a adapter, cfg *Config, o options) (*Connector, error) {
 	d := newDialer(cfg.dialSettings(), c.resolver)
 	d.book = c.book
 	c.core = c.newCore(d)
+	if o.testDial != nil {
+		c.core.dialFn = o.testDial(c.core.dialFn)
+	}
 	c.backend = a.connector(c.core)
 	if o.testBackend != nil {
 		c.backend = o.testBackend(c.core)

@@ -20,6 +20,9 @@ type options struct {
 	noProbe   bool     // no background goroutine (Driver.Open)
 	// testBackend replaces the backend's connector (tests only).
 	testBackend func(core) driver.Connector
+	// testDial wraps the core's dial function before the connector's
+	// goroutine starts (tests only).
+	testDial func(dialFunc) dialFunc
 }
 
 // WithBackend selects the driver pgfast wraps: PGX (default) or LibPQ.
