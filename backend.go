@@ -29,18 +29,27 @@ func (b Backend) String() string {
 	return "unknown"
 }
 
-// adapter is the one seam between pgfast's core and a backend driver. An
-// adapter is made by its backend's parse function (parsePGX, parsePQ), which
-// runs the backend's own DSN parser and reports the DSN's host groups and a
-// copy of its leftover settings; connector then builds the backend's
-// driver.Connector around the seam's dial function and hooks.
+// adapter is the one seam between pgfast's core and a backend driver. The
+// path through it, in order:
+//
+//   - parse: the backend's parse function (parsePGX, parsePQ) runs the
+//     backend's own DSN parser and reports the DSN's host groups and a copy
+//     of its leftover settings (parsedDSN); configure takes pgfast's keys out
+//     of the leftovers into Config and hands the rest back (useLeftover).
+//   - connector(core): the adapter builds the backend's driver.Connector
+//     around core, the interface the Connector implements (connectorCore in
+//     seamhooks.go): every socket comes from core.dial, and the adapter calls
+//     core's other methods at the points only it can see (checkout, a
+//     backend error, the host order).
+//   - socket, refusedTLS: the core asks the adapter about a connection (its
+//     socket) or an error (the server refusing TLS) in the backend's terms.
 type adapter interface {
 	// useLeftover replaces the settings the backend sends to the server as
 	// runtime parameters with leftover: the parse's copy, from which the
 	// core took its own keys.
 	useLeftover(leftover map[string]string)
-	// connector builds the backend's driver.Connector on the seam.
-	connector(s *seam) driver.Connector
+	// connector builds the backend's driver.Connector on the core.
+	connector(co core) driver.Connector
 	// refusedTLS reports whether err itself (not what it wraps) is the
 	// backend's error for a server refusing the TLS sslmode requires.
 	refusedTLS(err error) bool
@@ -86,28 +95,33 @@ func configure(a adapter, p *parsedDSN) (*Config, error) {
 	return cfg, nil
 }
 
-// seam is what the core hands to a backend adapter: the dial function every
-// connection must go through, and the hooks the adapter calls at the points
-// only it can see.
-type seam struct {
-	cfg  *Config
-	dial dialFunc
+// core is what pgfast's core offers a backend adapter: the dial function
+// every connection must go through, and the hooks the adapter calls at the
+// points only it can see. The Connector implements it (connectorCore); tests
+// use a fake of their own.
+type core interface {
+	// config is the connector's Config.
+	config() *Config
+	// dial makes every socket of the backend's connections (and of
+	// lib/pq's cancel requests). A backend that wants a function value
+	// converts the method value: dialFunc(co.dial).
+	dial(ctx context.Context, network, address string) (net.Conn, error)
 	// checkout runs before database/sql reuses a connection; it returns
 	// driver.ErrBadConn for a dead one.
-	checkout func(ctx context.Context, nc net.Conn) error
+	checkout(ctx context.Context, nc net.Conn) error
 	// alive reports whether the socket still looks usable (no I/O).
-	alive func(nc net.Conn) bool
+	alive(nc net.Conn) bool
 	// onError is told every error a backend call on a connection returned
 	// (adapters that wrap connections call it); the core decides what the
 	// error says about the server (a demoted primary, a dead host).
-	onError func(nc net.Conn, err error)
+	onError(nc net.Conn, err error)
 	// checkRole runs at checkout with the server's reported parameters
-	// (nil when the backend does not expose them): a server that no longer
-	// has the role target_session_attrs asked for is driver.ErrBadConn and
-	// its address is evicted.
-	checkRole func(nc net.Conn, params serverParams) error
+	// (nil when the backend does not expose them, which passes): a server
+	// that no longer has the role target_session_attrs asked for is
+	// driver.ErrBadConn and its address is evicted.
+	checkRole(nc net.Conn, params serverParams) error
 	// orderHosts returns the order to try the DSN's hosts in, as indexes.
-	orderHosts func(hosts []HostPort) []int
+	orderHosts(hosts []HostPort) []int
 }
 
 // dialFunc is pgfast's dial function. Its methods make it a lib/pq Dialer and

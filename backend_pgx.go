@@ -175,55 +175,46 @@ func lookup(_ context.Context, host string) ([]string, error) {
 	return []string{host}, nil
 }
 
-func (a *pgxAdapter) connector(s *seam) driver.Connector {
+func (a *pgxAdapter) connector(co core) driver.Connector {
 	cc := a.cfg.Copy()
-	a.wire(cc, s)
+	a.wire(cc, co)
 	opts := []stdlib.OptionOpenDB{
 		stdlib.OptionResetSession(func(ctx context.Context, c *pgx.Conn) error {
 			nc := c.PgConn().Conn()
-			if s.checkRole != nil {
-				if err := s.checkRole(nc, c.PgConn()); err != nil {
-					return err
-				}
+			if err := co.checkRole(nc, c.PgConn()); err != nil {
+				return err
 			}
-			if s.checkout == nil {
-				return nil
-			}
-			return s.checkout(ctx, nc)
+			return co.checkout(ctx, nc)
 		}),
-	}
-	if s.alive != nil {
 		// The syscall-only liveness check in checkout replaces pgx's
 		// ping-after-one-second-idle, which is a round trip per checkout and
 		// hangs on a zombie connection.
-		opts = append(opts, stdlib.OptionShouldPing(func(context.Context, stdlib.ShouldPingParams) bool { return false }))
+		stdlib.OptionShouldPing(func(context.Context, stdlib.ShouldPingParams) bool { return false }),
 	}
-	if s.orderHosts != nil && len(a.groups) > 1 {
+	if len(a.groups) > 1 {
 		groups, hosts := a.groups, hostPortsOf(a.groups)
 		opts = append(opts, stdlib.OptionBeforeConnect(func(_ context.Context, cc *pgx.ConnConfig) error {
 			// cc is this connection's own copy: pgx tries whole hosts in
 			// the order pgfast chose (load_balance_hosts, bad hosts last).
-			setPgxHosts(&cc.Config, pgxFallbacks(groups, s.orderHosts(hosts)))
+			setPgxHosts(&cc.Config, pgxFallbacks(groups, co.orderHosts(hosts)))
 			return nil
 		}))
 	}
 	return pgxNamingConnector{stdlib.GetConnector(*cc, opts...)}
 }
 
-// wire points cc at the seam: pgfast's dialer, the hosts in the DSN's order,
+// wire points cc at the core: pgfast's dialer, the hosts in the DSN's order,
 // the per-address deadline and the error hook (the stdlib connector and the
 // pgxpool front end share it).
-func (a *pgxAdapter) wire(cc *pgx.ConnConfig, s *seam) {
+func (a *pgxAdapter) wire(cc *pgx.ConnConfig, co core) {
 	setPgxHosts(&cc.Config, pgxFallbacks(a.groups, inOrder(len(a.groups))))
-	cc.DialFunc = recordingPgxDial(s.dial)
+	cc.DialFunc = recordingPgxDial(dialFunc(co.dial))
 	cc.LookupFunc = lookup
-	cc.ConnectTimeout = s.cfg.ConnectTimeout
-	if s.onError != nil {
-		prev := cc.OnPgError
-		cc.OnPgError = func(pc *pgconn.PgConn, pgErr *pgconn.PgError) bool {
-			s.onError(pc.Conn(), pgErr)
-			return prev == nil || prev(pc, pgErr)
-		}
+	cc.ConnectTimeout = co.config().ConnectTimeout
+	prev := cc.OnPgError
+	cc.OnPgError = func(pc *pgconn.PgConn, pgErr *pgconn.PgError) bool {
+		co.onError(pc.Conn(), pgErr)
+		return prev == nil || prev(pc, pgErr)
 	}
 }
 

@@ -62,11 +62,11 @@ func pqHost(host, addr string, port uint16) HostPort {
 	return HostPort{Host: host, Port: port, Addr: addr}
 }
 
-func (a *pqAdapter) connector(s *seam) driver.Connector {
+func (a *pqAdapter) connector(co core) driver.Connector {
 	cfg := a.cfg.Clone()
-	cfg.ConnectTimeout = s.cfg.ConnectTimeout
-	pc := &pqConnector{cfg: cfg, seam: s, passes: pqPasses(cfg.TargetSessionAttrs)}
-	if len(cfg.Multi) > 0 && s.orderHosts != nil {
+	cfg.ConnectTimeout = co.config().ConnectTimeout
+	pc := &pqConnector{cfg: cfg, core: co, passes: pqPasses(cfg.TargetSessionAttrs)}
+	if len(cfg.Multi) > 0 {
 		// pgfast orders the hosts itself per connection (random first when
 		// load_balance_hosts=random, bad hosts last).
 		pc.cfg.LoadBalanceHosts = pq.LoadBalanceHostsDisable
@@ -95,7 +95,7 @@ func pqPasses(tsa pq.TargetSessionAttrs) []pq.TargetSessionAttrs {
 // pqConnector opens lib/pq connections and wraps them in *PQConn.
 type pqConnector struct {
 	cfg     pq.Config
-	seam    *seam
+	core    core
 	passes  []pq.TargetSessionAttrs // one pass over the hosts each (pqPasses)
 	fixed   []*pq.Connector         // one per pass, used when the host order never changes
 	reorder bool
@@ -105,7 +105,7 @@ var _ driver.Connector = (*pqConnector)(nil)
 
 func (c *pqConnector) connectorFor(cfg pq.Config) *pq.Connector {
 	inner, _ := pq.NewConnectorConfig(cfg) // never fails
-	inner.Dialer(c.seam.dial)
+	inner.Dialer(dialFunc(c.core.dial))
 	return inner
 }
 
@@ -120,7 +120,7 @@ func (c *pqConnector) ordered(i int) *pq.Connector {
 	for i, h := range all {
 		hosts[i] = pqHost(h.Host, h.Hostaddr.String(), h.Port)
 	}
-	idx := c.seam.orderHosts(hosts)
+	idx := c.core.orderHosts(hosts)
 	cfg := c.cfg
 	cfg.TargetSessionAttrs = c.passes[i]
 	first := all[idx[0]]
@@ -166,7 +166,7 @@ func (c *pqConnector) connectPass(ctx context.Context, pass int) (driver.Conn, e
 		closeSoon(dc, nc)
 		return nil, ctx.Err()
 	}
-	pc := &PQConn{inner: dc, sock: nc, seam: c.seam}
+	pc := &PQConn{inner: dc, sock: nc, core: c.core}
 	if pid, key, ok := pqCancelKey(dc); ok {
 		pc.cancelPID, pc.cancelKey = pid, key
 	}

@@ -16,15 +16,15 @@ import (
 // plumbing test of the wrapper only (behaviour is tested on a real server).
 type mockConnector struct {
 	inner driver.Conn
-	seam  *seam
+	core  *fakeCore
 }
 
 func (m *mockConnector) Connect(context.Context) (driver.Conn, error) {
-	return &PQConn{inner: m.inner, sock: &net.TCPConn{}, seam: m.seam}, nil
+	return &PQConn{inner: m.inner, sock: &net.TCPConn{}, core: m.core}, nil
 }
 func (m *mockConnector) Driver() driver.Driver { return nil }
 
-func newMockPQ(t *testing.T, s *seam) (*sql.DB, sqlmock.Sqlmock) {
+func newMockPQ(t *testing.T, s *fakeCore) (*sql.DB, sqlmock.Sqlmock) {
 	t.Helper()
 	mdb, mock, err := sqlmock.NewWithDSN("pgfast-mock-"+t.Name(), sqlmock.MonitorPingsOption(true))
 	if err != nil {
@@ -35,14 +35,14 @@ func newMockPQ(t *testing.T, s *seam) (*sql.DB, sqlmock.Sqlmock) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db := sql.OpenDB(&mockConnector{inner: inner, seam: s})
+	db := sql.OpenDB(&mockConnector{inner: inner, core: s})
 	db.SetMaxOpenConns(1)
 	t.Cleanup(func() { db.Close() })
 	return db, mock
 }
 
 func TestPQConnPassesEverythingThrough(t *testing.T) {
-	db, mock := newMockPQ(t, &seam{})
+	db, mock := newMockPQ(t, &fakeCore{})
 	mock.ExpectExec("INSERT INTO t").WithArgs(1, "a").WillReturnResult(sqlmock.NewResult(0, 1))
 	mock.ExpectQuery("SELECT name").WithArgs(1).WillReturnRows(sqlmock.NewRows([]string{"name"}).AddRow("a"))
 	mock.ExpectBegin()
@@ -92,9 +92,9 @@ func TestPQConnPassesEverythingThrough(t *testing.T) {
 
 func TestPQConnCheckoutHooks(t *testing.T) {
 	checkouts := 0
-	s := &seam{
-		checkout: func(context.Context, net.Conn) error { checkouts++; return nil },
-		alive:    func(net.Conn) bool { return true },
+	s := &fakeCore{
+		checkoutFn: func(context.Context, net.Conn) error { checkouts++; return nil },
+		aliveFn:    func(net.Conn) bool { return true },
 	}
 	db, mock := newMockPQ(t, s)
 	mock.ExpectExec("SELECT 1").WillReturnResult(sqlmock.NewResult(0, 0))
@@ -109,9 +109,9 @@ func TestPQConnCheckoutHooks(t *testing.T) {
 	}
 
 	// A dead socket at checkout: database/sql drops the connection and dials again.
-	s.checkout = func(context.Context, net.Conn) error { return driver.ErrBadConn }
-	s.alive = func(net.Conn) bool { return false }
-	pc := &PQConn{inner: nil, sock: &net.TCPConn{}, seam: s}
+	s.checkoutFn = func(context.Context, net.Conn) error { return driver.ErrBadConn }
+	s.aliveFn = func(net.Conn) bool { return false }
+	pc := &PQConn{inner: nil, sock: &net.TCPConn{}, core: s}
 	if err := pc.ResetSession(context.Background()); !errors.Is(err, driver.ErrBadConn) {
 		t.Fatalf("ResetSession = %v", err)
 	}
@@ -132,7 +132,7 @@ func (b *bareConn) Begin() (driver.Tx, error) { b.begun++; return nil, errors.Ne
 
 func TestPQConnFallbacksForMissingInterfaces(t *testing.T) {
 	inner := &bareConn{}
-	pc := &PQConn{inner: inner, seam: &seam{}}
+	pc := &PQConn{inner: inner, core: &fakeCore{}}
 	ctx := context.Background()
 	if _, err := pc.ExecContext(ctx, "x", nil); !errors.Is(err, driver.ErrSkip) {
 		t.Errorf("ExecContext: %v", err)
@@ -161,7 +161,7 @@ func TestPQConnFallbacksForMissingInterfaces(t *testing.T) {
 }
 
 func TestPQConnRowsPassThroughColumnTypesAndResultSets(t *testing.T) {
-	db, mock := newMockPQ(t, &seam{})
+	db, mock := newMockPQ(t, &fakeCore{})
 	raw, err := sql.Open("sqlmock", "pgfast-mock-"+t.Name()) // database/sql directly on the same mock
 	if err != nil {
 		t.Fatal(err)
@@ -227,7 +227,7 @@ func TestPQConnRowsPassThroughColumnTypesAndResultSets(t *testing.T) {
 
 func TestPQConnReportsEveryBackendError(t *testing.T) {
 	rec := &errRecorder{}
-	db, mock := newMockPQ(t, &seam{onError: rec.onError})
+	db, mock := newMockPQ(t, &fakeCore{onErrorFn: rec.onError})
 	fail := errors.New("backend error")
 	mock.ExpectExec("E").WillReturnError(fail)
 	mock.ExpectQuery("Q").WillReturnError(fail)
@@ -291,6 +291,6 @@ func TestPQConnNilSeamAndHooks(t *testing.T) {
 		t.Fatal("want the inner error")
 	}
 	if err := pc.ResetSession(context.Background()); err != nil || !pc.IsValid() {
-		t.Fatalf("ResetSession/IsValid without a seam: %v", err)
+		t.Fatalf("ResetSession/IsValid without a core: %v", err)
 	}
 }

@@ -22,7 +22,7 @@ type Connector struct {
 	log         *slog.Logger
 	stateHook   func(State, error)
 	backend     driver.Connector
-	seam        *seam
+	core        *connectorCore
 	book        *addrBook
 	resolver    Resolver
 	drv         *connectorDriver
@@ -117,10 +117,13 @@ func newConnectorWith(a adapter, cfg *Config, o options) (*Connector, error) {
 	c.book.onEvict = c.onEvict
 	d := newDialer(cfg.dialSettings(), c.resolver)
 	d.book = c.book
-	c.seam = c.newSeam(d)
-	c.backend = a.connector(c.seam)
+	c.core = c.newCore(d)
+	if o.testDial != nil {
+		c.core.dialFn = o.testDial(c.core.dialFn)
+	}
+	c.backend = a.connector(c.core)
 	if o.testBackend != nil {
-		c.backend = o.testBackend(c.seam)
+		c.backend = o.testBackend(c.core)
 	}
 	c.started = time.Now()
 	if o.noProbe {
@@ -279,11 +282,9 @@ func (c *Connector) takeWarm() driver.Conn {
 		dc := c.warm[n-1]
 		c.warm = c.warm[:n-1]
 		c.mu.Unlock()
-		if c.seam.alive != nil {
-			if nc := c.adapter.socket(dc); nc != nil && !c.seam.alive(nc) {
-				_ = dc.Close()
-				continue
-			}
+		if nc := c.adapter.socket(dc); nc != nil && !c.core.alive(nc) {
+			_ = dc.Close()
+			continue
 		}
 		c.stats.handedOut.Add(1)
 		return dc

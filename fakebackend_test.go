@@ -69,7 +69,7 @@ const fakeDSN = "host=127.0.0.1 port=1 user=u dbname=d sslmode=disable connect_t
 // newFakeConnector makes a connector on fb with the given extra options.
 func newFakeConnector(t *testing.T, fb *fakeBackend, o options) *Connector {
 	t.Helper()
-	o.testBackend = func(*seam) driver.Connector { return fb }
+	o.testBackend = func(core) driver.Connector { return fb }
 	c, err := newConnector(fakeDSN, o)
 	if err != nil {
 		t.Fatal(err)

@@ -60,16 +60,16 @@ func pgxAttemptOrder(t *testing.T, dsn string) []pgxAttempt {
 		mu       sync.Mutex
 		attempts []pgxAttempt
 	)
-	s := &seam{
+	s := &fakeCore{
 		cfg: cfg,
-		dial: func(_ context.Context, _, address string) (net.Conn, error) {
+		dialFn: func(_ context.Context, _, address string) (net.Conn, error) {
 			return &firstMessageConn{record: func(tls bool) {
 				mu.Lock()
 				attempts = append(attempts, pgxAttempt{addr: address, tls: tls})
 				mu.Unlock()
 			}}, nil
 		},
-		orderHosts: func(hosts []HostPort) []int {
+		orderHostsFn: func(hosts []HostPort) []int {
 			return book.orderHosts(hosts, cfg.LoadBalanceHosts == "random")
 		},
 	}

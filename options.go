@@ -19,7 +19,10 @@ type options struct {
 	resolver  Resolver // nil: net.DefaultResolver
 	noProbe   bool     // no background goroutine (Driver.Open)
 	// testBackend replaces the backend's connector (tests only).
-	testBackend func(*seam) driver.Connector
+	testBackend func(core) driver.Connector
+	// testDial wraps the core's dial function before the connector's
+	// goroutine starts (tests only).
+	testDial func(dialFunc) dialFunc
 }
 
 // WithBackend selects the driver pgfast wraps: PGX (default) or LibPQ.

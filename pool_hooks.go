@@ -9,11 +9,11 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// equipPool wires c's seam into pc: the connection settings as the driver's,
+// equipPool wires c's core into pc: the connection settings as the driver's,
 // then pgfast's pool hooks before the application's.
 func equipPool(pc *pgxpool.Config, a *pgxAdapter, c *Connector) {
-	s := c.seam
-	a.wire(pc.ConnConfig, s)
+	co := c.core
+	a.wire(pc.ConnConfig, co)
 
 	userBefore := pc.BeforeConnect
 	groups, hosts := a.groups, hostPortsOf(a.groups)
@@ -21,9 +21,9 @@ func equipPool(pc *pgxpool.Config, a *pgxAdapter, c *Connector) {
 		if err := c.poolGate(ctx); err != nil {
 			return err
 		}
-		if s.orderHosts != nil && len(groups) > 1 {
+		if len(groups) > 1 {
 			// cc is this connection's own copy.
-			setPgxHosts(&cc.Config, pgxFallbacks(groups, s.orderHosts(hosts)))
+			setPgxHosts(&cc.Config, pgxFallbacks(groups, co.orderHosts(hosts)))
 		}
 		if userBefore != nil {
 			return userBefore(ctx, cc)
@@ -40,10 +40,10 @@ func equipPool(pc *pgxpool.Config, a *pgxAdapter, c *Connector) {
 	}
 	pc.PrepareConn = func(ctx context.Context, conn *pgx.Conn) (bool, error) {
 		nc := conn.PgConn().Conn()
-		if s.checkRole != nil && s.checkRole(nc, conn.PgConn()) != nil {
+		if co.checkRole(nc, conn.PgConn()) != nil {
 			return false, nil // destroyed; pgxpool tries another connection
 		}
-		if s.checkout != nil && s.checkout(ctx, nc) != nil {
+		if co.checkout(ctx, nc) != nil {
 			return false, nil
 		}
 		if userPrepare != nil {
@@ -52,7 +52,7 @@ func equipPool(pc *pgxpool.Config, a *pgxAdapter, c *Connector) {
 		return true, nil
 	}
 
-	if pc.ShouldPing == nil && s.alive != nil {
+	if pc.ShouldPing == nil {
 		// The syscall-only check in PrepareConn replaces pgxpool's ping
 		// after one second idle: a round trip per checkout that hangs on a
 		// zombie connection.

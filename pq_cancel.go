@@ -70,17 +70,17 @@ var errNoCancelKey = errors.New("pgfast: no cancel key for this connection")
 // running: one connection through pgfast's dialer to the address the
 // connection's socket is connected to, bounded by connect_timeout.
 func (c *PQConn) sendCancel() error {
-	if c.cancelKey == nil || c.sock == nil || c.seam == nil || c.seam.dial == nil {
+	if c.cancelKey == nil || c.sock == nil || c.core == nil {
 		return errNoCancelKey
 	}
 	timeout := DefaultConnectTimeout
-	if c.seam.cfg != nil && c.seam.cfg.ConnectTimeout > 0 {
-		timeout = c.seam.cfg.ConnectTimeout
+	if t := c.core.config().ConnectTimeout; t > 0 {
+		timeout = t
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	addr := c.sock.RemoteAddr()
-	nc, err := c.seam.dial(ctx, addr.Network(), addr.String())
+	nc, err := c.core.dial(ctx, addr.Network(), addr.String())
 	if err != nil {
 		return err
 	}

@@ -219,7 +219,7 @@ func TestPQCancelWatchTimeline(t *testing.T) {
 				}()
 				return a, nil
 			}
-			pc, _ := newPipeConn(t, &seam{dial: dial, cfg: &Config{ConnectTimeout: 2 * time.Second}})
+			pc, _ := newPipeConn(t, &fakeCore{dialFn: dial, cfg: &Config{ConnectTimeout: 2 * time.Second}})
 			pc.cancelPID, pc.cancelKey = 4242, []byte{1, 2, 3, 4}
 			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 			defer cancel()

@@ -27,7 +27,7 @@ import (
 type PQConn struct {
 	inner driver.Conn
 	sock  net.Conn
-	seam  *seam
+	core  core // nil in some tests: no hooks, no cancel requests
 
 	// interrupted is set, to the error of the context that ended, once a
 	// context's end has put a past deadline on sock: the connection is
@@ -214,16 +214,12 @@ func (c *PQConn) ResetSession(ctx context.Context) error {
 	if c.interrupted.Load() != nil {
 		return driver.ErrBadConn
 	}
-	if c.seam != nil && c.sock != nil {
-		if c.seam.checkout != nil {
-			if err := c.seam.checkout(ctx, c.sock); err != nil {
-				return err
-			}
+	if c.core != nil && c.sock != nil {
+		if err := c.core.checkout(ctx, c.sock); err != nil {
+			return err
 		}
-		if c.seam.checkRole != nil {
-			if err := c.seam.checkRole(c.sock, nil); err != nil {
-				return err
-			}
+		if err := c.core.checkRole(c.sock, nil); err != nil {
+			return err
 		}
 	}
 	if r, ok := c.inner.(driver.SessionResetter); ok {
@@ -238,7 +234,7 @@ func (c *PQConn) IsValid() bool {
 	if c.interrupted.Load() != nil {
 		return false
 	}
-	if c.seam != nil && c.seam.alive != nil && c.sock != nil && !c.seam.alive(c.sock) {
+	if c.core != nil && c.sock != nil && !c.core.alive(c.sock) {
 		return false
 	}
 	if v, ok := c.inner.(driver.Validator); ok {

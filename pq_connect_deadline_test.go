@@ -51,7 +51,7 @@ func TestPQConnectEndingAtHandshakeHandsOutNoExpiredSocket(t *testing.T) {
 	for i := range 5 {
 		ctx, cancel := context.WithCancel(context.Background())
 		var hooked *readyHookConn
-		sm := &seam{cfg: cfg, dial: recording(func(dctx context.Context, network, address string) (net.Conn, error) {
+		sm := &fakeCore{cfg: cfg, dialFn: recording(func(dctx context.Context, network, address string) (net.Conn, error) {
 			var d net.Dialer
 			nc, err := d.DialContext(dctx, network, address)
 			if err != nil {

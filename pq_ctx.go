@@ -139,8 +139,8 @@ func (e *canceledError) Unwrap() []error { return []error{e.err, e.cause} }
 
 // report tells pgfast's core about an error a lib/pq call returned.
 func (c *PQConn) report(err error) {
-	if c.seam != nil && c.seam.onError != nil {
-		c.seam.onError(c.sock, err)
+	if c.core != nil {
+		c.core.onError(c.sock, err)
 	}
 }
 

@@ -59,7 +59,7 @@ func BenchmarkPQWrapperCallOverhead(b *testing.B) {
 	defer a.Close()
 	defer peer.Close()
 	pb := &pipeBackend{sock: a}
-	pc := &PQConn{inner: pb, sock: a, seam: &seam{}}
+	pc := &PQConn{inner: pb, sock: a, core: &fakeCore{}}
 	v := make([]driver.Value, 1)
 	for _, mode := range []string{"inner", "background", "cancellable"} {
 		b.Run("call="+mode, func(b *testing.B) {

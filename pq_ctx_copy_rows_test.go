@@ -144,7 +144,7 @@ func TestPQRowsMatchRawDriver(t *testing.T) {
 }
 
 // newRecordingPQ opens a database/sql pool over pgfast's lib/pq adapter with a
-// seam of the test's own whose onError records.
+// fake core of the test's own whose onError records.
 func newRecordingPQ(t *testing.T, dsn string) (*sql.DB, *errRecorder) {
 	t.Helper()
 	a, cfg, err := parseDSN(LibPQ, dsn)
@@ -153,12 +153,12 @@ func newRecordingPQ(t *testing.T, dsn string) (*sql.DB, *errRecorder) {
 	}
 	rec := &errRecorder{}
 	var d net.Dialer
-	s := &seam{
-		cfg:      cfg,
-		dial:     recording(d.DialContext),
-		checkout: checkout,
-		alive:    alive,
-		onError:  rec.onError,
+	s := &fakeCore{
+		cfg:        cfg,
+		dialFn:     recording(d.DialContext),
+		checkoutFn: checkout,
+		aliveFn:    alive,
+		onErrorFn:  rec.onError,
 	}
 	db := sql.OpenDB(a.connector(s))
 	t.Cleanup(func() { db.Close() })

@@ -27,16 +27,16 @@ type pipeBackend struct {
 	mu        sync.Mutex
 }
 
-func newPipeConn(t *testing.T, s *seam) (*PQConn, *pipeBackend) {
+func newPipeConn(t *testing.T, s *fakeCore) (*PQConn, *pipeBackend) {
 	t.Helper()
 	a, b := net.Pipe()
 	t.Cleanup(func() { a.Close(); b.Close() })
 	sock := &deadlineConn{Conn: a}
 	pb := &pipeBackend{sock: sock}
 	if s == nil {
-		s = &seam{}
+		s = &fakeCore{}
 	}
-	return &PQConn{inner: pb, sock: sock, seam: s}, pb
+	return &PQConn{inner: pb, sock: sock, core: s}, pb
 }
 
 // deadlineConn counts the deadlines set on a connection.
@@ -129,7 +129,7 @@ func (r *pipeRows) Next(dest []driver.Value) error {
 	return io.EOF
 }
 
-// errRecorder is a seam.onError that remembers what it was told.
+// errRecorder is a core onError hook that remembers what it was told.
 type errRecorder struct {
 	mu   sync.Mutex
 	errs []error

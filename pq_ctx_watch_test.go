@@ -78,7 +78,7 @@ func TestPQWatchInterruptsBlockedCall(t *testing.T) {
 			// The 100ms context runs on the bubble's fake clock.
 			synctest.Test(t, func(t *testing.T) {
 				rec := &errRecorder{}
-				pc, pb := newPipeConn(t, &seam{onError: rec.onError})
+				pc, pb := newPipeConn(t, &fakeCore{onErrorFn: rec.onError})
 				ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 				defer cancel()
 				start := time.Now()

@@ -7,25 +7,48 @@ import (
 	"time"
 )
 
-// newSeam wires the connector's health machinery into the seam the backend
+// connectorCore is the Connector's side of the adapter seam: the core the
+// backend adapters call, wired to the connector's dialer and health
+// machinery.
+type connectorCore struct {
+	c *Connector
+	// dialFn is the connector's dial function: its dialer, recording the
+	// sockets of a lib/pq Connect call, failing once Close abandoned the
+	// attempt (closedPause).
+	dialFn dialFunc
+}
+
+var _ core = (*connectorCore)(nil)
+
+// newCore wires the connector's health machinery into the core the backend
 // adapters call.
-func (c *Connector) newSeam(d *dialer) *seam {
-	return &seam{
-		cfg:      c.cfg,
-		dial:     c.closedPause(recording(d.DialContext)),
-		checkout: c.verifiedCheckout,
-		alive:    alive,
-		onError:  c.onBackendError,
-		checkRole: func(nc net.Conn, params serverParams) error {
-			if params == nil {
-				return nil
-			}
-			return c.checkRole(nc, params)
-		},
-		orderHosts: func(hosts []HostPort) []int {
-			return c.book.orderHosts(hosts, c.cfg.LoadBalanceHosts == "random")
-		},
+func (c *Connector) newCore(d *dialer) *connectorCore {
+	return &connectorCore{c: c, dialFn: c.closedPause(recording(d.DialContext))}
+}
+
+func (k *connectorCore) config() *Config { return k.c.cfg }
+
+func (k *connectorCore) dial(ctx context.Context, network, address string) (net.Conn, error) {
+	return k.dialFn(ctx, network, address)
+}
+
+func (k *connectorCore) checkout(ctx context.Context, nc net.Conn) error {
+	return k.c.verifiedCheckout(ctx, nc)
+}
+
+func (k *connectorCore) alive(nc net.Conn) bool { return alive(nc) }
+
+func (k *connectorCore) onError(nc net.Conn, err error) { k.c.onBackendError(nc, err) }
+
+func (k *connectorCore) checkRole(nc net.Conn, params serverParams) error {
+	if params == nil {
+		return nil
 	}
+	return k.c.checkRole(nc, params)
+}
+
+func (k *connectorCore) orderHosts(hosts []HostPort) []int {
+	return k.c.book.orderHosts(hosts, k.c.cfg.LoadBalanceHosts == "random")
 }
 
 // closedDialPause is how long a dial made by an attempt Close abandoned

@@ -240,25 +240,29 @@ func TestSockoptPGCancelRequestUsesPgfastDialer(t *testing.T) {
 
 	t.Run("pgfast-pq cancel on context end dials through pgfast", func(t *testing.T) {
 		// pgfast-pq sends the cancel request itself, to the address the
-		// connection's socket is connected to, through the seam's dial
-		// function: wrapping that function after the connector is built
-		// counts the cancel dials only (lib/pq's connector keeps the dial
-		// function it was given). Whether the query itself returns when its
-		// context ends or only once the server cancelled it is pgfast-pq's
+		// connection's socket is connected to, through the core's dial
+		// function: wrapping that function (options.testDial) and counting
+		// the dials made outside a lib/pq Connect call (those carry a dial
+		// record) counts the cancel dials only. Whether the query itself
+		// returns when its context ends or only once the server cancelled
+		// it is pgfast-pq's
 		// business (pq_cancel.go): this only proves where the cancel
 		// connection came from and that the server got it. The unique sleep
 		// length marks the statement in the server log.
 		r := &sockoptPGResolver{}
 		dsn := fmt.Sprintf("host=localhost port=%d user=%s dbname=%s sslmode=disable pgfast_dns_recheck=0", srv.Port(), pgtest.TrustUser, pgtest.Database)
-		c, err := newConnector(dsn, options{backend: LibPQ, resolver: r})
+		var cancelDials atomic.Int64
+		countCancels := func(dial dialFunc) dialFunc {
+			return func(ctx context.Context, network, address string) (net.Conn, error) {
+				if _, connect := ctx.Value(dialRecordKey{}).(*dialRecord); !connect {
+					cancelDials.Add(1)
+				}
+				return dial(ctx, network, address)
+			}
+		}
+		c, err := newConnector(dsn, options{backend: LibPQ, resolver: r, testDial: countCancels})
 		if err != nil {
 			t.Fatal(err)
-		}
-		var cancelDials atomic.Int64
-		dial := c.seam.dial
-		c.seam.dial = func(ctx context.Context, network, address string) (net.Conn, error) {
-			cancelDials.Add(1)
-			return dial(ctx, network, address)
 		}
 		db := sql.OpenDB(c)
 		defer db.Close()
