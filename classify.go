@@ -46,6 +46,11 @@ type tcpSample struct {
 	unacked      uint32        // tcpi_unacked: segments sent and not acknowledged
 	probes       uint8         // tcpi_probes: keep-alive or window probes unanswered
 	backoff      uint8         // tcpi_backoff: retransmission / probe backoff exponent
+	// zeroWindow: the peer's latest advertised window (tcpi_snd_wnd, Linux
+	// 6.2+) is zero: it was alive and had stopped reading (a lock wait).
+	// Kernels without the field report zero too, which errs on the side of
+	// "alive".
+	zeroWindow bool
 }
 
 // heard is how long ago the peer last sent anything (an ACK or data).
@@ -77,8 +82,11 @@ func classify(err error, info func() (tcpSample, bool), window time.Duration) ve
 		// zero-window stall whose peer still answers every probe: a peer
 		// heard within the window is alive, the stall was this
 		// connection's (a lock wait), not the host's.
+		// A peer whose last advertised window is zero was alive and not
+		// reading: the abort ended a stall, however long ago its last
+		// probe was answered.
 		if info != nil {
-			if s, ok := info(); ok && s.heard() < window {
+			if s, ok := info(); ok && (s.heard() < window || s.zeroWindow) {
 				return connLevel
 			}
 		}

@@ -42,6 +42,8 @@ func TestClassifyEvidence(t *testing.T) {
 		{"server closing (ErrorResponse waiting)", errServerClosing, nil, connLevel},
 		{"ETIMEDOUT, peer ACKed 2s ago (zero-window stall ended by tcp_user_timeout)", opErr("write", syscall.ETIMEDOUT), ackedRecently, connLevel},
 		{"ETIMEDOUT, peer silent 25s", opErr("read", syscall.ETIMEDOUT), silent, hostLevel},
+		{"ETIMEDOUT, zero window, last probe answer long ago (the abort of a stall)", opErr("write", syscall.ETIMEDOUT),
+			sampleOf(tcpSample{lastAck: 25 * time.Second, lastDataRecv: 25 * time.Second, zeroWindow: true}), connLevel},
 		{"ETIMEDOUT, no TCP_INFO", opErr("read", syscall.ETIMEDOUT), nil, hostLevel},
 		{"ETIMEDOUT, TCP_INFO unreadable", opErr("read", syscall.ETIMEDOUT), func() (tcpSample, bool) { return tcpSample{}, false }, hostLevel},
 		{"EHOSTUNREACH", opErr("read", syscall.EHOSTUNREACH), nil, hostLevel},

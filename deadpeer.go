@@ -49,7 +49,11 @@ type silence struct {
 // makes it dead: silent for at least window, confirmed by this watcher for
 // at least watchConfirm.
 func (w *silence) observe(now time.Time, s tcpSample, window time.Duration) (time.Duration, bool) {
-	if !s.outstanding() {
+	// A peer whose latest window is zero, with nothing unacknowledged, is
+	// a live server that stopped reading (a lock-waiting COPY): its window
+	// probes are not silence (the kernel keeps probing it as long as the
+	// raw drivers would).
+	if !s.outstanding() || s.zeroWindow && s.unacked == 0 {
 		w.since = time.Time{}
 		return 0, false
 	}

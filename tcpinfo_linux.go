@@ -30,6 +30,7 @@ func tcpInfoOf(tc *trackedConn) (tcpSample, bool) {
 		unacked:      info.Unacked,
 		probes:       info.Probes,
 		backoff:      info.Backoff,
+		zeroWindow:   info.Snd_wnd == 0,
 	}, true
 }
 
