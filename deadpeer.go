@@ -78,13 +78,26 @@ func (w *silence) observe(now time.Time, s tcpSample, window time.Duration) (tim
 // sockets for a silent peer. It runs while at least one socket is
 // registered: the first registration starts it, the last removal stops it.
 // Its registry is guarded by mu; the per-socket silence state belongs to the
-// running goroutine alone.
+// goroutine that holds turn.
+//
+// Each goroutine has its own stop and done channels, made by the add that
+// starts it and never handed to another goroutine: a goroutine (and the
+// channels made with it) started inside a testing/synctest bubble belongs to
+// that bubble, and the Go runtime aborts the process when a channel of a
+// bubble is used from outside it. So a stopping goroutine and the next one
+// do not wait for each other; they may overlap for a moment, and turn (a
+// mutex, which belongs to no bubble) keeps them from looking at the sockets
+// at the same time.
 type peerWatcher struct {
 	tick time.Duration
 	// sample reads a socket's TCP_INFO (tcpInfoOf; tests replace it).
 	sample func(tc *trackedConn) (tcpSample, bool)
 	// now is the clock (time.Now).
 	now func() time.Time
+
+	// turn is held by a goroutine for one look at the sockets (a tick):
+	// the silence state is its holder's.
+	turn sync.Mutex
 
 	mu    sync.Mutex
 	socks map[*trackedConn]struct{}
@@ -105,9 +118,8 @@ func (w *peerWatcher) add(tc *trackedConn) {
 	defer w.mu.Unlock()
 	w.socks[tc] = struct{}{}
 	if w.stop == nil {
-		prev := w.done // a stopping goroutine finishes before the next one looks
 		w.stop, w.done = make(chan struct{}), make(chan struct{})
-		go w.run(prev, w.stop, w.done)
+		go w.run(w.stop, w.done)
 	}
 }
 
@@ -135,13 +147,9 @@ func (w *peerWatcher) running() <-chan struct{} {
 	return w.done
 }
 
-// run ticks until stop is closed, once the previous goroutine (prev, nil
-// for the first) has exited.
-func (w *peerWatcher) run(prev <-chan struct{}, stop, done chan struct{}) {
+// run ticks until stop is closed. stop and done are this goroutine's own.
+func (w *peerWatcher) run(stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
-	if prev != nil {
-		<-prev
-	}
 	t := time.NewTicker(w.tick)
 	defer t.Stop()
 	var busy []*trackedConn
@@ -151,12 +159,26 @@ func (w *peerWatcher) run(prev <-chan struct{}, stop, done chan struct{}) {
 			return
 		case <-t.C:
 		}
-		busy = w.inIO(busy[:0])
-		for _, tc := range busy {
-			w.check(tc)
-		}
-		clear(busy)
+		busy = w.look(busy, stop)
 	}
+}
+
+// look is one tick: it checks the sockets in I/O, unless stop was closed
+// while it waited for its turn (the next goroutine looks from then on).
+func (w *peerWatcher) look(busy []*trackedConn, stop <-chan struct{}) []*trackedConn {
+	w.turn.Lock()
+	defer w.turn.Unlock()
+	select {
+	case <-stop:
+		return busy
+	default:
+	}
+	busy = w.inIO(busy[:0])
+	for _, tc := range busy {
+		w.check(tc)
+	}
+	clear(busy)
+	return busy
 }
 
 // inIO collects the registered sockets with a Read or Write in progress;
