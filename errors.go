@@ -14,7 +14,8 @@ var ErrClosed = errors.New("pgfast: connector closed")
 // requested while the database is down, or when Ready's context ends first.
 var ErrNotReady = errors.New("pgfast: database not ready")
 
-// ConfigError reports a bad DSN. It never contains the password, nor does
+// ConfigError reports a bad DSN, or a bad configuration or option given to
+// NewPoolWithConfig or NewConnectorFromConfig. It never contains the password, nor does
 // any error it wraps: a backend parse error that held it (in its message or a
 // field) is replaced by a copy with the password scrubbed. A *url.Error or
 // *strconv.NumError is rebuilt with its fields scrubbed; another such error
@@ -25,12 +26,23 @@ type ConfigError struct {
 	Value  string // its value (empty for secrets)
 	Reason string // what is wrong
 	Err    error  // the underlying parse error, if any, scrubbed
+
+	// in names what is invalid when it is not a DSN ("pgxpool config",
+	// "*pgx.ConnConfig", "option"); empty for a DSN.
+	in string
 }
 
-// Error returns "pgfast: invalid DSN: key=\"value\": reason", without the password.
+// Error returns "pgfast: invalid DSN: key=\"value\": reason", without the
+// password; "invalid pgxpool config", "invalid *pgx.ConnConfig" or "invalid
+// option" instead of "invalid DSN" when the caller gave one of those.
 func (e *ConfigError) Error() string {
 	var b strings.Builder
-	b.WriteString("pgfast: invalid DSN")
+	b.WriteString("pgfast: invalid ")
+	if e.in != "" {
+		b.WriteString(e.in)
+	} else {
+		b.WriteString("DSN")
+	}
 	if e.Key != "" {
 		b.WriteString(": ")
 		b.WriteString(e.Key)
@@ -185,6 +197,15 @@ var libpqKeys = []string{
 	"sslcertmode", "sslrootcert", "sslpassword", "require_auth", "servicefile", "krbsrvname",
 	"hostaddr", "passfile", "sslmode", "sslcert", "sslkey", "sslsni", "service", "dbname",
 	"options", "port", "host", "user",
+}
+
+// configErrorIn marks err, when it is a *ConfigError about no other thing
+// yet, as being about what (see ConfigError.in), and returns it.
+func configErrorIn(err error, what string) error {
+	if ce, ok := err.(*ConfigError); ok && ce.in == "" {
+		ce.in = what
+	}
+	return err
 }
 
 // configErrorFrom turns a backend parse error into a *ConfigError: the

@@ -34,7 +34,7 @@ func NewConnectorFromConfig(cc *pgx.ConnConfig, opts ...Option) (*Connector, err
 		opt(&o)
 	}
 	if o.backend != PGX {
-		return nil, &ConfigError{Key: "WithBackend", Value: o.backend.String(), Reason: "a *pgx.ConnConfig needs the pgx backend"}
+		return nil, &ConfigError{Key: "WithBackend", Value: o.backend.String(), Reason: "a *pgx.ConnConfig needs the pgx backend", in: "option"}
 	}
 	a, p, err := pgxAdapterFromConfig(cc)
 	if err != nil {
@@ -42,22 +42,27 @@ func NewConnectorFromConfig(cc *pgx.ConnConfig, opts ...Option) (*Connector, err
 	}
 	cfg, err := configure(a, p)
 	if err != nil {
-		return nil, err
+		// pgfast's keys come from cc.RuntimeParams.
+		return nil, configErrorIn(err, pgxConnConfigName)
 	}
 	return newConnectorWith(a, cfg, o)
 }
 
+// pgxConnConfigName is what a *ConfigError about a *pgx.ConnConfig calls it.
+const pgxConnConfigName = "*pgx.ConnConfig"
+
 // pgxAdapterFromConfig checks cc and makes the adapter for a copy of it.
+// Its *ConfigErrors are about the *pgx.ConnConfig.
 func pgxAdapterFromConfig(cc *pgx.ConnConfig) (*pgxAdapter, *parsedDSN, error) {
 	if cc == nil {
-		return nil, nil, &ConfigError{Reason: "nil *pgx.ConnConfig"}
+		return nil, nil, &ConfigError{Reason: "nil *pgx.ConnConfig", in: pgxConnConfigName}
 	}
 	if !madeByParseConfig(cc) {
-		return nil, nil, &ConfigError{Reason: "the *pgx.ConnConfig must be made by pgx.ParseConfig (pgx refuses one built by hand)"}
+		return nil, nil, &ConfigError{Reason: "the *pgx.ConnConfig must be made by pgx.ParseConfig (pgx refuses one built by hand)", in: pgxConnConfigName}
 	}
 	if !sameFunc(cc.DialFunc, defaultDial) {
 		return nil, nil, &ConfigError{Key: "DialFunc", Reason: "pgfast dials every connection itself (address racing, TCP keepalives, dead-peer detection) " +
-			"and cannot compose a custom DialFunc: leave DialFunc as pgx.ParseConfig set it, or open this configuration with pgx's stdlib"}
+			"and cannot compose a custom DialFunc: leave DialFunc as pgx.ParseConfig set it, or open this configuration with pgx's stdlib", in: pgxConnConfigName}
 	}
 	cc = cc.Copy()
 	var lookup pgconn.LookupFunc
@@ -66,7 +71,7 @@ func pgxAdapterFromConfig(cc *pgx.ConnConfig) (*pgxAdapter, *parsedDSN, error) {
 	}
 	a, p, err := pgxAdapterFor(cc, pgxPasswordForms(cc.Password))
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, configErrorIn(err, pgxConnConfigName)
 	}
 	a.lookup = lookup
 	return a, p, nil

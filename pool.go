@@ -61,17 +61,20 @@ func NewPool(ctx context.Context, dsn string, opts ...Option) (*pgxpool.Pool, er
 // DialFunc or LookupFunc of the application's own cannot be composed with
 // pgfast's racing dialer and is refused with a *ConfigError.
 func NewPoolWithConfig(ctx context.Context, cfg *pgxpool.Config, opts ...Option) (*pgxpool.Pool, error) {
+	const what = "pgxpool config"
 	if cfg == nil || cfg.ConnConfig == nil {
-		return nil, &ConfigError{Reason: "pgxpool config must be created by pgxpool.ParseConfig"}
+		return nil, &ConfigError{Reason: "pgxpool config must be created by pgxpool.ParseConfig", in: what}
 	}
 	pc := cfg.Copy()
 	if !sameFunc(pc.ConnConfig.DialFunc, defaultDial) {
-		return nil, &ConfigError{Key: "DialFunc", Reason: "pgfast dials itself (racing addresses, socket options); a custom DialFunc cannot be composed"}
+		return nil, &ConfigError{Key: "DialFunc", Reason: "pgfast dials itself (racing addresses, socket options); a custom DialFunc cannot be composed: leave it as pgxpool.ParseConfig set it (use WithResolver for name resolution)", in: what}
 	}
 	if !sameFunc(pc.ConnConfig.LookupFunc, defaultLookup) {
-		return nil, &ConfigError{Key: "LookupFunc", Reason: "pgfast resolves itself; use WithResolver instead of a custom LookupFunc"}
+		return nil, &ConfigError{Key: "LookupFunc", Reason: "pgfast resolves itself; use WithResolver instead of a custom LookupFunc", in: what}
 	}
-	return newPool(ctx, pc, pc.ConnString(), opts)
+	p, err := newPool(ctx, pc, pc.ConnString(), opts)
+	// pgfast's keys come from the configuration's own connection string.
+	return p, configErrorIn(err, what)
 }
 
 // defaultDial and defaultLookup stand for what pgconn.ParseConfig sets: a
@@ -98,7 +101,7 @@ func newPool(ctx context.Context, pc *pgxpool.Config, dsn string, opts []Option)
 		opt(&o)
 	}
 	if o.backend != PGX {
-		return nil, &ConfigError{Key: "WithBackend", Reason: "a pgxpool is always pgx"}
+		return nil, &ConfigError{Key: "WithBackend", Value: o.backend.String(), Reason: "a pgxpool is always pgx", in: "option"}
 	}
 	a, p, err := pgxAdapterFor(pc.ConnConfig, secretFormsOf(dsn))
 	if err != nil {
