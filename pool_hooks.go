@@ -64,11 +64,16 @@ func equipPool(pc *pgxpool.Config, a *pgxAdapter, c *Connector) {
 
 // poolGate is the pool's BeforeConnect check, the Connector's Connect
 // without the dial: Ready connects; Down fails fast with ErrNotReady (asking
-// for a connection attempt at once) unless WaitReady, which waits; while the
-// first attempt is in flight it waits for it; an error waiting cannot fix is
-// returned at once. pgxpool's constructor context does not end with the
-// Acquire that asked (Acquire returns at its own context's end without
-// waiting), so a wait is bounded by the connect timeout too.
+// for a connection attempt at once) unless WaitReady, which waits; an error
+// waiting cannot fix is returned at once. While the connector's first
+// attempt is in flight (StateConnecting) the pool dials too, without waiting
+// for it: the driver hands that first connection to its first caller, but a
+// pool cannot take it, so waiting would make a new pool's first Acquire pay
+// two connects one after the other (raw pgxpool pays one); the pool's own
+// attempt is evidence like any other (connectTracer). pgxpool's constructor
+// context does not end with the Acquire that asked (Acquire returns at its
+// own context's end without waiting), so a wait is bounded by the connect
+// timeout too.
 func (c *Connector) poolGate(ctx context.Context) error {
 	if c.ready.current() == StateReady && c.ctx.Err() == nil {
 		return nil
@@ -90,6 +95,9 @@ func (c *Connector) poolGate(ctx context.Context) error {
 		}
 		if perm, _ := c.ready.failedPermanently(); perm {
 			return c.notReady(time.Since(start), nil)
+		}
+		if st == StateConnecting {
+			return nil
 		}
 		if !asked && st == StateDown {
 			c.post(event{kind: evProbe})
