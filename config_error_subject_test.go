@@ -88,6 +88,10 @@ func TestConfigErrorNamesWhatWasGiven(t *testing.T) {
 			_, err := NewConnectorFromConfig(connCfg(t, dsn), WithBackend(LibPQ))
 			return err
 		}},
+		{"NewConnector option", "pgfast: invalid option: WithMinConns", "WithMinConns", func(t *testing.T) error {
+			_, err := NewConnector(dsn, WithMinConns(5000))
+			return err
+		}},
 		{"NewConnector DSN", "pgfast: invalid DSN: keepalives_idle=", "keepalives_idle", func(t *testing.T) error {
 			_, err := NewConnector(dsn + " keepalives_idle=abc")
 			return err

@@ -86,7 +86,7 @@ func newConnector(dsn string, o options) (*Connector, error) {
 func newConnectorWith(a adapter, cfg *Config, o options) (*Connector, error) {
 	if o.minConns != 0 {
 		if o.minConns < 1 || o.minConns > 1000 {
-			return nil, &ConfigError{Key: "WithMinConns", Reason: "must be between 1 and 1000"}
+			return nil, &ConfigError{Key: "WithMinConns", Reason: "must be between 1 and 1000", in: "option"}
 		}
 		cfg.MinConns = o.minConns
 	}
