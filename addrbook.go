@@ -52,13 +52,16 @@ var (
 type addrEntry struct {
 	host    string
 	gen     uint64
-	pending int                       // attempts in flight
-	since   time.Time                 // when the oldest pending attempt started, or the last outcome
-	err     error                     // latest failure; nil after a success
-	bad     bool                      // evicted or failing: tried last until seen alive
-	verify  bool                      // a role verification is running
-	conns   map[*trackedConn]struct{} // open sockets of the current generation
-	sockets int                       // open sockets of any generation
+	pending int       // attempts in flight
+	since   time.Time // when the oldest pending attempt started, or the last outcome
+	err     error     // latest failure; nil after a success
+	bad     bool      // evicted or failing: tried last until seen alive
+	// unreachableAt: when the address was last evicted as unreachable
+	// (zero once a connection to it succeeds; dial_skip.go).
+	unreachableAt time.Time
+	verify        bool                      // a role verification is running
+	conns         map[*trackedConn]struct{} // open sockets of the current generation
+	sockets       int                       // open sockets of any generation
 }
 
 func newAddrBook() *addrBook {
@@ -156,6 +159,7 @@ func (b *addrBook) attemptDone(addr netip.AddrPort, nc net.Conn, err error) net.
 		return nil
 	}
 	e.err, e.bad, e.since = nil, false, time.Now()
+	e.unreachableAt = time.Time{}
 	e.sockets++
 	tc := &trackedConn{Conn: nc, book: b, addr: addr, gen: e.gen}
 	if rc, ok := rawConnOf(nc); ok {
@@ -186,6 +190,9 @@ func (b *addrBook) evict(addr netip.AddrPort, gen uint64, cause error, how evict
 	}
 	e.gen++
 	e.bad, e.err, e.since = true, cause, time.Now()
+	if how.down {
+		e.unreachableAt = e.since
+	}
 	old := e.conns
 	e.conns = make(map[*trackedConn]struct{})
 	b.mu.Unlock()

@@ -104,6 +104,12 @@ func (d *dialer) DialContext(ctx context.Context, network, address string) (net.
 		d.book.resolved(host, port, targets)
 		d.book.preferHealthy(targets)
 	}
+	var skipped []AddrStats
+	if d.book != nil && !isProbe(ctx) {
+		if targets, skipped = d.book.skipUnreachable(network, targets, time.Now()); len(targets) == 0 {
+			return nil, &DialError{Host: host, Port: port, Attempts: skipped}
+		}
+	}
 	conn, attempts := d.race(ctx, network, targets)
 	switch {
 	case conn != nil:
@@ -111,7 +117,7 @@ func (d *dialer) DialContext(ctx context.Context, network, address string) (net.
 	case contextDone(ctx):
 		return nil, canceledDialError(awaitDone(ctx), address)
 	default:
-		return nil, &DialError{Host: host, Port: port, Attempts: attempts}
+		return nil, &DialError{Host: host, Port: port, Attempts: append(attempts, skipped...)}
 	}
 }
 

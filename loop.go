@@ -228,7 +228,7 @@ func (c *Connector) startProbe(l *loop, kind probeKind) {
 	l.probes.Add(1)
 	go func() {
 		defer l.probes.Done()
-		dc, err := c.dial(c.ctx)
+		dc, err := c.dial(probeContext(c.ctx)) // never skipped (dial_skip.go)
 		c.resMu.Lock()
 		defer c.resMu.Unlock()
 		if c.resClosed {
