@@ -53,7 +53,7 @@ const feEnvFrontEnds = "PGFAST_FRONTENDS"
 // forEachFrontEnd runs f as a subtest per front end (those PGFAST_FRONTENDS
 // names, when it is set).
 func forEachFrontEnd(t *testing.T, f func(t *testing.T, fe frontEnd)) {
-	for _, fe := range selectedFrontEnds() {
+	for _, fe := range selectedFrontEnds(t) {
 		t.Run(fe.name, func(t *testing.T) { f(t, fe) })
 	}
 }
@@ -64,14 +64,15 @@ func forEachFrontEnd(t *testing.T, f func(t *testing.T, fe frontEnd)) {
 // default, 2 on CI). It returns when all of them have.
 func forEachFrontEndConcurrently(t *testing.T, f func(t *testing.T, fe frontEnd)) {
 	var wg sync.WaitGroup
-	for _, fe := range selectedFrontEnds() {
+	for _, fe := range selectedFrontEnds(t) {
 		wg.Go(func() { t.Run(fe.name, func(t *testing.T) { f(t, fe) }) })
 	}
 	wg.Wait()
 }
 
-// selectedFrontEnds returns the rows PGFAST_FRONTENDS selects (all when unset).
-func selectedFrontEnds() []frontEnd {
+// selectedFrontEnds returns the rows PGFAST_FRONTENDS selects (all when
+// unset); selecting none is an error, not a silent pass.
+func selectedFrontEnds(t *testing.T) []frontEnd {
 	want := os.Getenv(feEnvFrontEnds)
 	if want == "" {
 		return frontEnds
@@ -82,6 +83,9 @@ func selectedFrontEnds() []frontEnd {
 		if slices.Contains(names, fe.name) || slices.Contains(names, fe.raw) {
 			out = append(out, fe)
 		}
+	}
+	if len(out) == 0 {
+		t.Fatalf("%s=%q selects no front end (names: pgfast, pgfast-pq, pgfast-pgxpool, pgx, postgres, pgxpool)", feEnvFrontEnds, want)
 	}
 	return out
 }
