@@ -2,17 +2,17 @@ package pgfast
 
 import (
 	"context"
-	"database/sql"
 	"errors"
-	"github.com/pgfast/pgfast/internal/testkit"
 	"testing"
 	"time"
+
+	"github.com/pgfast/pgfast/internal/testkit"
 )
 
 // ---------------------------------------------------------------------------
 // Scenario 3: the primary is demoted (becomes read-only) under a read-write pool.
 
-func (s *foSuite) demotedPrimary(t *testing.T, b backendCase) {
+func (s *foSuite) demotedPrimary(t *testing.T, b frontEnd) {
 	const scenario = "demoted-primary"
 	s.guard(t, scenario, b)
 	pair := foStartPair(t)
@@ -20,22 +20,18 @@ func (s *foSuite) demotedPrimary(t *testing.T, b backendCase) {
 		t.Fatalf("promoting the standby: %v", err)
 	}
 	dsn := foDSN(foPrimaryIP+","+foStandbyIP, pair.port, foFastTCP, "target_session_attrs=read-write")
-	db, c, states := s.open(t, b, dsn)
-	db.SetMaxOpenConns(foWorkers)
-	db.SetMaxIdleConns(foWorkers)
+	db, c, states := s.open(t, b, dsn, foWorkers)
 	foReady(t, c, 15*time.Second)
 
 	// Observers: single-connection pools of their own on the first host,
 	// each of which must see its first 25006 itself, as the server's error.
 	const observers = 4
-	var obs []*sql.DB
+	var obs []feDB
 	for i := range observers {
-		odb, oc, _ := s.open(t, b, dsn)
-		odb.SetMaxOpenConns(1)
-		odb.SetMaxIdleConns(1)
+		odb, oc, _ := s.open(t, b, dsn, 1)
 		foReady(t, oc, 15*time.Second)
 		var addr string
-		if err := odb.QueryRow(foInsert, 100+i).Scan(&addr); err != nil || addr != foPrimaryIP {
+		if err := odb.QueryRowScan(context.Background(), foInsert, []any{100 + i}, &addr); err != nil || addr != foPrimaryIP {
 			t.Fatalf("observer %d: write before the demotion: %q %v", i, addr, err)
 		}
 		obs = append(obs, odb)
@@ -55,7 +51,7 @@ func (s *foSuite) demotedPrimary(t *testing.T, b backendCase) {
 	lost := 0
 	for i, odb := range obs {
 		next, first := foObserveDemotion(odb, 100+i, t0.Add(foDemotedLimit))
-		if !hcIsBackendError(b, first, "25006") {
+		if !hcIsBackendError(b.backendCase, first, "25006") {
 			lost++
 			t.Errorf("observer %d: the first failed write on the demoted primary returned %v (%T), want the server's 25006 as the backend's error type", i, first, first)
 		}
@@ -87,11 +83,11 @@ func (s *foSuite) demotedPrimary(t *testing.T, b backendCase) {
 // foObserveDemotion writes through db (one connection) until a write fails,
 // then until one lands on the writable server; it returns where the last
 // write landed (or the last error) and the first error.
-func foObserveDemotion(db *sql.DB, worker int, deadline time.Time) (landed string, first error) {
+func foObserveDemotion(db feDB, worker int, deadline time.Time) (landed string, first error) {
 	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(context.Background(), foHangLimit)
 		var addr string
-		err := db.QueryRowContext(ctx, foInsert, worker).Scan(&addr)
+		err := db.QueryRowScan(ctx, foInsert, []any{worker}, &addr)
 		cancel()
 		switch {
 		case err != nil && first == nil:

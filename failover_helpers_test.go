@@ -1,7 +1,7 @@
 package pgfast
 
 import (
-	"database/sql"
+	"context"
 	"errors"
 	"sync"
 	"time"
@@ -52,14 +52,36 @@ func foDur(d time.Duration, ok bool) string {
 
 // foStartLoad starts the failover scenarios' workload (testkit.Load) with
 // their hang limit, counting ErrNotReady as "not-ready".
-func foStartLoad(db *sql.DB, n int, insert string) *testkit.Load {
+func foStartLoad(db feDB, n int, insert string) *testkit.Load {
 	return foStartLoadHang(db, n, insert, foHangLimit)
 }
 
 // foStartLoadHang is foStartLoad with another hang limit.
-func foStartLoadHang(db *sql.DB, n int, insert string, hang time.Duration) *testkit.Load {
-	return testkit.StartLoad(db, n, insert, testkit.LoadOptions{
+func foStartLoadHang(db feDB, n int, insert string, hang time.Duration) *testkit.Load {
+	return testkit.StartLoadOn(db, n, insert, testkit.LoadOptions{
 		HangLimit: hang,
 		NotReady:  func(err error) bool { return errors.Is(err, ErrNotReady) },
 	})
+}
+
+// foStartRawLoad is the same workload on a raw baseline, each call bounded
+// by hang (a raw driver may otherwise block for the kernel's TCP timeouts).
+func foStartRawLoad(db feDB, n int, insert string, hang time.Duration) *testkit.Load {
+	return testkit.StartLoadOn(db, n, insert, testkit.LoadOptions{HangLimit: hang, CallTimeout: hang})
+}
+
+// foLookupHost is pgx's LookupFunc on the suite's resolver (it reads the
+// hosts file on every lookup), for the raw baseline of failover-dns.
+func foLookupHost(r *testkit.HostsResolver) func(ctx context.Context, host string) ([]string, error) {
+	return func(ctx context.Context, host string) ([]string, error) {
+		addrs, err := r.LookupNetIP(ctx, "ip", host)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]string, len(addrs))
+		for i, a := range addrs {
+			out[i] = a.String()
+		}
+		return out, nil
+	}
 }

@@ -2,7 +2,6 @@ package pgfast
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"net"
@@ -23,8 +22,13 @@ import (
 // streaming replication, faults injected with nftables inside a network
 // namespace of the suite's own (loopback addresses only). TestFailover
 // re-executes the test binary into that namespace to run TestFailoverSuite;
-// the scenarios run one after another (timings are measured), each over both
-// backends, and log one "MEASURE scenario=... backend=..." line each.
+// the scenarios run one after another (timings are measured), each over
+// every front end (frontend_test.go: database/sql with pgx or lib/pq, and
+// pgx's native pool; PGFAST_FRONTENDS narrows them), and log one
+// "MEASURE scenario=... backend=..." line each. For the pool, the failover
+// and outage scenarios run raw pgxpool.New side by side and log its line
+// too (backend=pgxpool); the database/sql raw baselines are measured by the
+// fault suite (TestFaults).
 
 // Loopback addresses of the suite's servers inside its namespace.
 const (
@@ -65,7 +69,7 @@ func TestFailover(t *testing.T) {
 	if sub := os.Getenv(foEnvRun); sub != "" {
 		pattern += "/" + sub
 	}
-	netfault.RunInNamespace(t, pattern, map[string][]string{foHostName: {foPrimaryIP}}, 200*time.Second)
+	netfault.RunInNamespace(t, pattern, map[string][]string{foHostName: {foPrimaryIP}}, 300*time.Second)
 }
 
 // TestFailoverSuite is the part of TestFailover that runs in the namespace.
@@ -83,28 +87,28 @@ func TestFailoverSuite(t *testing.T) {
 	})
 
 	t.Run("failover-dns", func(t *testing.T) {
-		forEachBackend(t, func(t *testing.T, b backendCase) { s.failover(t, b, true) })
+		forEachFrontEnd(t, func(t *testing.T, b frontEnd) { s.failover(t, b, true) })
 	})
 	t.Run("failover-multihost", func(t *testing.T) {
-		forEachBackend(t, func(t *testing.T, b backendCase) { s.failover(t, b, false) })
+		forEachFrontEnd(t, func(t *testing.T, b frontEnd) { s.failover(t, b, false) })
 	})
 	t.Run("failover-multihost-defaults", func(t *testing.T) {
-		forEachBackend(t, func(t *testing.T, b backendCase) { s.failoverWith(t, b, false, true) })
+		forEachFrontEnd(t, func(t *testing.T, b frontEnd) { s.failoverWith(t, b, false, true) })
 	})
 	t.Run("dns-repoint-reachable", func(t *testing.T) {
-		forEachBackend(t, s.dnsRepoint)
+		forEachFrontEnd(t, s.dnsRepoint)
 	})
 	t.Run("demoted-primary", func(t *testing.T) {
-		forEachBackend(t, s.demotedPrimary)
+		forEachFrontEnd(t, s.demotedPrimary)
 	})
 	t.Run("outage", func(t *testing.T) {
-		forEachBackend(t, s.outage)
+		forEachFrontEnd(t, s.outage)
 	})
 	t.Run("query-ctx-2s", func(t *testing.T) {
-		forEachBackend(t, s.queryCtx)
+		forEachFrontEnd(t, s.queryCtx)
 	})
 	t.Run("restart-and-idle-zombies", func(t *testing.T) {
-		forEachBackend(t, func(t *testing.T, b backendCase) {
+		forEachFrontEnd(t, func(t *testing.T, b frontEnd) {
 			t.Run("restart", func(t *testing.T) { s.restartZombies(t, b) })
 			t.Run("idle-blackhole", func(t *testing.T) { s.idleBlackholeZombies(t, b) })
 		})
@@ -150,7 +154,7 @@ func (s *foSuite) single(t *testing.T) *pgtest.Server {
 // guard checks, after everything else the test registered has been cleaned
 // up (its *sql.DB closed, its servers gone), that no goroutine and no socket
 // of this process is left over from it.
-func (s *foSuite) guard(t *testing.T, scenario string, b backendCase) {
+func (s *foSuite) guard(t *testing.T, scenario string, b frontEnd) {
 	t.Helper()
 	before := testkit.SocketFDs()
 	t.Cleanup(func() {
@@ -183,19 +187,30 @@ func (s *foSuite) guard(t *testing.T, scenario string, b backendCase) {
 	})
 }
 
-// open makes a connector for dsn (with a state recorder and the test's log)
-// and a *sql.DB on it, closed at the end of the test.
-func (s *foSuite) open(t *testing.T, b backendCase, dsn string, opts ...Option) (*sql.DB, *Connector, *foStates) {
+// open opens dsn with pgfast behind fe (a connector with a state recorder
+// and the test's log), closed at the end of the test; size caps the pool
+// (frontEnd.open).
+func (s *foSuite) open(t *testing.T, fe frontEnd, dsn string, size int, opts ...Option) (feDB, *Connector, *foStates) {
 	t.Helper()
 	states := &foStates{}
-	all := append([]Option{WithBackend(b.backend), WithStateHook(states.record), WithLogger(testkit.Logger(t))}, opts...)
-	c, err := NewConnector(dsn, all...)
+	all := append([]Option{WithStateHook(states.record), WithLogger(testkit.Logger(t))}, opts...)
+	db, c, err := fe.open(dsn, size, all...)
 	if err != nil {
-		t.Fatalf("NewConnector: %v", err)
+		t.Fatalf("opening %s: %v", fe.name, err)
 	}
-	db := sql.OpenDB(c)
-	t.Cleanup(func() { db.Close() })
+	t.Cleanup(db.Close)
 	return db, c, states
+}
+
+// openRaw opens dsn with fe's raw baseline, closed at the end of the test.
+func (s *foSuite) openRaw(t *testing.T, fe frontEnd, dsn string, size int, h rawHooks) feDB {
+	t.Helper()
+	db, err := fe.openRaw(dsn, size, h)
+	if err != nil {
+		t.Fatalf("opening raw %s: %v", fe.raw, err)
+	}
+	t.Cleanup(db.Close)
+	return db
 }
 
 // foDSN is the key=value DSN of the scenarios.

@@ -2,11 +2,11 @@ package pgfast
 
 import (
 	"context"
-	"database/sql"
-	"github.com/pgfast/pgfast/internal/testkit"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pgfast/pgfast/internal/testkit"
 )
 
 // ---------------------------------------------------------------------------
@@ -16,12 +16,11 @@ import (
 // foZombiePool is how many idle connections the zombie scenarios start with.
 const foZombiePool = 5
 
-func (s *foSuite) restartZombies(t *testing.T, b backendCase) {
+func (s *foSuite) restartZombies(t *testing.T, b frontEnd) {
 	const scenario = "restart-zombies"
 	s.guard(t, scenario, b)
 	srv := s.single(t)
-	db, c, _ := s.open(t, b, foDSN(foSingleIP, srv.Port(), foFastTCP))
-	db.SetMaxIdleConns(foZombiePool * 2)
+	db, c, _ := s.open(t, b, foDSN(foSingleIP, srv.Port(), foFastTCP), 2*foZombiePool)
 	foReady(t, c, 10*time.Second)
 	foFillPool(t, db, foZombiePool)
 
@@ -37,12 +36,11 @@ func (s *foSuite) restartZombies(t *testing.T, b backendCase) {
 		scenario, b.name, restart.Round(time.Millisecond), errs, st.Dials-before.Dials, st.Evictions, st.StateChanges-before.StateChanges, st.State)
 }
 
-func (s *foSuite) idleBlackholeZombies(t *testing.T, b backendCase) {
+func (s *foSuite) idleBlackholeZombies(t *testing.T, b frontEnd) {
 	const scenario = "idle-blackhole-zombies"
 	s.guard(t, scenario, b)
 	srv := s.single(t)
-	db, c, _ := s.open(t, b, foDSN(foSingleIP, srv.Port(), foFastTCP))
-	db.SetMaxIdleConns(foZombiePool * 2)
+	db, c, _ := s.open(t, b, foDSN(foSingleIP, srv.Port(), foFastTCP), 2*foZombiePool)
 	foReady(t, c, 10*time.Second)
 	foFillPool(t, db, foZombiePool)
 	if n := testkit.EstablishedTo(foSingleIP, srv.Port()); n < foZombiePool {
@@ -67,7 +65,7 @@ func (s *foSuite) idleBlackholeZombies(t *testing.T, b backendCase) {
 
 // foQueriesAfterHeal runs queries, one after another and then concurrently,
 // on a server that is healthy again; any error is the driver's fault.
-func foQueriesAfterHeal(t *testing.T, db *sql.DB) int {
+func foQueriesAfterHeal(t *testing.T, db feDB) int {
 	t.Helper()
 	var mu sync.Mutex
 	errs := 0
@@ -84,7 +82,7 @@ func foQueriesAfterHeal(t *testing.T, db *sql.DB) int {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		var one int
-		return db.QueryRowContext(ctx, "SELECT 1").Scan(&one)
+		return db.QueryRowScan(ctx, "SELECT 1", nil, &one)
 	}
 	for range 2 * foZombiePool {
 		check(query())
@@ -100,17 +98,21 @@ func foQueriesAfterHeal(t *testing.T, db *sql.DB) int {
 }
 
 // foFillPool leaves n idle connections in db's pool.
-func foFillPool(t *testing.T, db *sql.DB, n int) {
+func foFillPool(t *testing.T, db feDB, n int) {
 	t.Helper()
-	hcHoldPIDs(t, db, n)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := db.Hold(ctx, n); err != nil {
+		t.Fatalf("filling the pool: %v", err)
+	}
 }
 
 // foExecN runs n quick queries that must succeed.
-func foExecN(t *testing.T, db *sql.DB, n int) {
+func foExecN(t *testing.T, db feDB, n int) {
 	t.Helper()
 	for range n {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, err := db.ExecContext(ctx, "SELECT 1")
+		err := db.Exec(ctx, "SELECT 1")
 		cancel()
 		if err != nil {
 			t.Fatalf("query: %v", err)

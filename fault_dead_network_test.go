@@ -2,7 +2,6 @@ package pgfast
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"sync"
 	"testing"
@@ -14,18 +13,18 @@ import (
 // faultActiveBlackhole: the network dies under a running query. Keepalives and
 // TCP_USER_TIMEOUT end it; the raw drivers wait for TCP's retransmission
 // limits (minutes).
-func faultActiveBlackhole(t *testing.T, b backendCase) {
+func faultActiveBlackhole(t *testing.T, b frontEnd) {
 	e, srv := faultSetup(t, true)
 	port := srv.Port()
-	db, _ := e.open(b, faultDSN(port, faultTCPKeys...))
-	e.mustReady(db)
+	db, c, _ := e.open(b, faultDSN(port, faultTCPKeys...))
+	e.mustReady(c)
 	// The raw drivers cannot take the TCP keys (they would send them to the
 	// server, which refuses keepalives*): same DSN without them.
 	raw := e.openRaw(b, faultDSN(port))
 	raw.mustPing(t)
 
 	pgfastCh := e.async(faultExec(context.Background(), db, "SELECT pg_sleep(5)"))
-	rawCh := e.async(faultExec(context.Background(), raw.db, "SELECT pg_sleep(5)"))
+	rawCh := e.async(faultExec(e.ctx, raw.db, "SELECT pg_sleep(5)"))
 	time.Sleep(300 * time.Millisecond)
 	dropAt := e.drop(netfault.Rule{Port: port, Direction: "both"})
 
@@ -36,18 +35,18 @@ func faultActiveBlackhole(t *testing.T, b backendCase) {
 // faultActiveBlackholeUnacked: the network is already dead when a query is
 // sent on an idle pooled connection; the query's bytes are never
 // acknowledged, which TCP_USER_TIMEOUT bounds.
-func faultActiveBlackholeUnacked(t *testing.T, b backendCase) {
+func faultActiveBlackholeUnacked(t *testing.T, b frontEnd) {
 	e, srv := faultSetup(t, true)
 	port := srv.Port()
-	db, _ := e.open(b, faultDSN(port, faultTCPKeys...))
-	e.mustReady(db)
+	db, c, _ := e.open(b, faultDSN(port, faultTCPKeys...))
+	e.mustReady(c)
 	e.warm(db, 1)
 	raw := e.openRaw(b, faultDSN(port))
 	e.warm(raw.db, 1)
 
 	dropAt := e.drop(netfault.Rule{Port: port, Direction: "both"})
 	pgfastCh := e.async(faultExec(context.Background(), db, "SELECT 1"))
-	rawCh := e.async(faultExec(context.Background(), raw.db, "SELECT 1"))
+	rawCh := e.async(faultExec(e.ctx, raw.db, "SELECT 1"))
 
 	// Measured from the drop, not from the send: the query leaves a little
 	// later (checkout, the driver), and the kernel's TCP_USER_TIMEOUT counts
@@ -96,11 +95,11 @@ func faultMustFailWithin(t *testing.T, pgfastCh <-chan faultResult, dropAt time.
 // and the query fails (at once with ErrNotReady when pgfast already went
 // Down, else after one fresh dial bounded by tcp_user_timeout), or succeeds
 // on a fresh connection, within 8 s of the drop.
-func faultIdleBlackhole(t *testing.T, b backendCase) {
+func faultIdleBlackhole(t *testing.T, b frontEnd) {
 	e, srv := faultSetup(t, true)
 	port := srv.Port()
-	db, _ := e.open(b, faultDSN(port, faultTCPKeys...))
-	e.mustReady(db)
+	db, c, _ := e.open(b, faultDSN(port, faultTCPKeys...))
+	e.mustReady(c)
 	e.warm(db, 5)
 	raw := e.openRaw(b, faultDSN(port))
 	e.warm(raw.db, 5)
@@ -108,7 +107,7 @@ func faultIdleBlackhole(t *testing.T, b backendCase) {
 	dropAt := e.drop(netfault.Rule{Port: port, Direction: "both"})
 	time.Sleep(time.Until(dropAt.Add(faultKeepaliveBudget + 500*time.Millisecond)))
 	pgfastCh := e.async(faultExec(context.Background(), db, "SELECT 1"))
-	rawCh := e.async(faultExec(context.Background(), raw.db, "SELECT 1"))
+	rawCh := e.async(faultExec(e.ctx, raw.db, "SELECT 1"))
 
 	r, ok := faultWait(pgfastCh, dropAt.Add(faultAfterDropCap))
 	if !ok {
@@ -130,12 +129,12 @@ func faultIdleBlackhole(t *testing.T, b backendCase) {
 // connections. The next queries, sequential and concurrent, must all succeed:
 // pgfast's checkout check turns each dead connection into driver.ErrBadConn,
 // which database/sql retries on another.
-func faultServerRestart(t *testing.T, b backendCase) {
+func faultServerRestart(t *testing.T, b frontEnd) {
 	e, srv := faultSetup(t, true)
 	port := srv.Port()
 	dsn := faultDSN(port)
-	db, _ := e.open(b, dsn)
-	e.mustReady(db)
+	db, c, _ := e.open(b, dsn)
+	e.mustReady(c)
 	e.warm(db, 3)
 	raw := e.openRaw(b, dsn)
 	e.warm(raw.db, 3)
@@ -155,7 +154,7 @@ func faultServerRestart(t *testing.T, b backendCase) {
 	if len(rawErrs) > 0 {
 		rawOut.err = fmt.Errorf("%d of %d queries failed; first: %w", len(rawErrs), faultBatchSize, rawErrs[0])
 	}
-	t.Logf("pgfast: %d of %d queries failed; pool after: %+v", len(pgfastErrs), faultBatchSize, db.Stats())
+	t.Logf("pgfast: %d of %d queries failed; connector after: %+v", len(pgfastErrs), faultBatchSize, c.Stats())
 	faultMeasure(t, "server-restart", b, pgfastTook, rawOut)
 }
 
@@ -168,7 +167,7 @@ const (
 // faultQueryBatch runs SELECT 1 several times in a row, then several at once,
 // each bounded by its own context, and returns how long that took and the
 // errors.
-func faultQueryBatch(db *sql.DB) (time.Duration, []error) {
+func faultQueryBatch(db feDB) (time.Duration, []error) {
 	var (
 		mu   sync.Mutex
 		errs []error
@@ -177,7 +176,7 @@ func faultQueryBatch(db *sql.DB) (time.Duration, []error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		var one int
-		if err := db.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+		if err := db.QueryRowScan(ctx, "SELECT 1", nil, &one); err != nil {
 			mu.Lock()
 			errs = append(errs, err)
 			mu.Unlock()

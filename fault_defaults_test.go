@@ -18,16 +18,16 @@ const faultDefaultsLimit = 12 * time.Second
 
 // faultActiveBlackholeDefaults: the network dies under a running query, with
 // pgfast's default TCP settings (no TCP_USER_TIMEOUT on the socket).
-func faultActiveBlackholeDefaults(t *testing.T, b backendCase) {
+func faultActiveBlackholeDefaults(t *testing.T, b frontEnd) {
 	e, srv := faultSetup(t, true)
 	port := srv.Port()
-	db, _ := e.open(b, faultDSN(port))
-	e.mustReady(db)
+	db, c, _ := e.open(b, faultDSN(port))
+	e.mustReady(c)
 	raw := e.openRaw(b, faultDSN(port))
 	raw.mustPing(t)
 
 	pgfastCh := e.async(faultExec(context.Background(), db, "SELECT pg_sleep(30)"))
-	rawCh := e.async(faultExec(context.Background(), raw.db, "SELECT pg_sleep(30)"))
+	rawCh := e.async(faultExec(e.ctx, raw.db, "SELECT pg_sleep(30)"))
 	time.Sleep(300 * time.Millisecond)
 	dropAt := e.drop(netfault.Rule{Port: port, Direction: "both"})
 
@@ -38,18 +38,18 @@ func faultActiveBlackholeDefaults(t *testing.T, b backendCase) {
 // faultActiveBlackholeUnackedDefaults: the network is already dead when a
 // query is sent on an idle pooled connection, with pgfast's defaults: the
 // query's bytes stay unacknowledged and the watcher ends it at the window.
-func faultActiveBlackholeUnackedDefaults(t *testing.T, b backendCase) {
+func faultActiveBlackholeUnackedDefaults(t *testing.T, b frontEnd) {
 	e, srv := faultSetup(t, true)
 	port := srv.Port()
-	db, _ := e.open(b, faultDSN(port))
-	e.mustReady(db)
+	db, c, _ := e.open(b, faultDSN(port))
+	e.mustReady(c)
 	e.warm(db, 1)
 	raw := e.openRaw(b, faultDSN(port))
 	e.warm(raw.db, 1)
 
 	dropAt := e.drop(netfault.Rule{Port: port, Direction: "both"})
 	pgfastCh := e.async(faultExec(context.Background(), db, "SELECT 1"))
-	rawCh := e.async(faultExec(context.Background(), raw.db, "SELECT 1"))
+	rawCh := e.async(faultExec(e.ctx, raw.db, "SELECT 1"))
 
 	took := faultMustFailWithin(t, pgfastCh, dropAt, faultDefaultsLimit)
 	faultMeasure(t, "active-blackhole-unacked-defaults", b, took, faultRawOutcome(rawCh, dropAt, faultRawCapLong))

@@ -2,7 +2,6 @@ package pgfast
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"os"
 	"sync"
@@ -17,9 +16,11 @@ import (
 // ---- environment: servers, pools, rules, goroutines, cleanup ----
 
 // faultEnv owns what one scenario run creates. Its cleanup, registered with
-// t, removes every rule, closes the raw drivers' sockets (unblocking their
+// t, removes its rules, closes the raw drivers' sockets (unblocking their
 // abandoned calls), waits for every goroutine the scenario started, and
 // closes every pool; the server's own cleanup (registered before) runs after.
+// The front ends of a scenario run in parallel, each with an environment and
+// a server (port) of its own: an environment removes only its own rules.
 type faultEnv struct {
 	t   *testing.T
 	srv *pgtest.Server
@@ -28,16 +29,17 @@ type faultEnv struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu   sync.Mutex
-	dbs  []*sql.DB
-	raws []*faultRawPool
-	bg   sync.WaitGroup
+	mu    sync.Mutex
+	dbs   []feDB
+	raws  []*faultRawPool
+	rules []func() error // removes the rules this environment installed
+	bg    sync.WaitGroup
 }
 
-// faultRegistry lets the watchdog reach the running scenario's environment.
+// faultRegistry lets the watchdog reach the running scenarios' environments.
 var faultRegistry struct {
 	sync.Mutex
-	env *faultEnv
+	envs map[*faultEnv]bool
 }
 
 // faultSetup creates a server listening on 127.0.0.1 and ::1 (started or
@@ -53,7 +55,10 @@ func faultSetup(t *testing.T, start bool) (*faultEnv, *pgtest.Server) {
 	e := &faultEnv{t: t, srv: srv}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	faultRegistry.Lock()
-	faultRegistry.env = e
+	if faultRegistry.envs == nil {
+		faultRegistry.envs = map[*faultEnv]bool{}
+	}
+	faultRegistry.envs[e] = true
 	faultRegistry.Unlock()
 	t.Cleanup(e.cleanup)
 	return e, srv
@@ -62,9 +67,7 @@ func faultSetup(t *testing.T, start bool) (*faultEnv, *pgtest.Server) {
 func (e *faultEnv) cleanup() {
 	defer func() {
 		faultRegistry.Lock()
-		if faultRegistry.env == e {
-			faultRegistry.env = nil
-		}
+		delete(faultRegistry.envs, e)
 		faultRegistry.Unlock()
 	}()
 	e.cancel()
@@ -76,13 +79,15 @@ func (e *faultEnv) cleanup() {
 		}
 		step = time.Now()
 	}
-	if err := netfault.Clear(); err != nil {
-		e.t.Errorf("removing the nft rules: %v", err)
+	e.mu.Lock()
+	raws, dbs, rules := e.raws, e.dbs, e.rules
+	e.mu.Unlock()
+	for _, remove := range rules {
+		if err := remove(); err != nil {
+			e.t.Errorf("removing an nft rule: %v", err)
+		}
 	}
 	slow("removing the rules")
-	e.mu.Lock()
-	raws, dbs := e.raws, e.dbs
-	e.mu.Unlock()
 	for _, p := range raws {
 		p.shut()
 	}
@@ -98,7 +103,9 @@ func (e *faultEnv) cleanup() {
 	}
 	slow("waiting for the scenario's goroutines")
 	for _, p := range raws {
-		p.db.Close()
+		if p.db != nil {
+			p.db.Close()
+		}
 	}
 	slow("closing the raw pools")
 	for _, db := range dbs {
@@ -127,9 +134,12 @@ func faultWatchdog(name string, limit time.Duration) (stop func()) {
 	timer := time.AfterFunc(limit, func() {
 		fmt.Fprintf(os.Stderr, "fault scenario %s exceeded its hard cap of %v; goroutines:\n%s\n", name, limit, testkit.Stacks())
 		faultRegistry.Lock()
-		e := faultRegistry.env
+		var envs []*faultEnv
+		for e := range faultRegistry.envs {
+			envs = append(envs, e)
+		}
 		faultRegistry.Unlock()
-		if e != nil {
+		for _, e := range envs {
 			e.emergency()
 		}
 		panic(fmt.Sprintf("fault scenario %s exceeded its hard cap of %v", name, limit))
@@ -137,27 +147,32 @@ func faultWatchdog(name string, limit time.Duration) (stop func()) {
 	return func() { timer.Stop() }
 }
 
-// open opens dsn with pgfast and reports how long sql.Open took.
-func (e *faultEnv) open(b backendCase, dsn string) (*sql.DB, time.Duration) {
+// open opens dsn with pgfast behind fe and reports how long opening took
+// (sql.OpenDB on a new connector, or NewPool).
+func (e *faultEnv) open(fe frontEnd, dsn string) (feDB, *Connector, time.Duration) {
 	e.t.Helper()
 	start := time.Now()
-	db, err := sql.Open(b.name, dsn)
+	db, c, err := fe.open(dsn, 0)
 	took := time.Since(start)
 	if err != nil {
-		e.t.Fatalf("sql.Open(%s): %v", b.name, err)
+		e.t.Fatalf("opening %s: %v", fe.name, err)
 	}
 	e.mu.Lock()
 	e.dbs = append(e.dbs, db)
 	e.mu.Unlock()
-	return db, took
+	return db, c, took
 }
 
 // drop installs r and returns when it is in effect.
 func (e *faultEnv) drop(r netfault.Rule) time.Time {
 	e.t.Helper()
-	if _, err := netfault.Drop(r); err != nil {
+	remove, err := netfault.Drop(r)
+	if err != nil {
 		e.t.Fatalf("netfault.Drop(%+v): %v", r, err)
 	}
+	e.mu.Lock()
+	e.rules = append(e.rules, remove)
+	e.mu.Unlock()
 	return time.Now()
 }
 
@@ -192,45 +207,30 @@ func faultWait(ch <-chan faultResult, deadline time.Time) (faultResult, bool) {
 }
 
 // faultExec returns a call that runs query on db with ctx.
-func faultExec(ctx context.Context, db *sql.DB, query string) func() error {
-	return func() error {
-		_, err := db.ExecContext(ctx, query)
-		return err
-	}
+func faultExec(ctx context.Context, db feDB, query string) func() error {
+	return func() error { return db.Exec(ctx, query) }
 }
 
 // mustReady waits for pgfast's readiness or fails the test.
-func (e *faultEnv) mustReady(db *sql.DB) {
+func (e *faultEnv) mustReady(c *Connector) {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := Ready(ctx, db); err != nil {
+	if err := c.Ready(ctx); err != nil {
 		e.t.Fatalf("Ready: %v", err)
 	}
 }
 
-// warm makes db hold n idle connections: n concurrent queries force n
-// connections open, and they stay idle afterwards.
-func (e *faultEnv) warm(db *sql.DB, n int) {
+// warm makes db hold n idle connections: n connections checked out at once
+// and returned.
+func (e *faultEnv) warm(db feDB, n int) {
 	e.t.Helper()
-	db.SetMaxIdleConns(n)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for range n {
-		wg.Go(func() {
-			if _, err := db.ExecContext(ctx, "SELECT pg_sleep(0.2)"); err != nil {
-				errs <- err
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+	if err := db.Hold(ctx, n); err != nil {
 		e.t.Fatalf("warming the pool: %v", err)
 	}
-	if idle := db.Stats().Idle; idle != n {
+	if idle := db.Idle(); idle != n {
 		e.t.Fatalf("pool holds %d idle connections, want %d", idle, n)
 	}
 }

@@ -16,7 +16,7 @@ import (
 // faultIPv6BlackholeIPv4Up: ::1 silently drops everything, 127.0.0.1 serves.
 // pgfast races the addresses; the raw pgx tries ::1 until the kernel gives up
 // on the SYN (~130 s).
-func faultIPv6BlackholeIPv4Up(t *testing.T, b backendCase) {
+func faultIPv6BlackholeIPv4Up(t *testing.T, b frontEnd) {
 	e, srv := faultSetup(t, true)
 	port := srv.Port()
 	dsn := faultDSN(port)
@@ -27,22 +27,22 @@ func faultIPv6BlackholeIPv4Up(t *testing.T, b backendCase) {
 	rawCh := e.async(func() error {
 		ctx, cancel := context.WithTimeout(e.ctx, faultRawCapShort+time.Second)
 		defer cancel()
-		return raw.db.PingContext(ctx)
+		return raw.db.Ping(ctx)
 	})
 
 	start := time.Now()
-	db, openTook := e.open(b, dsn)
+	db, c, openTook := e.open(b, dsn)
 	if openTook > faultOpenBound {
-		t.Errorf("sql.Open took %v, want it to return at once", openTook)
+		t.Errorf("opening took %v, want it to return at once", openTook)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := Ready(ctx, db); err != nil {
+	if err := c.Ready(ctx); err != nil {
 		t.Fatalf("Ready: %v", err)
 	}
 	readyTook := time.Since(start)
 	var one int
-	if err := db.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+	if err := db.QueryRowScan(ctx, "SELECT 1", nil, &one); err != nil {
 		t.Fatalf("first query: %v", err)
 	}
 	firstQuery := time.Since(start)
@@ -50,33 +50,33 @@ func faultIPv6BlackholeIPv4Up(t *testing.T, b backendCase) {
 		t.Errorf("Ready took %v, want < 1s", readyTook)
 	}
 	if firstQuery > time.Second {
-		t.Errorf("sql.Open + first query took %v, want < 1s", firstQuery)
+		t.Errorf("opening + first query took %v, want < 1s", firstQuery)
 	}
 	if got, want := faultRemoteAddr(t, db), fmt.Sprintf("127.0.0.1:%d", port); got != want {
 		t.Errorf("pooled connection goes to %s, want %s (::1 is blackholed)", got, want)
 	}
-	t.Logf("pgfast: sql.Open %v, Ready %v, first query done %v after sql.Open", openTook, faultDur(readyTook), faultDur(firstQuery))
+	t.Logf("pgfast: open %v, Ready %v, first query done %v after opening", openTook, faultDur(readyTook), faultDur(firstQuery))
 	faultMeasure(t, "ipv6-blackhole-ipv4-up", b, firstQuery, faultRawOutcome(rawCh, rawStart, faultRawCapShort))
 }
 
 // faultIPv6BlackholeIPv4Refused: the server is down; ::1 silently drops, IPv4
 // refuses. pgfast answers within the caller's context, naming both
 // addresses, and becomes ready soon after the server starts.
-func faultIPv6BlackholeIPv4Refused(t *testing.T, b backendCase) {
+func faultIPv6BlackholeIPv4Refused(t *testing.T, b frontEnd) {
 	e, srv := faultSetup(t, false)
 	port := srv.Port()
 	dsn := faultDSN(port)
 	e.drop(netfault.Rule{Addr: "::1", Port: port, Direction: "both"})
 
-	db, openTook := e.open(b, dsn)
+	db, c, openTook := e.open(b, dsn)
 	if openTook > faultOpenBound {
-		t.Errorf("sql.Open took %v, want it to return at once", openTook)
+		t.Errorf("opening took %v, want it to return at once", openTook)
 	}
 
 	// Ready with a 1 s context: an error by ~1 s naming both addresses.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	start := time.Now()
-	err := Ready(ctx, db)
+	err := c.Ready(ctx)
 	took := time.Since(start)
 	cancel()
 	t.Logf("Ready(1s) after %v: %v", faultDur(took), err)
@@ -102,7 +102,7 @@ func faultIPv6BlackholeIPv4Refused(t *testing.T, b backendCase) {
 	// Cancelling Ready's context returns at once.
 	ctx, cancel = context.WithCancel(context.Background())
 	defer cancel()
-	readyCh := e.async(func() error { return Ready(ctx, db) })
+	readyCh := e.async(func() error { return c.Ready(ctx) })
 	time.Sleep(100 * time.Millisecond)
 	cancelled := time.Now()
 	cancel()
@@ -125,11 +125,11 @@ func faultIPv6BlackholeIPv4Refused(t *testing.T, b backendCase) {
 	rawCh := e.async(func() error {
 		ctx, cancel := context.WithTimeout(e.ctx, faultRawCapShort+time.Second)
 		defer cancel()
-		return raw.db.PingContext(ctx)
+		return raw.db.Ping(ctx)
 	})
 	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := Ready(ctx, db); err != nil {
+	if err := c.Ready(ctx); err != nil {
 		t.Fatalf("Ready after the server started: %v", err)
 	}
 	readyTook := time.Since(started)
@@ -137,7 +137,7 @@ func faultIPv6BlackholeIPv4Refused(t *testing.T, b backendCase) {
 		t.Errorf("ready %v after the server started, want within 5s", readyTook)
 	}
 	var one int
-	if err := db.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+	if err := db.QueryRowScan(ctx, "SELECT 1", nil, &one); err != nil {
 		t.Fatalf("query after the server started: %v", err)
 	}
 	t.Logf("pgfast ready %v after the server started (pgfast= below; raw= is a fresh raw pool's first Ping after the start)", faultDur(readyTook))

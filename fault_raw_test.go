@@ -2,18 +2,12 @@ package pgfast
 
 import (
 	"context"
-	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 	"net"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/stdlib"
-	"github.com/lib/pq"
 
 	"github.com/pgfast/pgfast/internal/pgtest"
 )
@@ -25,7 +19,7 @@ import (
 // dialer (pgx's DialFunc from ParseConfig, lib/pq's zero net.Dialer), so the
 // driver dials exactly as with sql.Open.
 type faultRawPool struct {
-	db *sql.DB
+	db feDB
 
 	mu     sync.Mutex
 	socks  []net.Conn
@@ -64,55 +58,19 @@ func (p *faultRawPool) shut() {
 	}
 }
 
-// openRaw opens dsn with the raw driver behind b.
-func (e *faultEnv) openRaw(b backendCase, dsn string) *faultRawPool {
+// openRaw opens dsn with fe's raw baseline, its sockets recorded.
+func (e *faultEnv) openRaw(fe frontEnd, dsn string) *faultRawPool {
 	e.t.Helper()
 	p := &faultRawPool{}
-	switch b.backend {
-	case PGX:
-		cfg, err := pgx.ParseConfig(dsn)
-		if err != nil {
-			e.t.Fatalf("pgx.ParseConfig: %v", err)
-		}
-		dial := cfg.DialFunc
-		cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
-			return p.dialed(dial(ctx, network, addr))
-		}
-		p.db = stdlib.OpenDB(*cfg)
-	case LibPQ:
-		c, err := pq.NewConnector(dsn)
-		if err != nil {
-			e.t.Fatalf("pq.NewConnector: %v", err)
-		}
-		c.Dialer(&faultPQDialer{pool: p})
-		p.db = sql.OpenDB(c)
-	default:
-		e.t.Fatalf("unknown backend %v", b.backend)
+	db, err := fe.openRaw(dsn, 0, rawHooks{dialed: p.dialed})
+	if err != nil {
+		e.t.Fatalf("opening raw %s: %v", fe.raw, err)
 	}
+	p.db = db
 	e.mu.Lock()
 	e.raws = append(e.raws, p)
 	e.mu.Unlock()
 	return p
-}
-
-// faultPQDialer is lib/pq's default dialer (a zero net.Dialer) plus recording.
-type faultPQDialer struct {
-	d    net.Dialer
-	pool *faultRawPool
-}
-
-func (d *faultPQDialer) Dial(network, address string) (net.Conn, error) {
-	return d.DialContext(context.Background(), network, address)
-}
-
-func (d *faultPQDialer) DialTimeout(network, address string, timeout time.Duration) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	return d.DialContext(ctx, network, address)
-}
-
-func (d *faultPQDialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
-	return d.pool.dialed(d.d.DialContext(ctx, network, address))
 }
 
 // mustPing connects the raw pool.
@@ -120,7 +78,7 @@ func (p *faultRawPool) mustPing(t *testing.T) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := p.db.PingContext(ctx); err != nil {
+	if err := p.db.Ping(ctx); err != nil {
 		t.Fatalf("raw driver: %v", err)
 	}
 }
@@ -152,7 +110,7 @@ func faultRawOutcome(ch <-chan faultResult, ref time.Time, limit time.Duration) 
 func faultDur(d time.Duration) string { return d.Round(time.Millisecond).String() }
 
 // faultMeasure logs the comparison line the project quotes.
-func faultMeasure(t *testing.T, scenario string, b backendCase, pgfast time.Duration, raw faultRaw) {
+func faultMeasure(t *testing.T, scenario string, b frontEnd, pgfast time.Duration, raw faultRaw) {
 	t.Helper()
 	switch {
 	case raw.capped:
@@ -174,25 +132,17 @@ func faultDSN(port int, kv ...string) string {
 	return dsn
 }
 
-// faultRemoteAddr returns the server address of a pooled pgfast connection.
-func faultRemoteAddr(t *testing.T, db *sql.DB) string {
+// faultRemoteAddr returns the server address of a pooled connection.
+func faultRemoteAddr(t *testing.T, db feDB) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	conn, err := db.Conn(ctx)
 	if err != nil {
-		t.Fatalf("db.Conn: %v", err)
+		t.Fatalf("checking out a connection: %v", err)
 	}
-	defer conn.Close()
-	var addr string
-	err = conn.Raw(func(dc any) error {
-		nc := socketOf(dc.(driver.Conn))
-		if nc == nil {
-			return fmt.Errorf("no socket known for %T", dc)
-		}
-		addr = nc.RemoteAddr().String()
-		return nil
-	})
+	defer conn.Release()
+	addr, err := conn.RemoteAddr()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package pgfast
 import (
 	"context"
 	"net"
+	"os"
 	"testing"
 	"time"
 
@@ -16,11 +17,17 @@ import (
 // starts PostgreSQL servers on 127.0.0.1 and ::1 and drops their traffic with
 // nft rules. Only loopback addresses are used.
 //
-// Every scenario runs for both backends, with the same DSN (host=localhost,
-// which resolves to ::1 first) against pgfast and, side by side, against the
-// raw driver ("pgx" or "postgres"). Each logs one line
+// Every scenario runs for each front end (frontend_test.go: database/sql
+// with pgx or lib/pq, and pgx's native pool), with the same DSN
+// (host=localhost, which resolves to ::1 first) against pgfast and, side by
+// side, against the raw baseline (raw pgx stdlib, lib/pq or pgxpool.New).
+// Each logs one line
 //
-//	MEASURE scenario=<name> backend=<pgfast|pgfast-pq> pgfast=<duration> raw=<duration or ">cap">
+//	MEASURE scenario=<name> backend=<pgfast|pgfast-pq|pgfast-pgxpool> pgfast=<duration> raw=<duration or ">cap">
+//
+// PGFAST_FAULT_RUN narrows the scenarios (a -run pattern for the subtests of
+// TestFaultSuite, e.g. "active-blackhole$/pgfast-pgxpool") and
+// PGFAST_FRONTENDS the front ends (e.g. "pgxpool").
 //
 // and asserts pgfast's behaviour with generous time bounds (behaviour, not
 // speed). The raw drivers' runs are only measured, never asserted, and are
@@ -35,7 +42,8 @@ const (
 	faultRawCapShort = 8 * time.Second
 	// faultRawCapLong bounds a raw driver's query on a dead network.
 	faultRawCapLong = 12 * time.Second
-	// faultOpenBound is how long sql.Open may take ("returns at once").
+	// faultOpenBound is how long opening may take (sql.OpenDB on a new
+	// connector, or NewPool: "returns at once").
 	faultOpenBound = 100 * time.Millisecond
 	// faultAfterDropCap is how long the suite waits for a pgfast call on a
 	// dead network before declaring it hung.
@@ -51,15 +59,22 @@ var faultTCPKeys = []string{"keepalives_idle=1", "keepalives_interval=1", "keepa
 // connection dead with faultTCPKeys.
 const faultKeepaliveBudget = 1*time.Second + 2*1*time.Second
 
+// faultEnvRun narrows the scenarios TestFaults runs (see above).
+const faultEnvRun = "PGFAST_FAULT_RUN"
+
 func TestFaults(t *testing.T) {
-	netfault.RunInNamespace(t, "^TestFaultSuite$", map[string][]string{"localhost": {"::1", "127.0.0.1"}}, faultSuiteCap)
+	pattern := "^TestFaultSuite$"
+	if sub := os.Getenv(faultEnvRun); sub != "" {
+		pattern += "/" + sub
+	}
+	netfault.RunInNamespace(t, pattern, map[string][]string{"localhost": {"::1", "127.0.0.1"}}, faultSuiteCap)
 }
 
 // faultScenario is one row of the suite.
 type faultScenario struct {
 	name string
-	cap  time.Duration // hard cap of one backend's run
-	run  func(t *testing.T, b backendCase)
+	cap  time.Duration // hard cap of one front end's run
+	run  func(t *testing.T, fe frontEnd)
 }
 
 var faultScenarios = []faultScenario{
@@ -90,13 +105,15 @@ func TestFaultSuite(t *testing.T) {
 
 	for _, sc := range faultScenarios {
 		t.Run(sc.name, func(t *testing.T) {
-			for _, b := range backends {
-				t.Run(b.name, func(t *testing.T) {
-					// Registered first, so it also covers the cleanups.
-					t.Cleanup(faultWatchdog(t.Name(), sc.cap))
-					sc.run(t, b)
-				})
-			}
+			// The front ends run at the same time (each has its own
+			// server, rules and raw baseline): most of a run is waiting
+			// for the raw baselines' caps; the bounds asserted are the
+			// kernel's TCP timers, with slack.
+			forEachFrontEndConcurrently(t, func(t *testing.T, fe frontEnd) {
+				// Registered first, so it also covers the cleanups.
+				t.Cleanup(faultWatchdog(t.Name(), sc.cap))
+				sc.run(t, fe)
+			})
 		})
 	}
 

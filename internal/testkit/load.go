@@ -1,6 +1,7 @@
 package testkit
 
 import (
+	"context"
 	"database/sql"
 	"fmt"
 	"slices"
@@ -15,7 +16,7 @@ import (
 // as an application would, recording where each write landed, how long each
 // call took, and the errors that reached them.
 type Load struct {
-	db      *sql.DB
+	db      Querier
 	insert  string
 	opts    LoadOptions
 	workers []*worker
@@ -52,11 +53,35 @@ type LoadOptions struct {
 	// NotReady tells the errors counted under the kind "not-ready" (and not
 	// sampled) apart; nil counts none so.
 	NotReady func(error) bool
+	// CallTimeout bounds each call with a context of its own; 0 runs every
+	// call with context.Background(), as an application would. A raw
+	// baseline that may block for the kernel's TCP timeouts sets it.
+	CallTimeout time.Duration
+}
+
+// Querier runs a query returning one row and scans it into dest: what a
+// Load needs from a pool, whatever its front end (*sql.DB, pgxpool).
+type Querier interface {
+	QueryRowScan(ctx context.Context, query string, args []any, dest ...any) error
+}
+
+// SQLDB adapts a *sql.DB to Querier.
+func SQLDB(db *sql.DB) Querier { return sqlQuerier{db} }
+
+type sqlQuerier struct{ db *sql.DB }
+
+func (q sqlQuerier) QueryRowScan(ctx context.Context, query string, args []any, dest ...any) error {
+	return q.db.QueryRowContext(ctx, query, args...).Scan(dest...)
 }
 
 // StartLoad starts n workers on db; insert is the INSERT each runs with its
 // worker number, returning the address of the server that took the write.
 func StartLoad(db *sql.DB, n int, insert string, opts LoadOptions) *Load {
+	return StartLoadOn(SQLDB(db), n, insert, opts)
+}
+
+// StartLoadOn is StartLoad on any front end.
+func StartLoadOn(db Querier, n int, insert string, opts LoadOptions) *Load {
 	l := &Load{db: db, insert: insert, opts: opts, stopCh: make(chan struct{}), done: make(chan struct{}), abandon: make(chan struct{}), errs: map[string]int{}}
 	var wg sync.WaitGroup
 	for i := range n {
@@ -80,10 +105,10 @@ func (l *Load) work(w *worker) {
 		default:
 		}
 		var one int
-		err := l.call(w, func() error { return l.db.QueryRow("SELECT 1").Scan(&one) })
+		err := l.call(w, func(ctx context.Context) error { return l.db.QueryRowScan(ctx, "SELECT 1", nil, &one) })
 		if err == nil {
 			var addr string
-			err = l.call(w, func() error { return l.db.QueryRow(l.insert, w.id).Scan(&addr) })
+			err = l.call(w, func(ctx context.Context) error { return l.db.QueryRowScan(ctx, l.insert, []any{w.id}, &addr) })
 			if err == nil {
 				l.writes.Add(1)
 				now := time.Now()
@@ -107,10 +132,15 @@ func (l *Load) work(w *worker) {
 }
 
 // call runs f, timing it for the watchdog and the longest-call record.
-func (l *Load) call(w *worker, f func() error) error {
+func (l *Load) call(w *worker, f func(ctx context.Context) error) error {
+	ctx, cancel := context.Background(), context.CancelFunc(func() {})
+	if l.opts.CallTimeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, l.opts.CallTimeout)
+	}
+	defer cancel()
 	start := time.Now()
 	w.inflight.Store(start.UnixNano())
-	err := f()
+	err := f(ctx)
 	d := time.Since(start)
 	w.inflight.Store(0)
 	for {
