@@ -59,9 +59,13 @@ type addrEntry struct {
 	// unreachableAt: when the address was last evicted as unreachable
 	// (zero once a connection to it succeeds; dial_skip.go).
 	unreachableAt time.Time
-	verify        bool                      // a role verification is running
-	conns         map[*trackedConn]struct{} // open sockets of the current generation
-	sockets       int                       // open sockets of any generation
+	// slow: an attempt was given up (another address won the race, or the
+	// caller ended) after waiting longer than the attempt delay for an
+	// answer; cleared by a success.
+	slow    bool
+	verify  bool                      // a role verification is running
+	conns   map[*trackedConn]struct{} // open sockets of the current generation
+	sockets int                       // open sockets of any generation
 }
 
 func newAddrBook() *addrBook {
@@ -112,14 +116,28 @@ func (b *addrBook) pruneLocked(host string, port uint16, listed func(netip.AddrP
 	}
 }
 
-// preferHealthy reorders targets so that addresses known to be bad come
-// last, keeping the order otherwise (a stable partition).
-func (b *addrBook) preferHealthy(targets []netip.AddrPort) {
+// preferHealthy reorders targets (a stable partition): first the addresses
+// with nothing against them, then those without an open socket whose latest
+// attempt was left unanswered for longer than slow, given up or still
+// pending (a SYN into a blackhole, most likely), then those known to be
+// bad. The race still tries every address; this only decides which one gets
+// the head start.
+func (b *addrBook) preferHealthy(targets []netip.AddrPort, now time.Time, slow time.Duration) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	slices.SortStableFunc(targets, func(x, y netip.AddrPort) int {
-		return boolRank(b.isBad(x)) - boolRank(b.isBad(y))
-	})
+	rank := func(a netip.AddrPort) int {
+		e := b.addrs[a]
+		switch {
+		case e == nil:
+			return 0
+		case e.bad:
+			return 2
+		case e.sockets == 0 && (e.slow || e.pending > 0 && now.Sub(e.since) > slow):
+			return 1
+		}
+		return 0
+	}
+	slices.SortStableFunc(targets, func(x, y netip.AddrPort) int { return rank(x) - rank(y) })
 }
 
 func (b *addrBook) isBad(addr netip.AddrPort) bool {
@@ -159,7 +177,7 @@ func (b *addrBook) attemptDone(addr netip.AddrPort, nc net.Conn, err error) net.
 		return nil
 	}
 	e.err, e.bad, e.since = nil, false, time.Now()
-	e.unreachableAt = time.Time{}
+	e.unreachableAt, e.slow = time.Time{}, false
 	e.sockets++
 	tc := &trackedConn{Conn: nc, book: b, addr: addr, gen: e.gen}
 	if rc, ok := rawConnOf(nc); ok {
@@ -169,14 +187,20 @@ func (b *addrBook) attemptDone(addr netip.AddrPort, nc net.Conn, err error) net.
 	return tc
 }
 
-// attemptAbandoned records an attempt the caller gave up on (its context
-// was cancelled or reached its deadline before the attempt's own
-// connect_timeout): it says nothing about the server, so the address keeps
-// its status.
-func (b *addrBook) attemptAbandoned(addr netip.AddrPort) {
+// attemptAbandoned records an attempt the caller gave up on (another
+// address won the race, or the caller's context was cancelled or reached its
+// deadline before the attempt's own connect_timeout): it says nothing about
+// the server being down, so the address keeps its status; but an attempt
+// left unanswered for longer than the attempt delay (slow) makes the address
+// take second place in the next race (preferHealthy).
+func (b *addrBook) attemptAbandoned(addr netip.AddrPort, slow bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.entry(addr).pending--
+	e := b.entry(addr)
+	e.pending--
+	if slow {
+		e.slow = true
+	}
 }
 
 // evict bumps addr's generation if it is still gen, and shuts down (or, soft,

@@ -102,7 +102,7 @@ func (d *dialer) DialContext(ctx context.Context, network, address string) (net.
 	}
 	if d.book != nil {
 		d.book.resolved(host, port, targets)
-		d.book.preferHealthy(targets)
+		d.book.preferHealthy(targets, time.Now(), d.attemptDelay())
 	}
 	var skipped []AddrStats
 	if d.book != nil && !isProbe(ctx) {

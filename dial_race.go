@@ -109,9 +109,10 @@ func (d *dialer) attempt(ctx context.Context, network string, target netip.AddrP
 		return d.attemptAddr(ctx, network, target)
 	}
 	d.book.attemptStarted(target)
+	start := time.Now()
 	conn, err := d.attemptAddr(ctx, network, target)
 	if err != nil && callerEnded(ctx, err) {
-		d.book.attemptAbandoned(target)
+		d.book.attemptAbandoned(target, time.Since(start) > d.attemptDelay())
 		return nil, err
 	}
 	if tracked := d.book.attemptDone(target, conn, err); tracked != nil {
