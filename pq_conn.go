@@ -231,12 +231,16 @@ func (c *PQConn) ResetSession(ctx context.Context) error {
 }
 
 // IsValid reports false when a context interrupted a call on the connection,
-// or when pgfast's liveness check or lib/pq finds it unusable.
+// or when pgfast's liveness check or lib/pq finds it unusable. database/sql
+// calls it as it takes the connection back; one that read its server's reply
+// since its checkout check skips pgfast's check (readSinceCheck): the next
+// checkout makes it anyway before the connection is used again (raw lib/pq
+// checks nothing here).
 func (c *PQConn) IsValid() bool {
 	if c.interrupted.Load() != nil {
 		return false
 	}
-	if c.core != nil && c.sock != nil && !c.core.alive(c.sock) {
+	if c.core != nil && c.sock != nil && !readSinceCheck(c.sock) && !c.core.alive(c.sock) {
 		return false
 	}
 	if v, ok := c.inner.(driver.Validator); ok {
