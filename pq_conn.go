@@ -210,17 +210,16 @@ func (c *PQConn) CheckNamedValue(nv *driver.NamedValue) error {
 }
 
 // ResetSession reports a connection a context interrupted as bad, then runs
-// pgfast's checkout checks (lib/pq does not expose the server's
-// ParameterStatus values, so checkRole gets none), then lib/pq's own.
+// pgfast's checkout check, then lib/pq's own. There is no role check here:
+// it judges the server's ParameterStatus values, which lib/pq does not
+// expose (target_session_attrs is enforced by lib/pq when it connects, and a
+// 25006 answer on a read-write pool dooms the connection: onError).
 func (c *PQConn) ResetSession(ctx context.Context) error {
 	if c.interrupted.Load() != nil {
 		return driver.ErrBadConn
 	}
 	if c.core != nil && c.sock != nil {
 		if err := c.core.checkout(ctx, c.sock); err != nil {
-			return err
-		}
-		if err := c.core.checkRole(c.sock, nil); err != nil {
 			return err
 		}
 	}
