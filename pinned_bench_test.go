@@ -87,12 +87,23 @@ func BenchmarkPinned(b *testing.B) {
 // PostgreSQL the tests start inherits the test binary's affinity).
 func checkPinned(b *testing.B, db *sql.DB) {
 	b.Helper()
+	checkPinnedPID(b, func() (int, error) {
+		var pid int
+		err := db.QueryRow("SELECT pg_backend_pid()").Scan(&pid)
+		return pid, err
+	})
+}
+
+// checkPinnedPID is checkPinned for the server backend whose PID backendPID
+// returns.
+func checkPinnedPID(b *testing.B, backendPID func() (int, error)) {
+	b.Helper()
 	var self unix.CPUSet
 	if err := unix.SchedGetaffinity(0, &self); err != nil {
 		b.Skipf("no CPU affinity: %v", err)
 	}
-	var pid int
-	if err := db.QueryRow("SELECT pg_backend_pid()").Scan(&pid); err != nil {
+	pid, err := backendPID()
+	if err != nil {
 		b.Fatal(err)
 	}
 	var srv unix.CPUSet
@@ -107,6 +118,43 @@ func checkPinned(b *testing.B, db *sql.DB) {
 // pairedBlock is how many paired queries make one block of
 // BenchmarkPinnedPaired.
 const pairedBlock = 64
+
+// runPaired runs b.N pairs of queries, run(0, i) on the raw side and
+// run(1, i) on pgfast's, interleaved (raw then pgfast, then pgfast then raw,
+// ...), each timed on its own, and reports the median over blocks of
+// pairedBlock pairs of raw time ÷ pgfast time ("pgfast/raw"), with that
+// block's per-query times ("raw-ns/op", "pgfast-ns/op").
+func runPaired(b *testing.B, run func(side, i int) error) {
+	b.Helper()
+	blocks := b.N/pairedBlock + 1
+	spent := [2][]time.Duration{make([]time.Duration, blocks), make([]time.Duration, blocks)}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for k := 0; k < 2; k++ {
+			side := (i + k) % 2
+			t0 := time.Now()
+			if err := run(side, i); err != nil {
+				b.Fatal(err)
+			}
+			spent[side][i/pairedBlock] += time.Since(t0)
+		}
+	}
+	b.StopTimer()
+	if b.N < pairedBlock {
+		return // the first, calibrating run
+	}
+	full := b.N / pairedBlock
+	type blk struct{ ratio, raw, wrapped float64 }
+	bs := make([]blk, full)
+	for i := range bs {
+		bs[i] = blk{float64(spent[0][i]) / float64(spent[1][i]), float64(spent[0][i]), float64(spent[1][i])}
+	}
+	slices.SortFunc(bs, func(x, y blk) int { return cmp.Compare(x.ratio, y.ratio) })
+	m := bs[full/2]
+	b.ReportMetric(m.raw/pairedBlock, "raw-ns/op")
+	b.ReportMetric(m.wrapped/pairedBlock, "pgfast-ns/op")
+	b.ReportMetric(m.ratio, "pgfast/raw")
+}
 
 // BenchmarkPinnedPaired is BenchmarkPinned with the two sides interleaved
 // query by query (raw then pgfast, then pgfast then raw, ...), each query
@@ -134,34 +182,7 @@ func BenchmarkPinnedPaired(b *testing.B) {
 						}
 					}
 				}
-				blocks := b.N/pairedBlock + 1
-				spent := [2][]time.Duration{make([]time.Duration, blocks), make([]time.Duration, blocks)}
-				b.ResetTimer()
-				for i := 0; i < b.N; i++ {
-					for k := 0; k < 2; k++ {
-						side := (i + k) % 2
-						t0 := time.Now()
-						if err := q.run(dbs[side], i); err != nil {
-							b.Fatal(err)
-						}
-						spent[side][i/pairedBlock] += time.Since(t0)
-					}
-				}
-				b.StopTimer()
-				if b.N < pairedBlock {
-					return // the first, calibrating run
-				}
-				full := b.N / pairedBlock
-				type blk struct{ ratio, raw, wrapped float64 }
-				bs := make([]blk, full)
-				for i := range bs {
-					bs[i] = blk{float64(spent[0][i]) / float64(spent[1][i]), float64(spent[0][i]), float64(spent[1][i])}
-				}
-				slices.SortFunc(bs, func(x, y blk) int { return cmp.Compare(x.ratio, y.ratio) })
-				m := bs[full/2]
-				b.ReportMetric(m.raw/pairedBlock, "raw-ns/op")
-				b.ReportMetric(m.wrapped/pairedBlock, "pgfast-ns/op")
-				b.ReportMetric(m.ratio, "pgfast/raw")
+				runPaired(b, func(side, i int) error { return q.run(dbs[side], i) })
 			})
 		}
 	}

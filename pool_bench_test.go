@@ -128,3 +128,46 @@ func medianDuration(d []time.Duration) time.Duration {
 	slices.Sort(d)
 	return d[len(d)/2]
 }
+
+// poolPinnedQueries are BenchmarkPoolPinnedPaired's queries, as
+// pinnedQueries' through database/sql.
+var poolPinnedQueries = []struct {
+	name string
+	run  func(p *pgxpool.Pool, i int) error
+}{
+	{"select1", func(p *pgxpool.Pool, _ int) error {
+		var one int
+		return p.QueryRow(context.Background(), "SELECT 1").Scan(&one)
+	}},
+	{"arg", func(p *pgxpool.Pool, i int) error {
+		var n int
+		return p.QueryRow(context.Background(), "SELECT $1::int", i).Scan(&n)
+	}},
+}
+
+// BenchmarkPoolPinnedPaired is BenchmarkPinnedPaired for pgxpool: raw
+// pgxpool and pgfast's pool (one connection each) interleaved query by
+// query, with the test binary and the PostgreSQL it starts pinned to one CPU
+// (scripts/bench --pinned), so that a query's time is the CPU it costs,
+// client plus server. pgfast/raw is the median over blocks of raw time ÷
+// pgfast time (the ratio of queries per second).
+func BenchmarkPoolPinnedPaired(b *testing.B) {
+	for _, q := range poolPinnedQueries {
+		b.Run("query="+q.name, func(b *testing.B) {
+			pools := [2]*pgxpool.Pool{openBenchPool(b, false), openBenchPool(b, true)}
+			for _, p := range pools {
+				checkPinnedPID(b, func() (int, error) {
+					var pid int
+					err := p.QueryRow(context.Background(), "SELECT pg_backend_pid()").Scan(&pid)
+					return pid, err
+				})
+				for i := 0; i < 100; i++ {
+					if err := q.run(p, i); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			runPaired(b, func(side, i int) error { return q.run(pools[side], i) })
+		})
+	}
+}

@@ -38,6 +38,14 @@ type PQConn struct {
 	// (pq_cancel.go); cancelKey is nil when unknown.
 	cancelPID uint32
 	cancelKey []byte
+
+	// txWatches counts the transactions whose context is watched (BeginTx
+	// to Commit or Rollback): while one is, a query's rows stay wrapped
+	// (rowsFor).
+	txWatches atomic.Int32
+	// rowErrs caches quietRowErrors: rowErrsUnknown, rowErrsQuiet or
+	// rowErrsHeard.
+	rowErrs atomic.Uint32
 }
 
 var (
@@ -137,6 +145,9 @@ func (c *PQConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx,
 		c.unwatch(ctx, stop)
 		return nil, c.check(err)
 	}
+	if stop != nil {
+		c.txWatches.Add(1) // until pqTx.end
+	}
 	return &pqTx{c: c, inner: tx, ctx: ctx, stop: stop}, nil
 }
 
@@ -148,16 +159,13 @@ func (c *PQConn) ExecContext(ctx context.Context, query string, args []driver.Na
 	if !ok {
 		return nil, driver.ErrSkip
 	}
-	w, err := c.watchCall(ctx)
+	res, w, err := callWatched(c, ctx, args, func(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
+		return e.ExecContext(ctx, query, args)
+	}, nil)
 	if err != nil {
 		return nil, err
 	}
-	sent := writesOf(c.sock)
-	res, err := e.ExecContext(context.Background(), query, args)
-	ended := w.end()
-	if err != nil {
-		return nil, c.checkStatement(ctx, ended, c.noRetry(sent, err))
-	}
+	w.end()
 	return res, nil
 }
 
@@ -168,19 +176,13 @@ func (c *PQConn) QueryContext(ctx context.Context, query string, args []driver.N
 	if !ok {
 		return nil, driver.ErrSkip
 	}
-	w, err := c.watchCall(ctx)
+	rows, w, err := callWatched(c, ctx, args, func(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
+		return q.QueryContext(ctx, query, args)
+	}, nil)
 	if err != nil {
 		return nil, err
 	}
-	sent := writesOf(c.sock)
-	rows, err := q.QueryContext(context.Background(), query, args)
-	if err != nil {
-		ended := w.end()
-		return nil, c.checkStatement(ctx, ended, c.noRetry(sent, err))
-	}
-	r := c.wrapRows(rows, ctx, nil)
-	r.sw = w
-	return r, nil
+	return c.rowsFor(rows, ctx, w), nil
 }
 
 // Ping passes through (no Pinger: nil, as database/sql); ctx is watched as
@@ -208,17 +210,16 @@ func (c *PQConn) CheckNamedValue(nv *driver.NamedValue) error {
 }
 
 // ResetSession reports a connection a context interrupted as bad, then runs
-// pgfast's checkout checks (lib/pq does not expose the server's
-// ParameterStatus values, so checkRole gets none), then lib/pq's own.
+// pgfast's checkout check, then lib/pq's own. There is no role check here:
+// it judges the server's ParameterStatus values, which lib/pq does not
+// expose (target_session_attrs is enforced by lib/pq when it connects, and a
+// 25006 answer on a read-write pool dooms the connection: onError).
 func (c *PQConn) ResetSession(ctx context.Context) error {
 	if c.interrupted.Load() != nil {
 		return driver.ErrBadConn
 	}
 	if c.core != nil && c.sock != nil {
 		if err := c.core.checkout(ctx, c.sock); err != nil {
-			return err
-		}
-		if err := c.core.checkRole(c.sock, nil); err != nil {
 			return err
 		}
 	}
@@ -229,12 +230,16 @@ func (c *PQConn) ResetSession(ctx context.Context) error {
 }
 
 // IsValid reports false when a context interrupted a call on the connection,
-// or when pgfast's liveness check or lib/pq finds it unusable.
+// or when pgfast's liveness check or lib/pq finds it unusable. database/sql
+// calls it as it takes the connection back; one that read its server's reply
+// since its checkout check skips pgfast's check (readSinceCheck): the next
+// checkout makes it anyway before the connection is used again (raw lib/pq
+// checks nothing here).
 func (c *PQConn) IsValid() bool {
 	if c.interrupted.Load() != nil {
 		return false
 	}
-	if c.core != nil && c.sock != nil && !c.core.alive(c.sock) {
+	if c.core != nil && c.sock != nil && !readSinceCheck(c.sock) && !c.core.alive(c.sock) {
 		return false
 	}
 	if v, ok := c.inner.(driver.Validator); ok {

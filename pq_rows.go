@@ -24,8 +24,7 @@ type pqRows struct {
 	c     *PQConn
 	inner driver.Rows
 	ctx   context.Context
-	stop  func() bool
-	sw    *cancelWatch // a prepared statement's watch, ended at Close
+	sw    *cancelWatch // the query's watch, ended at Close
 }
 
 var (
@@ -51,9 +50,78 @@ func isPQError(err error) bool {
 	return errors.As(err, &pe)
 }
 
-// wrapRows wraps rows; stop (from watch(ctx), may be nil) is disarmed at Close.
-func (c *PQConn) wrapRows(rows driver.Rows, ctx context.Context, stop func() bool) *pqRows {
-	return &pqRows{c: c, inner: rows, ctx: ctx, stop: stop}
+// rowsFor returns what a query hands to database/sql: lib/pq's rows
+// themselves when pgfast's wrapper would have nothing to do, else the wrapper
+// (one 48-byte allocation and a forwarding call per method: ~1 % of a
+// cheap query's CPU, BENCHMARKS.md). w is the query's watch (nil for a context
+// that never ends), ended when the rows close.
+//
+// The wrapper has nothing to do when all of these hold, checked when the
+// query returns:
+//   - no watch: the query's context never ends (w == nil), and no
+//     transaction's context is watched on the connection (txWatches), so
+//     nothing can interrupt the connection while the rows are open (a
+//     statement's watch ends with its call, CopyData's with CopyData);
+//     then the wrapper's Close and Next would pass lib/pq's errors
+//     through unchanged;
+//   - the core ignores every error (quietRowErrors): the wrapper would have
+//     told it of each one the rows return, to no effect.
+//
+// The socket's own errors still reach the core either way: pgfast's
+// trackedConn classifies every I/O error where it happens.
+func (c *PQConn) rowsFor(rows driver.Rows, ctx context.Context, w *cancelWatch) driver.Rows {
+	if w == nil && c.txWatches.Load() == 0 && c.quietRowErrors() {
+		return rows
+	}
+	return &pqRows{c: c, inner: rows, ctx: ctx, sw: w}
+}
+
+// quietRowErrors reports whether the core does nothing with the errors of
+// lib/pq calls on this connection: no core, or one that says so
+// (errorIgnorer). Worked out once per connection.
+func (c *PQConn) quietRowErrors() bool {
+	switch c.rowErrs.Load() {
+	case rowErrsQuiet:
+		return true
+	case rowErrsHeard:
+		return false
+	}
+	quiet := c.core == nil
+	if ig, ok := c.core.(errorIgnorer); ok {
+		quiet = ig.ignoresErrors()
+	}
+	v := uint32(rowErrsHeard)
+	if quiet {
+		v = rowErrsQuiet
+	}
+	c.rowErrs.Store(v)
+	return quiet
+}
+
+// The values of PQConn.rowErrs.
+const (
+	rowErrsUnknown = iota
+	rowErrsQuiet
+	rowErrsHeard
+)
+
+// errorIgnorer is implemented by a core that can tell that its onError does
+// nothing with any error: then the errors of lib/pq's rows need not be
+// routed to it (rowsFor). A core without it is told every error.
+type errorIgnorer interface {
+	ignoresErrors() bool
+}
+
+var _ errorIgnorer = (*connectorCore)(nil)
+
+// ignoresErrors reports whether onError (Connector.onBackendError) does
+// nothing with any error: it acts only on SQLSTATE 25006 under
+// target_session_attrs read-write or primary, where it dooms the connection
+// and verifies the server's role. TestIgnoresErrorsMatchesOnBackendError
+// keeps the two in step.
+func (k *connectorCore) ignoresErrors() bool {
+	tsa := k.c.cfg.TargetSessionAttrs
+	return tsa != "read-write" && tsa != "primary"
 }
 
 func (r *pqRows) Columns() []string { return r.inner.Columns() }
@@ -62,10 +130,6 @@ func (r *pqRows) Columns() []string { return r.inner.Columns() }
 // disarms the query's context.
 func (r *pqRows) Close() error {
 	err := r.inner.Close()
-	if r.stop != nil {
-		r.c.unwatch(r.ctx, r.stop)
-		r.stop = nil
-	}
 	ended := false
 	if r.sw != nil {
 		ended = r.sw.end()

@@ -90,7 +90,7 @@ func (s *pqStmt) Query(args []driver.Value) (driver.Rows, error) {
 	if err != nil {
 		return nil, s.c.check(s.c.noRetry(sent, err))
 	}
-	return s.c.wrapRows(rows, context.Background(), nil), nil
+	return s.c.rowsFor(rows, context.Background(), nil), nil
 }
 
 // ExecContext runs the statement with ctx watched; when ctx ends during the
@@ -100,7 +100,7 @@ func (s *pqStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (dri
 	if e, ok := s.inner.(driver.StmtExecContext); ok {
 		viaCtx = e.ExecContext
 	}
-	res, w, err := callWatched(s, ctx, args, viaCtx, s.inner.Exec) //lint:ignore SA1019 database/sql's fallback for statements without the context methods
+	res, w, err := callWatched(s.c, ctx, args, viaCtx, s.inner.Exec) //lint:ignore SA1019 database/sql's fallback for statements without the context methods
 	if err != nil {
 		return nil, err
 	}
@@ -114,23 +114,22 @@ func (s *pqStmt) QueryContext(ctx context.Context, args []driver.NamedValue) (dr
 	if q, ok := s.inner.(driver.StmtQueryContext); ok {
 		viaCtx = q.QueryContext
 	}
-	rows, w, err := callWatched(s, ctx, args, viaCtx, s.inner.Query) //lint:ignore SA1019 database/sql's fallback for statements without the context methods
+	rows, w, err := callWatched(s.c, ctx, args, viaCtx, s.inner.Query) //lint:ignore SA1019 database/sql's fallback for statements without the context methods
 	if err != nil {
 		return nil, err
 	}
-	r := s.c.wrapRows(rows, ctx, nil)
-	r.sw = w
-	return r, nil
+	return s.c.rowsFor(rows, ctx, w), nil
 }
 
-// callWatched makes one call on the inner statement with ctx watched by a
-// cancelWatch: through viaCtx, with a Background context so lib/pq never
-// starts its own (blocking) cancel, when the inner statement has a context
+// callWatched makes one lib/pq call on c (a connection's or a statement's)
+// with ctx watched by a cancelWatch: through viaCtx, with a Background context
+// so lib/pq never starts its own (blocking) cancel, when lib/pq has a context
 // method, else through viaValues, database/sql's fallback for statements
 // without one. On success the watch is still armed and returned: ExecContext
 // ends it at once, QueryContext when the rows close. On error it is already
-// ended.
-func callWatched[T any](s *pqStmt, ctx context.Context, args []driver.NamedValue,
+// ended, and the error is checked (a statement whose bytes left is never run
+// again: noRetry).
+func callWatched[T any](c *PQConn, ctx context.Context, args []driver.NamedValue,
 	viaCtx func(context.Context, []driver.NamedValue) (T, error),
 	viaValues func([]driver.Value) (T, error),
 ) (T, *cancelWatch, error) {
@@ -142,11 +141,11 @@ func callWatched[T any](s *pqStmt, ctx context.Context, args []driver.NamedValue
 			return zero, nil, err
 		}
 	}
-	w, err := s.c.watchCall(ctx)
+	w, err := c.watchCall(ctx)
 	if err != nil {
 		return zero, nil, err
 	}
-	sent := writesOf(s.c.sock)
+	sent := writesOf(c.sock)
 	var out T
 	if viaCtx != nil {
 		out, err = viaCtx(context.Background(), args)
@@ -155,7 +154,7 @@ func callWatched[T any](s *pqStmt, ctx context.Context, args []driver.NamedValue
 	}
 	if err != nil {
 		ended := w.end()
-		return zero, nil, s.c.checkStatement(ctx, ended, s.c.noRetry(sent, err))
+		return zero, nil, c.checkStatement(ctx, ended, c.noRetry(sent, err))
 	}
 	return out, w, nil
 }

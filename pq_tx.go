@@ -44,5 +44,6 @@ func (t *pqTx) end() {
 	if t.stop != nil {
 		t.c.unwatch(t.ctx, t.stop)
 		t.stop = nil
+		t.c.txWatches.Add(-1)
 	}
 }

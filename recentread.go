@@ -67,3 +67,21 @@ func inUse(nc net.Conn) bool {
 	}
 	return tc.recent.fresh(monoNow())
 }
+
+// readSinceCheck reports, without reading the clock, whether nc is pgfast's
+// socket, not shut down, doomed or closed, and read from its server since its
+// previous check. pgfast-pq's IsValid uses it: database/sql calls IsValid
+// when it takes the connection back, after the checkout check it made when it
+// handed the connection out (ResetSession); a reply read since then shows the
+// server was there after that check, and the next checkout checks the
+// connection again (in full once it has sat idle for recentReadWindow) before
+// anything is sent on it. The check's record is left as it is, so that the
+// next checkout dates that read from the checkout before (an upper bound on
+// its age, as always).
+func readSinceCheck(nc net.Conn) bool {
+	tc := trackedOf(nc)
+	if tc == nil || tc.doomed.Load() || tc.evicted.Load() || tc.closed.Load() {
+		return false
+	}
+	return tc.recent.reads.Load() != tc.recent.seenReads.Load()
+}
