@@ -112,18 +112,6 @@ type errorIgnorer interface {
 	ignoresErrors() bool
 }
 
-var _ errorIgnorer = (*connectorCore)(nil)
-
-// ignoresErrors reports whether onError (Connector.onBackendError) does
-// nothing with any error: it acts only on SQLSTATE 25006 under
-// target_session_attrs read-write or primary, where it dooms the connection
-// and verifies the server's role. TestIgnoresErrorsMatchesOnBackendError
-// keeps the two in step.
-func (k *connectorCore) ignoresErrors() bool {
-	tsa := k.c.cfg.TargetSessionAttrs
-	return tsa != "read-write" && tsa != "primary"
-}
-
 func (r *pqRows) Columns() []string { return r.inner.Columns() }
 
 // Close closes the inner rows (lib/pq reads the rest of the result), then

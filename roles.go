@@ -111,6 +111,15 @@ func (c *Connector) onBackendError(nc net.Conn, err error) {
 	}
 }
 
+// ignoresBackendErrors reports whether onBackendError does nothing with any
+// error: it acts only on SQLSTATE 25006 under target_session_attrs
+// read-write or primary. TestIgnoresErrorsMatchesOnBackendError keeps the
+// two in step.
+func (c *Connector) ignoresBackendErrors() bool {
+	tsa := c.cfg.TargetSessionAttrs
+	return tsa != "read-write" && tsa != "primary"
+}
+
 // evictSocket evicts the generation of the address nc is connected to.
 func (c *Connector) evictSocket(nc net.Conn, cause error) {
 	if tc := trackedOf(nc); tc != nil {
