@@ -226,9 +226,9 @@ func ExampleWithWaitReady() {
 	db := sql.OpenDB(c)
 	defer db.Close()
 
+	start := time.Now() // before the context's timer starts
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	start := time.Now()
 	err = db.PingContext(ctx)
 	fmt.Println(errors.Is(err, pgfast.ErrNotReady), errors.Is(err, context.DeadlineExceeded))
 	fmt.Println("waited for the context:", time.Since(start) >= 300*time.Millisecond)
