@@ -16,19 +16,7 @@ import (
 
 func openBenchPool(b *testing.B, fast bool) *pgxpool.Pool {
 	b.Helper()
-	dsn := server(b).DSN(pgtest.TrustUser)
-	var (
-		p   *pgxpool.Pool
-		err error
-	)
-	if fast {
-		p, err = NewPool(context.Background(), dsn)
-	} else {
-		p, err = pgxpool.New(context.Background(), dsn)
-	}
-	if err != nil {
-		b.Fatal(err)
-	}
+	p := newBenchPoolOf(b, fast, server(b).DSN(pgtest.TrustUser))
 	b.Cleanup(p.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -76,8 +76,8 @@ func newBenchPoolOf(b *testing.B, fast bool, dsn string) *pgxpool.Pool {
 
 // BenchmarkPoolConnectPaired/new-pool: a pool made and its first Acquire,
 // which dials, starts up and authenticates a connection (trust, 127.0.0.1):
-// what a program pays for its first query. pgfast's first Acquire waits for
-// the connector's first probe (its own dial) to say the database answers.
+// what a program pays for its first query. pgfast's first Acquire dials at
+// once; the connector's first attempt (what Ready needs) runs beside it.
 // The pool's Close is not timed.
 //
 // BenchmarkPoolConnectPaired/new-conn: in an open pool with no idle
