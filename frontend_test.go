@@ -264,23 +264,7 @@ func (d sqlDB) Hold(ctx context.Context, n int) error {
 	if d.db.Stats().MaxOpenConnections == 0 {
 		d.db.SetMaxIdleConns(max(n, 2))
 	}
-	conns := make([]feConn, 0, n)
-	defer func() {
-		for _, c := range conns {
-			c.Release()
-		}
-	}()
-	for range n {
-		c, err := d.Conn(ctx)
-		if err != nil {
-			return err
-		}
-		conns = append(conns, c)
-		if err := c.Exec(ctx, "SELECT 1"); err != nil {
-			return err
-		}
-	}
-	return nil
+	return holdConns(ctx, n, d.Conn)
 }
 
 func (d sqlDB) Conn(ctx context.Context) (feConn, error) {
@@ -294,6 +278,28 @@ func (d sqlDB) Conn(ctx context.Context) (feConn, error) {
 func (d sqlDB) Idle() int { return d.db.Stats().Idle }
 
 func (d sqlDB) Close() { d.db.Close() }
+
+// holdConns takes n connections from conn at once, runs a query on each
+// (so each is really open), and releases them all.
+func holdConns(ctx context.Context, n int, conn func(context.Context) (feConn, error)) error {
+	conns := make([]feConn, 0, n)
+	defer func() {
+		for _, c := range conns {
+			c.Release()
+		}
+	}()
+	for range n {
+		c, err := conn(ctx)
+		if err != nil {
+			return err
+		}
+		conns = append(conns, c)
+		if err := c.Exec(ctx, "SELECT 1"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 type sqlConn struct{ c *sql.Conn }
 
@@ -338,23 +344,7 @@ func (d poolDB) QueryRowScan(ctx context.Context, query string, args []any, dest
 func (d poolDB) Ping(ctx context.Context) error { return d.p.Ping(ctx) }
 
 func (d poolDB) Hold(ctx context.Context, n int) error {
-	conns := make([]feConn, 0, n)
-	defer func() {
-		for _, c := range conns {
-			c.Release()
-		}
-	}()
-	for range n {
-		c, err := d.Conn(ctx)
-		if err != nil {
-			return err
-		}
-		conns = append(conns, c)
-		if err := c.Exec(ctx, "SELECT 1"); err != nil {
-			return err
-		}
-	}
-	return nil
+	return holdConns(ctx, n, d.Conn)
 }
 
 func (d poolDB) Conn(ctx context.Context) (feConn, error) {
