@@ -37,17 +37,24 @@ const (
 // (*Connector).Config. Durations are effective values: defaults applied.
 type Config struct {
 	// ConnectTimeout bounds each address attempt (dial, TLS, startup, auth),
-	// as libpq's connect_timeout. Unset or 0: DefaultConnectTimeout.
+	// as libpq's connect_timeout: at most 2147483647 s (libpq's int; a DSN
+	// value the drivers' own parsers would wrap around is refused, as is a
+	// larger Duration set on a *pgx.ConnConfig). Unset or 0:
+	// DefaultConnectTimeout.
 	ConnectTimeout time.Duration
 	// Keepalives enables TCP keepalives (libpq keepalives, default on).
 	Keepalives bool
 	// KeepalivesIdle is libpq's keepalives_idle; 0 means the OS default.
+	// At most 32767 s (Linux's limit, applied on every OS).
 	KeepalivesIdle time.Duration
-	// KeepalivesInterval is libpq's keepalives_interval; 0 means the OS default.
+	// KeepalivesInterval is libpq's keepalives_interval; 0 means the OS
+	// default. At most 32767 s (Linux's limit, applied on every OS).
 	KeepalivesInterval time.Duration
 	// KeepalivesCount is libpq's keepalives_count; 0 means the OS default.
+	// At most 127 (Linux's limit, applied on every OS).
 	KeepalivesCount int
-	// TCPUserTimeout is libpq's tcp_user_timeout; 0 (the default) means the
+	// TCPUserTimeout is libpq's tcp_user_timeout (milliseconds, at most
+	// 2147483647, the kernel's int); 0 (the default) means the
 	// socket option is not set and the dead-peer window is
 	// DefaultDeadPeerWindow. When set, the socket gets exactly this and it is
 	// also the dead-peer window.

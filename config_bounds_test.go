@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -61,6 +62,32 @@ func TestConnectTimeoutThatOverflowsIsRefused(t *testing.T) {
 			})
 		}
 	}
+	// A *pgx.ConnConfig from pgx.ParseConfig carries the wrapped value; the
+	// application may also set any Duration up to libpq's maximum.
+	t.Run("ConnConfig", func(t *testing.T) {
+		cc, err := pgx.ParseConfig("host=127.0.0.1 port=1 user=u sslmode=disable connect_timeout=18446744074")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = NewConnectorFromConfig(cc)
+		wantConfigKey(t, err, "connect_timeout")
+		for d, ok := range map[time.Duration]bool{1500 * time.Millisecond: true, maxConnectTimeout: true, maxConnectTimeout + 1: false, -time.Second: false} {
+			cc, _ := pgx.ParseConfig("host=127.0.0.1 port=1 user=u sslmode=disable connect_timeout=5")
+			cc.ConnectTimeout = d
+			c, err := NewConnectorFromConfig(cc)
+			if ok {
+				if err != nil {
+					t.Fatalf("ConnectTimeout %v: %v", d, err)
+				}
+				if got := c.Config().ConnectTimeout; got != d {
+					t.Errorf("ConnectTimeout %v read back as %v", d, got)
+				}
+				c.Close()
+				continue
+			}
+			wantConfigKey(t, err, "connect_timeout")
+		}
+	})
 	t.Run("PGCONNECT_TIMEOUT", func(t *testing.T) {
 		t.Setenv("PGCONNECT_TIMEOUT", "18446744074")
 		for _, b := range backends {
