@@ -135,6 +135,16 @@ func percentEncode(s string) string {
 //   - the raw drivers send keepalives*, tcp_user_timeout and pgfast_* to
 //     the server as runtime parameters, which the server refuses.
 func TestEveryNumericKeyBounded(t *testing.T) {
+	// The table covers every numeric key config.go parses.
+	covered := map[string]bool{}
+	for _, k := range boundsKeys {
+		covered[k.name] = true
+	}
+	for _, k := range numericKeys {
+		if !covered[k.name] {
+			t.Errorf("%s has no row in boundsKeys", k.name)
+		}
+	}
 	for _, k := range boundsKeys {
 		for _, v := range boundsValues(k) {
 			n, ok := libpqInt(v, k.trims)
