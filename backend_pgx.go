@@ -40,7 +40,11 @@ func parsePGX(dsn string) (*pgxAdapter, *parsedDSN, error) {
 	if err != nil {
 		return nil, nil, configErrorFrom(dsn, err)
 	}
-	return pgxAdapterFor(cc, secretFormsOf(dsn))
+	a, p, err := pgxAdapterFor(cc, secretFormsOf(dsn))
+	if p != nil {
+		p.fresh = true
+	}
+	return a, p, err
 }
 
 // pgxAdapterFor makes the adapter for cc, which it then owns, and reports
@@ -52,6 +56,7 @@ func pgxAdapterFor(cc *pgx.ConnConfig, secrets []string) (*pgxAdapter, *parsedDS
 		secrets:            secrets,
 		connectTimeout:     cc.ConnectTimeout,
 		targetSessionAttrs: pgxTargetSessionAttrs(cc.ValidateConnect),
+		dsn:                cc.ConnString(),
 	}
 	if v, ok := take(p.leftover, "hostaddr"); ok {
 		if err := applyHostaddr(a.groups, v); err != nil {

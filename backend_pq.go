@@ -34,6 +34,8 @@ func parsePQ(dsn string) (*pqAdapter, *parsedDSN, error) {
 		connectTimeout:     cfg.ConnectTimeout,
 		targetSessionAttrs: string(cfg.TargetSessionAttrs),
 		loadBalanceHosts:   string(cfg.LoadBalanceHosts),
+		dsn:                dsn,
+		fresh:              true,
 	}
 	// lib/pq negotiates TLS within one attempt per host: a group per host.
 	p.groups = append(p.groups, hostGroup{HostPort: pqHost(cfg.Host, cfg.Hostaddr.String(), cfg.Port)})

@@ -37,17 +37,24 @@ const (
 // (*Connector).Config. Durations are effective values: defaults applied.
 type Config struct {
 	// ConnectTimeout bounds each address attempt (dial, TLS, startup, auth),
-	// as libpq's connect_timeout. Unset or 0: DefaultConnectTimeout.
+	// as libpq's connect_timeout: at most 2147483647 s (libpq's int; a DSN
+	// value the drivers' own parsers would wrap around is refused, as is a
+	// larger Duration set on a *pgx.ConnConfig). Unset or 0:
+	// DefaultConnectTimeout.
 	ConnectTimeout time.Duration
 	// Keepalives enables TCP keepalives (libpq keepalives, default on).
 	Keepalives bool
 	// KeepalivesIdle is libpq's keepalives_idle; 0 means the OS default.
+	// At most 32767 s (Linux's limit, applied on every OS).
 	KeepalivesIdle time.Duration
-	// KeepalivesInterval is libpq's keepalives_interval; 0 means the OS default.
+	// KeepalivesInterval is libpq's keepalives_interval; 0 means the OS
+	// default. At most 32767 s (Linux's limit, applied on every OS).
 	KeepalivesInterval time.Duration
 	// KeepalivesCount is libpq's keepalives_count; 0 means the OS default.
+	// At most 127 (Linux's limit, applied on every OS).
 	KeepalivesCount int
-	// TCPUserTimeout is libpq's tcp_user_timeout; 0 (the default) means the
+	// TCPUserTimeout is libpq's tcp_user_timeout (milliseconds, at most
+	// 2147483647, the kernel's int); 0 (the default) means the
 	// socket option is not set and the dead-peer window is
 	// DefaultDeadPeerWindow. When set, the socket gets exactly this and it is
 	// also the dead-peer window.
@@ -125,6 +132,12 @@ type parsedDSN struct {
 	// secrets are the spellings of the DSN's password (secretFormsOf), to
 	// scrub from errors.
 	secrets []string
+	// dsn is the connection string the backend parsed, if known; pgfast
+	// reads connect_timeout's own text from it (checkConnectTimeout).
+	dsn string
+	// fresh says the backend parsed dsn just now: its connectTimeout is
+	// whole seconds unless the backend's arithmetic wrapped.
+	fresh bool
 }
 
 // buildConfig takes pgfast's settings out of what the backend's parser left
@@ -152,8 +165,8 @@ func buildSettings(p *parsedDSN) (*Config, error) {
 		Hosts:              hostPortsOf(p.groups),
 		MinConns:           DefaultMinConns,
 	}
-	if p.connectTimeout < 0 {
-		return nil, &ConfigError{Key: "connect_timeout", Value: p.connectTimeout.String(), Reason: "must not be negative"}
+	if err := checkConnectTimeout(p.connectTimeout, p.dsn, p.fresh); err != nil {
+		return nil, err
 	}
 	if p.connectTimeout > 0 {
 		cfg.ConnectTimeout = p.connectTimeout
@@ -179,27 +192,20 @@ func buildSettings(p *parsedDSN) (*Config, error) {
 		}
 	}
 	set("keepalives", func(v string) error {
-		n, e := parseNonNegative("keepalives", v, 1)
+		n, e := parseBounded(keyKeepalives, v)
 		cfg.Keepalives = n != 0
 		return e
 	})
-	set("keepalives_idle", secondsInto(&cfg.KeepalivesIdle, "keepalives_idle"))
-	set("keepalives_interval", secondsInto(&cfg.KeepalivesInterval, "keepalives_interval"))
+	set("keepalives_idle", unitsInto(&cfg.KeepalivesIdle, keyKeepalivesIdle))
+	set("keepalives_interval", unitsInto(&cfg.KeepalivesInterval, keyKeepalivesInterval))
 	set("keepalives_count", func(v string) error {
-		n, e := parseNonNegative("keepalives_count", v, math.MaxInt32)
+		n, e := parseBounded(keyKeepalivesCount, v)
 		cfg.KeepalivesCount = int(n)
 		return e
 	})
-	set("tcp_user_timeout", func(v string) error {
-		n, e := parseNonNegative("tcp_user_timeout", v, math.MaxInt32)
-		cfg.TCPUserTimeout = time.Duration(n) * time.Millisecond
-		return e
-	})
+	set("tcp_user_timeout", unitsInto(&cfg.TCPUserTimeout, keyTCPUserTimeout))
 	set("pgfast_min_conns", func(v string) error {
-		n, e := parseNonNegative("pgfast_min_conns", v, 1000)
-		if e == nil && n < 1 {
-			return &ConfigError{Key: "pgfast_min_conns", Value: v, Reason: "must be between 1 and 1000"}
-		}
+		n, e := parseBounded(keyMinConns, v)
 		cfg.MinConns = int(n)
 		return e
 	})
@@ -214,7 +220,7 @@ func buildSettings(p *parsedDSN) (*Config, error) {
 	dnsRecheckSet := false
 	set("pgfast_dns_recheck", func(v string) error {
 		dnsRecheckSet = true
-		return secondsInto(&cfg.DNSRecheck, "pgfast_dns_recheck")(v)
+		return unitsInto(&cfg.DNSRecheck, keyDNSRecheck)(v)
 	})
 	if err != nil {
 		return nil, err
@@ -239,26 +245,59 @@ func take(m map[string]string, key string) (string, bool) {
 	return v, ok
 }
 
-// parseNonNegative parses a decimal integer in [0, max].
-func parseNonNegative(key, v string, max int64) (int64, error) {
-	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+// numericKey is a numeric DSN key pgfast parses itself, with the range the
+// code and the kernel accept.
+type numericKey struct {
+	name     string
+	min, max int64
+	unit     time.Duration // 0: a count
+	why      string        // where max comes from
+}
+
+// The numeric keys pgfast parses. The keep-alive limits are Linux's
+// (MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL, MAX_TCP_KEEPCNT: setsockopt fails
+// with EINVAL above them) and apply on every OS, so that a DSN means the
+// same everywhere; TCP_USER_TIMEOUT is an int of milliseconds.
+var (
+	keyKeepalives         = numericKey{"keepalives", 0, 1, 0, "0 or 1"}
+	keyKeepalivesIdle     = numericKey{"keepalives_idle", 0, 32767, time.Second, "seconds; Linux's TCP_KEEPIDLE limit"}
+	keyKeepalivesInterval = numericKey{"keepalives_interval", 0, 32767, time.Second, "seconds; Linux's TCP_KEEPINTVL limit"}
+	keyKeepalivesCount    = numericKey{"keepalives_count", 0, 127, 0, "Linux's TCP_KEEPCNT limit"}
+	keyTCPUserTimeout     = numericKey{"tcp_user_timeout", 0, math.MaxInt32, time.Millisecond, "milliseconds; the kernel's TCP_USER_TIMEOUT is an int"}
+	keyMinConns           = numericKey{"pgfast_min_conns", 1, 1000, 0, "connections"}
+	keyDNSRecheck         = numericKey{"pgfast_dns_recheck", 0, math.MaxInt32, time.Second, "seconds"}
+)
+
+// numericKeys lists them all (the bounds tests walk it).
+var numericKeys = []numericKey{keyKeepalives, keyKeepalivesIdle, keyKeepalivesInterval, keyKeepalivesCount,
+	keyTCPUserTimeout, keyMinConns, keyDNSRecheck}
+
+// libpqSpace is what C's isspace matches: libpq skips it around a number.
+const libpqSpace = " \t\n\v\f\r"
+
+// parseBounded parses v as libpq parses an integer option (surrounding
+// whitespace and a sign allowed, decimal digits only) and checks k's range.
+func parseBounded(k numericKey, v string) (int64, error) {
+	n, err := strconv.ParseInt(strings.Trim(v, libpqSpace), 10, 64)
 	if err != nil {
-		return 0, &ConfigError{Key: key, Value: v, Reason: "must be a whole number", Err: err}
+		return 0, &ConfigError{Key: k.name, Value: v, Reason: "must be a whole number" + k.rangeText(), Err: err}
 	}
-	if n < 0 {
-		return 0, &ConfigError{Key: key, Value: v, Reason: "must not be negative"}
-	}
-	if n > max {
-		return 0, &ConfigError{Key: key, Value: v, Reason: fmt.Sprintf("must be at most %d", max)}
+	if n < k.min || n > k.max {
+		return 0, &ConfigError{Key: k.name, Value: v, Reason: "out of range:" + k.rangeText()}
 	}
 	return n, nil
 }
 
-// secondsInto returns a setter that parses whole seconds into *d.
-func secondsInto(d *time.Duration, key string) func(string) error {
+// rangeText is " between min and max (why)".
+func (k numericKey) rangeText() string {
+	return fmt.Sprintf(" between %d and %d (%s)", k.min, k.max, k.why)
+}
+
+// unitsInto returns a setter that parses whole units of k into *d.
+func unitsInto(d *time.Duration, k numericKey) func(string) error {
 	return func(v string) error {
-		n, err := parseNonNegative(key, v, math.MaxInt32)
-		*d = time.Duration(n) * time.Second
+		n, err := parseBounded(k, v)
+		*d = time.Duration(n) * k.unit // n <= MaxInt32: no overflow
 		return err
 	}
 }
@@ -299,4 +338,33 @@ func isUnixHost(host string) bool {
 func isIPLiteral(host string) bool {
 	_, err := netip.ParseAddr(host)
 	return err == nil
+}
+
+// connectBudget bounds one connection through the backend, which may try
+// every host in turn: connect_timeout for each host and one more for the
+// rest of the login. It saturates rather than wrap.
+func (c *Config) connectBudget() time.Duration {
+	return mulDuration(c.ConnectTimeout, len(c.Hosts)+1)
+}
+
+// maxDuration is the longest time.Duration.
+const maxDuration = time.Duration(math.MaxInt64)
+
+// mulDuration returns d × n (d, n >= 0), at most maxDuration.
+func mulDuration(d time.Duration, n int) time.Duration {
+	if d <= 0 || n <= 0 {
+		return 0
+	}
+	if d > maxDuration/time.Duration(n) {
+		return maxDuration
+	}
+	return d * time.Duration(n)
+}
+
+// addDuration returns a + b (a, b >= 0), at most maxDuration.
+func addDuration(a, b time.Duration) time.Duration {
+	if a > maxDuration-b {
+		return maxDuration
+	}
+	return a + b
 }

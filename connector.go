@@ -84,10 +84,10 @@ func newConnector(dsn string, o options) (*Connector, error) {
 
 // newConnectorWith starts a connector on a parsed and configured adapter.
 func newConnectorWith(a adapter, cfg *Config, o options) (*Connector, error) {
+	if err := o.check(); err != nil {
+		return nil, err
+	}
 	if o.minConns != 0 {
-		if o.minConns < 1 || o.minConns > 1000 {
-			return nil, &ConfigError{Key: "WithMinConns", Reason: "must be between 1 and 1000", in: "option"}
-		}
 		cfg.MinConns = o.minConns
 	}
 	if o.waitReady != nil {

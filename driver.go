@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
-	"time"
 )
 
 // Driver is the driver registered as "pgfast" (pgx backend) and "pgfast-pq"
@@ -44,8 +43,7 @@ func (d *Driver) Open(name string) (driver.Conn, error) {
 		return nil, err
 	}
 	defer c.Close()
-	timeout := c.cfg.ConnectTimeout * time.Duration(len(c.cfg.Hosts)+1)
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.connectBudget())
 	defer cancel()
 	return c.dial(ctx)
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql/driver"
 	"log/slog"
 	"net/netip"
+	"strconv"
 )
 
 // Option configures a Connector made by NewConnector.
@@ -35,6 +36,15 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l 
 // WithMinConns sets how many connections are opened in the background and kept
 // warm for the first callers (default 1; overrides pgfast_min_conns).
 func WithMinConns(n int) Option { return func(o *options) { o.minConns = n } }
+
+// check validates the numeric options against keyMinConns' range (0 leaves
+// the DSN's value).
+func (o *options) check() error {
+	if o.minConns != 0 && (o.minConns < int(keyMinConns.min) || o.minConns > int(keyMinConns.max)) {
+		return &ConfigError{Key: "WithMinConns", Value: strconv.Itoa(o.minConns), Reason: "out of range:" + keyMinConns.rangeText(), in: "option"}
+	}
+	return nil
+}
 
 // WithWaitReady makes Connect wait for readiness within its context instead of
 // failing fast with ErrNotReady while the database is down (overrides

@@ -3,7 +3,10 @@ package pgfast
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
+	"os"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -102,9 +105,17 @@ func permanentNode(err error, refusedTLS func(error) bool) (string, bool) {
 		return certificateHint, true
 	case x509.HostnameError, *x509.HostnameError:
 		return "the server's certificate does not name this host: check host, or use sslmode=verify-ca", true
+	case *os.SyscallError:
+		// The kernel refuses the value itself (a limit lower than the
+		// ones pgfast checks at parse time): every dial would fail alike.
+		if strings.HasPrefix(e.Syscall, "setsockopt") && (errors.Is(e.Err, syscall.EINVAL) || errors.Is(e.Err, syscall.ENOPROTOOPT)) {
+			return sockoptHint, true
+		}
 	}
 	return "", false
 }
+
+const sockoptHint = "the kernel refused a socket option: check keepalives, keepalives_idle, keepalives_interval, keepalives_count and tcp_user_timeout"
 
 const certificateHint = "the server's certificate failed verification: check it and sslrootcert"
 

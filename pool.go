@@ -41,7 +41,7 @@ import (
 func NewPool(ctx context.Context, dsn string, opts ...Option) (*pgxpool.Pool, error) {
 	pc, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
-		return nil, configErrorFrom(dsn, err)
+		return nil, namePoolKey(configErrorFrom(dsn, err))
 	}
 	return newPool(ctx, pc, dsn, opts)
 }
@@ -103,6 +103,9 @@ func newPool(ctx context.Context, pc *pgxpool.Config, dsn string, opts []Option)
 	if o.backend != PGX {
 		return nil, &ConfigError{Key: "WithBackend", Value: o.backend.String(), Reason: "a pgxpool is always pgx", in: "option"}
 	}
+	if err := checkPoolConfig(pc); err != nil {
+		return nil, err
+	}
 	a, p, err := pgxAdapterFor(pc.ConnConfig, secretFormsOf(dsn))
 	if err != nil {
 		return nil, err
@@ -110,6 +113,9 @@ func newPool(ctx context.Context, pc *pgxpool.Config, dsn string, opts []Option)
 	cfg, err := configure(a, p)
 	if err != nil {
 		return nil, err
+	}
+	if err := o.check(); err != nil {
+		return nil, err // WithMinConns does not apply to a pool, but a bad one is still a mistake
 	}
 	// The pool keeps its own connections (pool_min_conns): the connector
 	// keeps none warm, its probes only say whether the database answers.

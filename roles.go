@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"time"
 )
 
 // ErrWrongRole is the cause recorded when a server no longer has the role
@@ -139,7 +138,7 @@ func (c *Connector) verifyRole(nc net.Conn, cause error) {
 	}
 	if !c.bg.goIfOpen(func() {
 		defer c.book.endVerify(tc.addr)
-		ctx, cancel := context.WithTimeout(c.ctx, c.cfg.ConnectTimeout*time.Duration(len(c.cfg.Hosts)+1))
+		ctx, cancel := context.WithTimeout(c.ctx, c.cfg.connectBudget())
 		defer cancel()
 		dc, err := c.backend.Connect(ctx)
 		if err == nil {
