@@ -3,6 +3,7 @@ package pgfast
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"strings"
 	"time"
 )
@@ -71,6 +72,9 @@ func permanentHint(err error, refusedTLS func(error) bool) (string, bool) {
 			}
 		}
 		return hint, true
+	case *beforeConnectError:
+		// The application's hook failed: nothing about the server, whatever
+		// its error wraps.
 	case interface{ Unwrap() error }:
 		if inner := u.Unwrap(); inner != nil {
 			return permanentHint(inner, refusedTLS)
@@ -124,4 +128,30 @@ func permanentRetry(n int, jitter func(time.Duration) time.Duration) time.Durati
 		d = permanentBackoff
 	}
 	return d + jitter(d/4)
+}
+
+// An application's hook that runs before each connection (a pgxpool's
+// BeforeConnect) may fail, and may supply the credentials.
+
+// beforeConnectError is the failure of the application's before-connect
+// hook: that attempt fails with it, but it says nothing about the server (no
+// eviction, no change of state, never permanent), whatever it wraps.
+type beforeConnectError struct {
+	err       error // the hook's error (scrubbed), or why it was abandoned
+	abandoned bool  // the hook had not returned when the attempt's time ran out
+}
+
+func (e *beforeConnectError) Error() string {
+	if e.abandoned {
+		return "pgfast: BeforeConnect abandoned: " + e.err.Error()
+	}
+	return "pgfast: BeforeConnect: " + e.err.Error()
+}
+
+func (e *beforeConnectError) Unwrap() error { return e.err }
+
+// hookFailed reports whether err is an attempt's before-connect failure.
+func hookFailed(err error) bool {
+	var be *beforeConnectError
+	return errors.As(err, &be)
 }
