@@ -286,6 +286,9 @@ func (c *Connector) succeeded(l *loop) {
 // permanentRetry.
 func (c *Connector) failPermanently(l *loop, pe *permanentError) {
 	l.permRetry++
+	if c.retryFreshCredential(l, pe, l.permRetry) {
+		return
+	}
 	l.next = later(l.next, time.Now().Add(permanentRetry(l.permRetry, jitter)))
 	c.setStateOf(StateDown, pe, true)
 }
