@@ -17,7 +17,9 @@ import (
 //     options, tracked sockets), hosts in the DSN's order, the error hook
 //     (adapter.wire, shared with the stdlib connector);
 //   - BeforeConnect: fail fast while Down, or wait (pgfast_wait_ready), then
-//     the order of hosts (load_balance_hosts, bad hosts last);
+//     the order of hosts (load_balance_hosts, bad hosts last), then the
+//     application's own BeforeConnect, which the connector's own
+//     connections run too (it may supply the password);
 //   - PrepareConn: the role check and the syscall-only liveness check;
 //   - ShouldPing: never (the liveness check replaces the ping after 1 s idle);
 //   - Tracer: the end of each connection attempt tells the connector's
