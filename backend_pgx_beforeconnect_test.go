@@ -3,12 +3,15 @@ package pgfast
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -228,4 +231,99 @@ func TestRunBeforeBoundsAndScrubs(t *testing.T) {
 			t.Error(err)
 		}
 	})
+}
+
+// newFakeHookConnector is newFakeConnector with a before-connect hook
+// declared on the pgx adapter (the fake backend never runs it).
+func newFakeHookConnector(t *testing.T, fb *fakeBackend) *Connector {
+	t.Helper()
+	a, cfg, err := parseDSN(PGX, fakeDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.(*pgxAdapter).before = func(context.Context, *pgx.ConnConfig) error { return nil }
+	c, err := newConnectorWith(a, cfg, options{testBackend: func(core) driver.Connector { return fb }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestFreshCredentialRetryPaced: with a before-connect hook, a failed login
+// of the pool's own (one, or several at once) is followed by one attempt at
+// once, which serves if the hook's next credential works; if the password is
+// wrong for good, callers that keep asking still see at most three failed
+// logins in any minute, the first one included.
+func TestFreshCredentialRetryPaced(t *testing.T) {
+	authErr := fmt.Errorf("connecting to a:5432: %w", sqlStateError("28P01"))
+	for _, tc := range []struct {
+		name  string
+		batch int  // pool logins failing at once
+		cured bool // the retry's credential works
+	}{
+		{"one failure, cured", 1, true},
+		{"five at once, cured", 5, true},
+		{"wrong for good", 1, false},
+		{"five at once, wrong for good", 5, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				fb := &fakeBackend{}
+				c := newFakeHookConnector(t, fb)
+				defer c.Close()
+				waitFor(t, c, StateReady, time.Second)
+				var mu sync.Mutex
+				var attempts []time.Time
+				fb.set(func(context.Context) error {
+					mu.Lock()
+					defer mu.Unlock()
+					attempts = append(attempts, time.Now())
+					if tc.cured {
+						return nil
+					}
+					return authErr
+				})
+				t0 := time.Now()
+				for range tc.batch {
+					c.post(event{kind: evDialFailed, err: authErr})
+				}
+				if tc.cured {
+					time.Sleep(time.Second)
+					synctest.Wait()
+					if c.State() != StateReady || len(attempts) != 1 {
+						t.Fatalf("state %s with %d attempts a second after the failed login, want ready after 1", c.State(), len(attempts))
+					}
+					return
+				}
+				for time.Since(t0) < 5*time.Minute {
+					_, _ = c.Connect(context.Background())
+					time.Sleep(100 * time.Millisecond)
+				}
+				synctest.Wait()
+				mu.Lock()
+				defer mu.Unlock()
+				if len(attempts) == 0 || attempts[0].Sub(t0) > time.Second {
+					t.Fatalf("no attempt within a second of the failed login: %v", attempts)
+				}
+				logins := append([]time.Time{t0}, attempts...)
+				for i := range logins {
+					n := 0
+					for _, a := range logins[i:] {
+						if a.Sub(logins[i]) < time.Minute {
+							n++
+						}
+					}
+					if n > 3 {
+						t.Fatalf("%d failed logins within a minute from %s: %v", n, logins[i].Sub(t0), logins)
+					}
+				}
+				if len(attempts) < 5 {
+					t.Errorf("%d attempts in 5 minutes: the background stopped trying", len(attempts))
+				}
+				if perm, _ := c.ready.failedPermanently(); !perm {
+					t.Errorf("state %s, not permanent, after the retry failed too", c.State())
+				}
+			})
+		})
+	}
 }
