@@ -45,7 +45,7 @@ type beforeConnectFunc = func(context.Context, *pgx.ConnConfig) error
 
 // hasBeforeConnect reports whether an application's hook runs before each
 // connection (and may supply the credentials): the core asks it about a
-// failed login (permanent.go).
+// failed login (beforeconnect.go).
 func (a *pgxAdapter) hasBeforeConnect() bool { return a.before != nil }
 
 // runBefore runs the application's hook on cc, this attempt's own
@@ -77,23 +77,37 @@ func (a *pgxAdapter) runBefore(ctx context.Context, cc *pgx.ConnConfig, bound ti
 			*cc = *work
 			return nil
 		}
-		secrets := slices.Concat(passwordSpellings(cc.Password), passwordSpellings(work.Password))
+		secrets := passwordSpellings(cc.Password, work.Password)
 		return &beforeConnectError{err: scrubError(err, secrets)}
 	case <-hctx.Done():
-		// work is the hook's still: only ctx's cause is reported.
+		select {
+		case err := <-done:
+			if err == nil { // it returned in time after all
+				*cc = *work
+				return nil
+			}
+		default:
+		}
+		// work may be the hook's still: only ctx's cause is reported.
 		return &beforeConnectError{err: context.Cause(hctx), abandoned: true}
 	}
 }
 
-// passwordSpellings returns the ways an error may quote pw.
-func passwordSpellings(pw string) []string {
-	if pw == "" {
-		return nil
+// passwordSpellings returns the ways an error may quote the passwords.
+func passwordSpellings(pws ...string) []string {
+	var forms []string
+	for _, pw := range pws {
+		if pw == "" {
+			continue
+		}
+		forms = append(forms, pw, url.QueryEscape(pw), url.PathEscape(pw))
+		if q := strconv.Quote(pw); len(q) > 2 {
+			forms = append(forms, q[1:len(q)-1])
+		}
 	}
-	forms := []string{pw, url.QueryEscape(pw), url.PathEscape(pw)}
-	if q := strconv.Quote(pw); len(q) > 2 {
-		forms = append(forms, q[1:len(q)-1])
-	}
+	// Longest first: a shorter form scrubbed first could break up a
+	// longer one that holds it.
+	slices.SortFunc(forms, func(x, y string) int { return len(y) - len(x) })
 	return forms
 }
 
