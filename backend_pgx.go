@@ -4,11 +4,16 @@ import (
 	"context"
 	"crypto/tls"
 	"database/sql/driver"
+	"fmt"
 	"maps"
 	"net"
 	"net/netip"
+	"net/url"
 	"reflect"
+	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -25,6 +30,85 @@ type pgxAdapter struct {
 	// lookup is a *pgx.ConnConfig's own LookupFunc, nil for pgx's default
 	// (pgx_config.go): pgfast's dialer resolves with it.
 	lookup pgconn.LookupFunc
+	// before is the application's hook run before each connection pgfast
+	// makes on this configuration (probes, warm connections, role
+	// verifications, callers' dials, a pool's own connections), nil for
+	// none: a pgxpool's BeforeConnect, which may supply the password (IAM
+	// tokens). Set before the connector is built; read-only after.
+	before beforeConnectFunc
+}
+
+// beforeConnectFunc is pgxpool's BeforeConnect (and stdlib's
+// OptionBeforeConnect): it may change the attempt's own configuration, and
+// its error fails the attempt.
+type beforeConnectFunc = func(context.Context, *pgx.ConnConfig) error
+
+// hasBeforeConnect reports whether an application's hook runs before each
+// connection (and may supply the credentials): the core asks it about a
+// failed login (beforeconnect.go).
+func (a *pgxAdapter) hasBeforeConnect() bool { return a.before != nil }
+
+// runBefore runs the application's hook on cc, this attempt's own
+// configuration, before anything is dialled, as pgxpool runs BeforeConnect
+// for its connections: on a copy of its own (pgxpool hands the hook a deep
+// copy; stdlib's is shallow, so its RuntimeParams map would be shared), and
+// an error fails the attempt. The hook is bounded by ctx and by bound
+// (connect_timeout): one that ignores its context is abandoned there, the
+// attempt fails, and its goroutine ends when it returns (what it writes
+// then goes to a copy nobody reads). Its error is a *beforeConnectError,
+// never evidence about the server, with the password it was given or set
+// scrubbed.
+func (a *pgxAdapter) runBefore(ctx context.Context, cc *pgx.ConnConfig, bound time.Duration) error {
+	if a.before == nil {
+		return nil
+	}
+	hctx, cancel := ctx, context.CancelFunc(func() {})
+	if bound > 0 {
+		hctx, cancel = context.WithTimeoutCause(ctx, bound,
+			fmt.Errorf("did not return within connect_timeout (%s): %w", bound, context.DeadlineExceeded))
+	}
+	defer cancel()
+	work := cc.Copy()
+	done := make(chan error, 1)
+	go func() { done <- a.before(hctx, work) }()
+	select {
+	case err := <-done:
+		if err == nil {
+			*cc = *work
+			return nil
+		}
+		secrets := passwordSpellings(cc.Password, work.Password)
+		return &beforeConnectError{err: scrubError(err, secrets)}
+	case <-hctx.Done():
+		select {
+		case err := <-done:
+			if err == nil { // it returned in time after all
+				*cc = *work
+				return nil
+			}
+		default:
+		}
+		// work may be the hook's still: only ctx's cause is reported.
+		return &beforeConnectError{err: context.Cause(hctx), abandoned: true}
+	}
+}
+
+// passwordSpellings returns the ways an error may quote the passwords.
+func passwordSpellings(pws ...string) []string {
+	var forms []string
+	for _, pw := range pws {
+		if pw == "" {
+			continue
+		}
+		forms = append(forms, pw, url.QueryEscape(pw), url.PathEscape(pw))
+		if q := strconv.Quote(pw); len(q) > 2 {
+			forms = append(forms, q[1:len(q)-1])
+		}
+	}
+	// Longest first: a shorter form scrubbed first could break up a
+	// longer one that holds it.
+	slices.SortFunc(forms, func(x, y string) int { return len(y) - len(x) })
+	return forms
 }
 
 var _ adapter = (*pgxAdapter)(nil)
@@ -196,13 +280,18 @@ func (a *pgxAdapter) connector(co core) driver.Connector {
 		// hangs on a zombie connection.
 		stdlib.OptionShouldPing(func(context.Context, stdlib.ShouldPingParams) bool { return false }),
 	}
-	if len(a.groups) > 1 {
+	if len(a.groups) > 1 || a.before != nil {
 		groups, hosts := a.groups, hostPortsOf(a.groups)
-		opts = append(opts, stdlib.OptionBeforeConnect(func(_ context.Context, cc *pgx.ConnConfig) error {
-			// cc is this connection's own copy: pgx tries whole hosts in
-			// the order pgfast chose (load_balance_hosts, bad hosts last).
-			setPgxHosts(&cc.Config, pgxFallbacks(groups, co.orderHosts(hosts)))
-			return nil
+		bound := co.config().ConnectTimeout
+		opts = append(opts, stdlib.OptionBeforeConnect(func(ctx context.Context, cc *pgx.ConnConfig) error {
+			if len(groups) > 1 {
+				// cc is this connection's own copy: pgx tries whole hosts
+				// in the order pgfast chose (load_balance_hosts, bad hosts
+				// last).
+				setPgxHosts(&cc.Config, pgxFallbacks(groups, co.orderHosts(hosts)))
+			}
+			// Then the application's hook, as in a pool (pool_hooks.go).
+			return a.runBefore(ctx, cc, bound)
 		}))
 	}
 	return pgxNamingConnector{stdlib.GetConnector(*cc, opts...)}

@@ -182,6 +182,9 @@ func (c *Connector) apply(l *loop, e event) {
 			c.setState(StateDown, fmt.Errorf("%s: %w", e.addr, e.err))
 		}
 	case evDialFailed:
+		if hookFailed(e.err) {
+			return // the application's hook failed: nothing about the server
+		}
 		if pe := c.permanent(e.err); pe != nil {
 			c.failPermanently(l, pe)
 		} else if isNetworkFailure(e.err) {
@@ -251,8 +254,8 @@ func (c *Connector) settle(l *loop, r probeResult) {
 		l.demand = false
 	}
 	if r.err != nil {
-		if c.ctx.Err() != nil {
-			return
+		if c.ctx.Err() != nil || hookFailed(r.err) {
+			return // a hook's failure says nothing about the server
 		}
 		if r.kind == probeWarming {
 			l.warmDials = c.cfg.MinConns // the database answered before: stop warming
@@ -283,6 +286,9 @@ func (c *Connector) succeeded(l *loop) {
 // permanentRetry.
 func (c *Connector) failPermanently(l *loop, pe *permanentError) {
 	l.permRetry++
+	if c.retryFreshCredential(l, pe, l.permRetry) {
+		return
+	}
 	l.next = later(l.next, time.Now().Add(permanentRetry(l.permRetry, jitter)))
 	c.setStateOf(StateDown, pe, true)
 }

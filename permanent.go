@@ -74,6 +74,9 @@ func permanentHint(err error, refusedTLS func(error) bool) (string, bool) {
 			}
 		}
 		return hint, true
+	case *beforeConnectError:
+		// The application's hook failed: nothing about the server, whatever
+		// its error wraps.
 	case interface{ Unwrap() error }:
 		if inner := u.Unwrap(); inner != nil {
 			return permanentHint(inner, refusedTLS)

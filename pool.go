@@ -17,7 +17,9 @@ import (
 //     options, tracked sockets), hosts in the DSN's order, the error hook
 //     (adapter.wire, shared with the stdlib connector);
 //   - BeforeConnect: fail fast while Down, or wait (pgfast_wait_ready), then
-//     the order of hosts (load_balance_hosts, bad hosts last);
+//     the order of hosts (load_balance_hosts, bad hosts last), then the
+//     application's own BeforeConnect, which the connector's own
+//     connections run too (it may supply the password);
 //   - PrepareConn: the role check and the syscall-only liveness check;
 //   - ShouldPing: never (the liveness check replaces the ping after 1 s idle);
 //   - Tracer: the end of each connection attempt tells the connector's
@@ -53,7 +55,12 @@ func NewPool(ctx context.Context, dsn string, opts ...Option) (*pgxpool.Pool, er
 //
 // The application's own hooks are kept: pgfast's BeforeConnect and
 // PrepareConn (or a deprecated BeforeAcquire) run first, then the
-// application's (a connection pgfast finds dead never reaches it); its
+// application's (a connection pgfast finds dead never reaches it). The
+// application's BeforeConnect also runs before each connection pgfast itself
+// makes for the pool (its probes), so one that supplies the password (IAM
+// tokens) works for both; it is bounded by connect_timeout (one that ignores
+// its context is abandoned and the attempt fails), and its error fails that
+// attempt, wrapped, without counting against the server. Its
 // AfterConnect, AfterRelease and BeforeClose are untouched; its ShouldPing,
 // if set, is kept (otherwise nothing is pinged at checkout); its Tracer is
 // composed after pgfast's connection tracer (every interface it implements,
@@ -120,6 +127,10 @@ func newPool(ctx context.Context, pc *pgxpool.Config, dsn string, opts []Option)
 	// The pool keeps its own connections (pool_min_conns): the connector
 	// keeps none warm, its probes only say whether the database answers.
 	cfg.MinConns, o.minConns = 0, 0
+	// Every connection pgfast makes for the pool (probes, role
+	// verifications) runs the application's BeforeConnect, as pgxpool runs
+	// it for the pool's own: it may supply the password (IAM tokens).
+	a.before = pc.BeforeConnect
 	// The connector's probes are pgfast's, not the pool's connections: the
 	// application's tracer (like its AfterConnect) does not see them.
 	userTracer := pc.ConnConfig.Tracer

@@ -15,8 +15,11 @@ func equipPool(pc *pgxpool.Config, a *pgxAdapter, c *Connector) {
 	co := c.core
 	a.wire(pc.ConnConfig, co)
 
-	userBefore := pc.BeforeConnect
+	// The application's BeforeConnect is a.before (newPool): the connector's
+	// own connections run it too. Here it runs after pgfast's gate and host
+	// order, bounded as theirs is.
 	groups, hosts := a.groups, hostPortsOf(a.groups)
+	bound := c.cfg.ConnectTimeout
 	pc.BeforeConnect = func(ctx context.Context, cc *pgx.ConnConfig) error {
 		if err := c.poolGate(ctx); err != nil {
 			return err
@@ -25,10 +28,7 @@ func equipPool(pc *pgxpool.Config, a *pgxAdapter, c *Connector) {
 			// cc is this connection's own copy.
 			setPgxHosts(&cc.Config, pgxFallbacks(groups, co.orderHosts(hosts)))
 		}
-		if userBefore != nil {
-			return userBefore(ctx, cc)
-		}
-		return nil
+		return a.runBefore(ctx, cc, bound)
 	}
 
 	// pgxpool ignores BeforeAcquire once PrepareConn is set: pgfast's

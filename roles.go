@@ -151,8 +151,8 @@ func (c *Connector) verifyRole(nc net.Conn, cause error) {
 				return // the same server passed validation: a session's own setting
 			}
 		}
-		if c.ctx.Err() != nil {
-			return
+		if c.ctx.Err() != nil || hookFailed(err) {
+			return // a before-connect hook's failure is no verdict on the server
 		}
 		tc.book.evict(tc.addr, tc.gen, cause, evictRole)
 	}) {
