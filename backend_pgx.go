@@ -40,7 +40,7 @@ func parsePGX(dsn string) (*pgxAdapter, *parsedDSN, error) {
 	if err != nil {
 		return nil, nil, configErrorFrom(dsn, err)
 	}
-	return pgxAdapterFor(cc, secretFormsOf(dsn))
+	return pgxAdapterFor(cc, withPassword(secretFormsOf(dsn), cc.Password))
 }
 
 // pgxAdapterFor makes the adapter for cc, which it then owns, and reports

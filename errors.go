@@ -3,6 +3,7 @@ package pgfast
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 )
@@ -209,17 +210,20 @@ func configErrorIn(err error, what string) error {
 }
 
 // configErrorFrom turns a backend parse error into a *ConfigError: the
-// backend's reason without the DSN it quotes, the password scrubbed from the
-// reason and from every error in the chain.
+// backend's reason without the DSN it quotes, every spelling of every secret
+// behind the DSN (secretsOfDSN) scrubbed from the reason and from every
+// error in the chain; the backend's error types stay in the chain, rebuilt
+// with their fields scrubbed (pgconn.ParseConfigError's ConnString is the
+// DSN with its password replaced). When the DSN is ambiguous (parsers may
+// disagree on where its password ends), nothing the backend said is kept:
+// any of it may quote a piece of the password.
 func configErrorFrom(dsn string, err error) *ConfigError {
-	secrets := secretFormsOf(dsn)
-	reason := err.Error()
-	// pgx quotes the (redacted) DSN: "cannot parse `...`: reason".
-	if i := strings.Index(reason, "`: "); i >= 0 && strings.HasPrefix(reason, "cannot parse `") {
-		reason = reason[i+3:]
+	s := secretsOfDSN(dsn)
+	if s.ambiguous {
+		return ambiguousDSNError(dsn)
 	}
-	reason = redactAll(reason, secrets)
-	ce := &ConfigError{Reason: reason, Err: scrubError(err, secrets)}
+	reason := redactAll(backendReason(err), s.forms)
+	ce := &ConfigError{Reason: reason, Err: scrubError(err, s.forms)}
 	for _, k := range libpqKeys {
 		if containsWord(reason, k) {
 			ce.Key = k
@@ -227,6 +231,36 @@ func configErrorFrom(dsn string, err error) *ConfigError {
 		}
 	}
 	return ce
+}
+
+// ambiguousDSNError is the *ConfigError for a DSN in which the password
+// cannot be located for sure.
+func ambiguousDSNError(dsn string) *ConfigError {
+	if isURLDSN(dsn) {
+		return &ConfigError{Reason: "where the URL's password ends is unclear (an '@' after the host, or several): " +
+			"percent-encode '@', '/', '?', '#' and '%' in the password " +
+			"(the parser's own message is left out: it may quote the password)"}
+	}
+	return &ConfigError{Reason: "the DSN does not split into key=value pairs (an unterminated quote, or a backslash at the end?) " +
+		"(the parser's own message is left out: it may quote the password)"}
+}
+
+// backendReason returns a backend parse error's text without the DSN it
+// quotes.
+func backendReason(err error) string {
+	for _, k := range backendErrorKinds {
+		if k.reason == nil {
+			continue
+		}
+		if r, ok := k.reason(err); ok {
+			return r
+		}
+	}
+	// net/url's error (lib/pq's URL parse) quotes the whole DSN.
+	if ue, ok := err.(*url.Error); ok && ue.Err != nil {
+		return ue.Err.Error()
+	}
+	return err.Error()
 }
 
 // containsWord reports whether s contains w not embedded in a longer name.

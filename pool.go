@@ -103,7 +103,7 @@ func newPool(ctx context.Context, pc *pgxpool.Config, dsn string, opts []Option)
 	if o.backend != PGX {
 		return nil, &ConfigError{Key: "WithBackend", Value: o.backend.String(), Reason: "a pgxpool is always pgx", in: "option"}
 	}
-	a, p, err := pgxAdapterFor(pc.ConnConfig, secretFormsOf(dsn))
+	a, p, err := pgxAdapterFor(pc.ConnConfig, withPassword(secretFormsOf(dsn), pc.ConnConfig.Password))
 	if err != nil {
 		return nil, err
 	}
