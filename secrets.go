@@ -95,21 +95,27 @@ func urlSecrets(dsn string) (pws []string, settings map[string][]string, ambiguo
 		if rest[i] != '?' {
 			continue
 		}
+		var inQuery, unpaired bool
 		for _, pair := range strings.Split(rest[i+1:], "&") {
 			k, v, ok := strings.Cut(pair, "=")
 			if !ok {
+				// Text without '=' in a query with a password: the
+				// password's own unencoded '&' may have made it.
+				unpaired = unpaired || pair != ""
 				continue
 			}
 			k = lenientUnescape(strings.TrimSpace(k))
 			dec := lenientUnescape(v)
 			settings[k] = append(settings[k], dec)
 			if isPasswordKey(k) {
+				inQuery = true
 				pws = append(pws, v, dec, lenientUnescape(strings.ReplaceAll(v, "+", " ")))
 				if h, _, ok := strings.Cut(v, "#"); ok {
 					pws = append(pws, h, lenientUnescape(h))
 				}
 			}
 		}
+		ambiguous = ambiguous || inQuery && unpaired
 	}
 	if ambiguous {
 		pws = append(pws, piecesOf(pws, "/?#@:&=")...)
