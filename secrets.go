@@ -66,26 +66,29 @@ func isURLDSN(dsn string) bool {
 
 // urlSecrets returns the passwords a URL DSN may hold, in every reading:
 // net/url's (lib/pq: the last '@' before the first '/', '?' or '#'), libpq's
-// and pgx's (the first '@' before a '/'), and a password whose unencoded
-// '/', '?' or '#' strands its '@' further on. It also returns the query's
-// settings (for servicefile and passfile) and whether the readings may
-// disagree.
+// and pgx's (the first '@' before a '/'), a password whose unencoded '/',
+// '?' or '#' strands its '@' further on, and the query's password and
+// sslpassword. It also returns the query's settings (for servicefile and
+// passfile) and whether the readings may disagree.
 func urlSecrets(dsn string) (pws []string, settings map[string][]string, ambiguous bool) {
 	rest := dsn[strings.Index(dsn, "//")+2:]
 	end := strings.IndexAny(rest, "/?#")
 	if end < 0 {
 		end = len(rest)
 	}
-	inAuthority := strings.Count(rest[:end], "@")
-	ambiguous = inAuthority > 1
+	// Any '@' after a ':' may end the password in some reading: only one,
+	// within the authority, is certain (an '@' in a query value, even
+	// after a clean user:password@host, counts: the readings differ on
+	// where the authority ends when the password holds '/', '?' or '#').
 	if colon := strings.IndexByte(rest, ':'); colon >= 0 {
+		ats := 0
 		for i := colon + 1; i < len(rest); i++ {
 			if rest[i] != '@' {
 				continue
 			}
 			raw := rest[colon+1 : i]
 			pws = append(pws, raw, lenientUnescape(raw))
-			if i >= end && inAuthority == 0 {
+			if ats++; ats > 1 || i >= end {
 				ambiguous = true
 			}
 		}
