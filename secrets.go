@@ -98,32 +98,48 @@ func urlSecrets(dsn string) (pws []string, settings map[string][]string, ambiguo
 		if rest[i] != '?' {
 			continue
 		}
-		var inQuery, unpaired bool
+		// A query password's unencoded '&' ends it early: what follows
+		// may be the rest of it, read as other pairs. Each such run is a
+		// candidate; a pair after the password that is no setting (no '=',
+		// or a key nobody knows) makes the DSN ambiguous.
+		var tail []string
 		for _, pair := range strings.Split(rest[i+1:], "&") {
 			k, v, ok := strings.Cut(pair, "=")
+			k = lenientUnescape(strings.TrimSpace(k))
+			if tail != nil {
+				tail = append(tail, pair)
+				run := strings.Join(tail, "&")
+				pws = append(pws, run, lenientUnescape(run))
+				if !ok && pair != "" || ok && !isKnownKey(k) {
+					ambiguous = true
+				}
+			}
 			if !ok {
-				// Text without '=' in a query with a password: the
-				// password's own unencoded '&' may have made it.
-				unpaired = unpaired || pair != ""
 				continue
 			}
-			k = lenientUnescape(strings.TrimSpace(k))
 			dec := lenientUnescape(v)
 			settings[k] = append(settings[k], dec)
 			if isPasswordKey(k) {
-				inQuery = true
+				tail = []string{v}
 				pws = append(pws, v, dec, lenientUnescape(strings.ReplaceAll(v, "+", " ")))
 				if h, _, ok := strings.Cut(v, "#"); ok {
 					pws = append(pws, h, lenientUnescape(h))
 				}
 			}
 		}
-		ambiguous = ambiguous || inQuery && unpaired
 	}
 	if ambiguous {
 		pws = append(pws, piecesOf(pws, "/?#@:&=")...)
 	}
 	return pws, settings, ambiguous
+}
+
+// isKnownKey reports whether k is a setting pgfast, a backend or pgxpool
+// knows by name (a runtime parameter of the server's may be any name).
+func isKnownKey(k string) bool {
+	return isPasswordKey(k) || slices.Contains(libpqKeys, k) || slices.Contains(libpqTCPKeys, k) ||
+		strings.HasPrefix(k, "pgfast_") || strings.HasPrefix(k, "pool_") ||
+		slices.Contains([]string{"database", "ssl", "sslinline", "sslcrl", "gssencmode", "replication", "search_path", "timezone", "datestyle"}, k)
 }
 
 // isPasswordKey reports whether a DSN key names a secret.
