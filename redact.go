@@ -12,18 +12,6 @@ import (
 	"strings"
 )
 
-// redactSecret replaces every occurrence of secret in s.
-func redactSecret(s, secret string) string {
-	if secret == "" {
-		return s
-	}
-	s = strings.ReplaceAll(s, secret, "xxxxx")
-	if esc := url.QueryEscape(secret); esc != secret {
-		s = strings.ReplaceAll(s, esc, "xxxxx")
-	}
-	return s
-}
-
 // secretFormsOf returns every spelling to scrub of every secret the DSN
 // may carry (see secretsOfDSN), longest first.
 func secretFormsOf(dsn string) []string { return secretsOfDSN(dsn).forms }
@@ -188,20 +176,11 @@ type scrubbedJoin struct{ e *scrubbedError }
 func (j *scrubbedJoin) Error() string   { return j.e.msg }
 func (j *scrubbedJoin) Unwrap() []error { return j.e.errs }
 
-var kvPasswordPattern = regexp.MustCompile(`(?:^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)`)
-
 // passwordOf finds the password in a DSN, best effort, only so that it can be
 // scrubbed from error messages. Parsing proper is the backend's job.
 func passwordOf(dsn string) string {
 	pw, _ := passwordForms(dsn)
 	return pw
-}
-
-// rawPasswordOf returns the password as written in a URL DSN (still
-// percent-encoded), or "".
-func rawPasswordOf(dsn string) string {
-	_, raw := passwordForms(dsn)
-	return raw
 }
 
 // passwordForms returns the DSN's password and, for a URL, the password as
@@ -226,16 +205,12 @@ func passwordForms(dsn string) (pw, raw string) {
 		}
 		return "", ""
 	}
-	m := kvPasswordPattern.FindStringSubmatch(dsn)
-	if m == nil {
-		return "", ""
-	}
-	raw = m[1]
-	pw = raw
-	if strings.HasPrefix(pw, "'") && strings.HasSuffix(pw, "'") && len(pw) >= 2 {
-		pw = pw[1 : len(pw)-1]
-	}
-	return kvUnescape(pw), raw
+	splitKV(dsn, isASCIISpace, func(k, v, r string) {
+		if k == "password" {
+			pw, raw = v, r
+		}
+	})
+	return pw, raw
 }
 
 var urlQueryPasswordPattern = regexp.MustCompile(`[?&]password=([^&#]*)`)
