@@ -16,12 +16,21 @@ var ErrClosed = errors.New("pgfast: connector closed")
 var ErrNotReady = errors.New("pgfast: database not ready")
 
 // ConfigError reports a bad DSN, or a bad configuration or option given to
-// NewPoolWithConfig or NewConnectorFromConfig. It never contains the password, nor does
-// any error it wraps: a backend parse error that held it (in its message or a
-// field) is replaced by a copy with the password scrubbed. A *url.Error or
-// *strconv.NumError is rebuilt with its fields scrubbed; another such error
-// becomes a plain error with the scrubbed message, wrapping its own scrubbed
-// causes. Errors that never held the password are kept as they are.
+// NewPoolWithConfig or NewConnectorFromConfig. It never contains the
+// password, nor does any error it wraps. pgfast reads the DSN every way the
+// backends and libpq may (a URL's user information up to any '@', its query's
+// password, key=value quoted or backslash-escaped, PGPASSWORD, the service
+// and password files) and scrubs every spelling of each password it finds
+// (raw, decoded, percent-encoded, quoted, escaped) from the message and the
+// chain. A backend parse error that held one (in its message or a field) is
+// replaced by a copy: *pgconn.ParseConfigError, *url.Error and
+// *strconv.NumError keep their type (ParseConfigError's ConnString is the
+// DSN with the password replaced by "xxxxx"); another such error becomes a
+// plain error with the scrubbed message, wrapping its own scrubbed causes.
+// Errors that never held the password are kept as they are. When parsers
+// could disagree on where the password ends (an unencoded '@', '/', '?', '#'
+// or '&' in a URL, key=value text that does not split into pairs), nothing
+// the backend said is kept: Reason is pgfast's own and Err is nil.
 type ConfigError struct {
 	Key    string // the offending key, when known
 	Value  string // its value (empty for secrets)
