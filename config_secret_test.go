@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // chainErrors lists err and everything it wraps (single and multi unwrap),
@@ -289,5 +291,32 @@ func TestIssue17PasswordNotInConfigError(t *testing.T) {
 				t.Errorf("%s(%q): Key %q: the password's unencoded character is the fault, not %s (%v)", name, c.dsn, ce.Key, c.notKey, err)
 			}
 		}
+	}
+}
+
+// TestParseConfigErrorKeptScrubbed: pgx's *pgconn.ParseConfigError stays
+// reachable with errors.As, its ConnString the DSN with the password
+// replaced (pgx leaves it whole); where the password's extent is ambiguous
+// the backend's error is dropped and the reason is pgfast's own.
+func TestParseConfigErrorKeptScrubbed(t *testing.T) {
+	for dsn, wantConn := range map[string]string{
+		`host=h user=u password='it\'s S3cretMark' sslmode=bogus`: `host=h user=u password=xxxxx sslmode=bogus`,
+		`host=h user=u password=a\ S3cretMark port=abc`:           `host=h user=u password=xxxxx port=abc`,
+		"postgres://u:S3cret%2FMark@h/db?sslmode=bogus":           "postgres://u:xxxxx@h/db?sslmode=bogus",
+	} {
+		_, _, err := parseDSN(PGX, dsn)
+		var pe *pgconn.ParseConfigError
+		if !errors.As(err, &pe) {
+			t.Errorf("%q: %v: no *pgconn.ParseConfigError", dsn, err)
+			continue
+		}
+		if pe.ConnString != wantConn {
+			t.Errorf("%q: ConnString %q, want %q", dsn, pe.ConnString, wantConn)
+		}
+	}
+	_, _, err := parseDSN(PGX, "postgres://u:pass?S3cretMark@h/db?sslmode=bogus")
+	var ce *ConfigError
+	if !errors.As(err, &ce) || ce.Err != nil || !strings.Contains(ce.Reason, "percent-encode") {
+		t.Errorf("ambiguous URL: %#v, want pgfast's own reason and no backend error", err)
 	}
 }
