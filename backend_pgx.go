@@ -124,7 +124,7 @@ func parsePGX(dsn string) (*pgxAdapter, *parsedDSN, error) {
 	if err != nil {
 		return nil, nil, configErrorFrom(dsn, err)
 	}
-	a, p, err := pgxAdapterFor(cc, secretFormsOf(dsn))
+	a, p, err := pgxAdapterFor(cc, withPassword(secretFormsOf(dsn), cc.Password))
 	if p != nil {
 		p.fresh = true
 	}

@@ -95,7 +95,7 @@ func probe(ctx context.Context, dsn string, o probeOptions) (*diag.Report, error
 		cfg:     cfg,
 		d:       newDialer(cfg.dialSettings(), o.resolver),
 		opts:    o,
-		secrets: []string{a.cfg.Password, passwordOf(dsn)},
+		secrets: p.secrets,
 	}
 	rep := &diag.Report{User: a.cfg.User, Database: a.cfg.Database, Config: *cfg}
 	for _, g := range a.groups {

@@ -102,10 +102,7 @@ func (pr *prober) redact(err error) error {
 	if err == nil {
 		return nil
 	}
-	msg := err.Error()
-	for _, s := range pr.secrets {
-		msg = redactSecret(msg, s)
-	}
+	msg := redactAll(err.Error(), pr.secrets)
 	if msg == err.Error() {
 		return err
 	}

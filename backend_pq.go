@@ -30,7 +30,7 @@ func parsePQ(dsn string) (*pqAdapter, *parsedDSN, error) {
 	}
 	p := &parsedDSN{
 		leftover:           maps.Clone(cfg.Runtime),
-		secrets:            secretFormsOf(dsn),
+		secrets:            withPassword(secretFormsOf(dsn), cfg.Password),
 		connectTimeout:     cfg.ConnectTimeout,
 		targetSessionAttrs: string(cfg.TargetSessionAttrs),
 		loadBalanceHosts:   string(cfg.LoadBalanceHosts),

@@ -1,6 +1,8 @@
 package pgfast
 
 import (
+	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"net/url"
@@ -8,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // chainErrors lists err and everything it wraps (single and multi unwrap),
@@ -203,4 +207,116 @@ func FuzzParseDSNErrorChain(f *testing.F) {
 			}
 		}
 	})
+}
+
+// issue17SecretDSNs are the DSNs of issue 17 (item 2), each with the part of
+// the password the review saw leak: an unencoded '/', '?' or '@' in a URL's
+// password, and the quoted and backslash-escaped key=value forms pgx's own
+// redaction gets half right.
+var issue17SecretDSNs = []struct {
+	dsn, secret string
+	// key is the *ConfigError's Key on both backends ("" = not checked).
+	notKey string
+}{
+	{"postgres://u:pass?S3cretMark@h/db?sslmode=bogus", "S3cretMark", "sslmode"},
+	{"postgres://u:pa/S3cretMark@h/db?sslmode=bogus", "S3cretMark", "sslmode"},
+	{"postgres://u:p@S3cretMark@h/db?sslmode=bogus", "S3cretMark", ""},
+	{"postgres://u:p@S3cretMark@h:abc/db", "S3cretMark", ""},
+	{`host=h user=u password='it\'s S3cretMark' sslmode=bogus`, "S3cretMark", ""},
+	{`host=h user=u password=a\ S3cretMark sslmode=bogus`, "S3cretMark", ""},
+	{`host=h user=u password=a\ S3cretMark port=abc`, "S3cretMark", ""},
+	{"postgres://u:pa#S3cretMark@h/db?sslmode=bogus", "S3cretMark", ""},
+}
+
+// TestIssue17PasswordNotInConfigError: through every public entry point that
+// parses a DSN (sql.Open on both drivers, NewConnector with both backends,
+// NewPool), none of issue 17's DSNs shows any part of its password anywhere
+// in the error's chain, pgconn.ParseConfigError's ConnString included, and a
+// URL whose password holds an unencoded '?' or '/' is not reported as a bad
+// sslmode.
+func TestIssue17PasswordNotInConfigError(t *testing.T) {
+	for _, c := range issue17SecretDSNs {
+		entries := map[string]func() error{
+			"sql.Open pgfast": func() error {
+				db, err := sql.Open("pgfast", c.dsn)
+				if err == nil {
+					db.Close()
+				}
+				return err
+			},
+			"sql.Open pgfast-pq": func() error {
+				db, err := sql.Open("pgfast-pq", c.dsn)
+				if err == nil {
+					db.Close()
+				}
+				return err
+			},
+			"NewConnector pgx": func() error {
+				cn, err := NewConnector(c.dsn)
+				if err == nil {
+					cn.Close()
+				}
+				return err
+			},
+			"NewConnector lib/pq": func() error {
+				cn, err := NewConnector(c.dsn, WithBackend(LibPQ))
+				if err == nil {
+					cn.Close()
+				}
+				return err
+			},
+			"NewPool": func() error {
+				p, err := NewPool(context.Background(), c.dsn)
+				if err == nil {
+					p.Close()
+				}
+				return err
+			},
+		}
+		for name, call := range entries {
+			err := call()
+			if err == nil {
+				t.Errorf("%s(%q): accepted", name, c.dsn)
+				continue
+			}
+			var ce *ConfigError
+			if !errors.As(err, &ce) {
+				t.Errorf("%s(%q): %T is not a *ConfigError", name, c.dsn, err)
+				continue
+			}
+			if where := leaksSecret(err, c.secret); where != "" {
+				t.Errorf("%s(%q): the password shows in %s", name, c.dsn, where)
+			}
+			if c.notKey != "" && ce.Key == c.notKey {
+				t.Errorf("%s(%q): Key %q: the password's unencoded character is the fault, not %s (%v)", name, c.dsn, ce.Key, c.notKey, err)
+			}
+		}
+	}
+}
+
+// TestParseConfigErrorKeptScrubbed: pgx's *pgconn.ParseConfigError stays
+// reachable with errors.As, its ConnString the DSN with the password
+// replaced (pgx leaves it whole); where the password's extent is ambiguous
+// the backend's error is dropped and the reason is pgfast's own.
+func TestParseConfigErrorKeptScrubbed(t *testing.T) {
+	for dsn, wantConn := range map[string]string{
+		`host=h user=u password='it\'s S3cretMark' sslmode=bogus`: `host=h user=u password=xxxxx sslmode=bogus`,
+		`host=h user=u password=a\ S3cretMark port=abc`:           `host=h user=u password=xxxxx port=abc`,
+		"postgres://u:S3cret%2FMark@h/db?sslmode=bogus":           "postgres://u:xxxxx@h/db?sslmode=bogus",
+	} {
+		_, _, err := parseDSN(PGX, dsn)
+		var pe *pgconn.ParseConfigError
+		if !errors.As(err, &pe) {
+			t.Errorf("%q: %v: no *pgconn.ParseConfigError", dsn, err)
+			continue
+		}
+		if pe.ConnString != wantConn {
+			t.Errorf("%q: ConnString %q, want %q", dsn, pe.ConnString, wantConn)
+		}
+	}
+	_, _, err := parseDSN(PGX, "postgres://u:pass?S3cretMark@h/db?sslmode=bogus")
+	var ce *ConfigError
+	if !errors.As(err, &ce) || ce.Err != nil || !strings.Contains(ce.Reason, "percent-encode") {
+		t.Errorf("ambiguous URL: %#v, want pgfast's own reason and no backend error", err)
+	}
 }

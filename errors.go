@@ -3,6 +3,7 @@ package pgfast
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 )
@@ -15,12 +16,21 @@ var ErrClosed = errors.New("pgfast: connector closed")
 var ErrNotReady = errors.New("pgfast: database not ready")
 
 // ConfigError reports a bad DSN, or a bad configuration or option given to
-// NewPoolWithConfig or NewConnectorFromConfig. It never contains the password, nor does
-// any error it wraps: a backend parse error that held it (in its message or a
-// field) is replaced by a copy with the password scrubbed. A *url.Error or
-// *strconv.NumError is rebuilt with its fields scrubbed; another such error
-// becomes a plain error with the scrubbed message, wrapping its own scrubbed
-// causes. Errors that never held the password are kept as they are.
+// NewPoolWithConfig or NewConnectorFromConfig. It never contains the
+// password, nor does any error it wraps. pgfast reads the DSN every way the
+// backends and libpq may (a URL's user information up to any '@', its query's
+// password, key=value quoted or backslash-escaped, PGPASSWORD, the service
+// and password files) and scrubs every spelling of each password it finds
+// (raw, decoded, percent-encoded, quoted, escaped) from the message and the
+// chain. A backend parse error that held one (in its message or a field) is
+// replaced by a copy: *pgconn.ParseConfigError, *url.Error and
+// *strconv.NumError keep their type (ParseConfigError's ConnString is the
+// DSN with the password replaced by "xxxxx"); another such error becomes a
+// plain error with the scrubbed message, wrapping its own scrubbed causes.
+// Errors that never held the password are kept as they are. When parsers
+// could disagree on where the password ends (an unencoded '@', '/', '?', '#'
+// or '&' in a URL, key=value text that does not split into pairs), nothing
+// the backend said is kept: Reason is pgfast's own and Err is nil.
 type ConfigError struct {
 	Key    string // the offending key, when known
 	Value  string // its value (empty for secrets)
@@ -209,17 +219,20 @@ func configErrorIn(err error, what string) error {
 }
 
 // configErrorFrom turns a backend parse error into a *ConfigError: the
-// backend's reason without the DSN it quotes, the password scrubbed from the
-// reason and from every error in the chain.
+// backend's reason without the DSN it quotes, every spelling of every secret
+// behind the DSN (secretsOfDSN) scrubbed from the reason and from every
+// error in the chain; the backend's error types stay in the chain, rebuilt
+// with their fields scrubbed (pgconn.ParseConfigError's ConnString is the
+// DSN with its password replaced). When the DSN is ambiguous (parsers may
+// disagree on where its password ends), nothing the backend said is kept:
+// any of it may quote a piece of the password.
 func configErrorFrom(dsn string, err error) *ConfigError {
-	secrets := secretFormsOf(dsn)
-	reason := err.Error()
-	// pgx quotes the (redacted) DSN: "cannot parse `...`: reason".
-	if i := strings.Index(reason, "`: "); i >= 0 && strings.HasPrefix(reason, "cannot parse `") {
-		reason = reason[i+3:]
+	s := secretsOfDSN(dsn)
+	if s.ambiguous {
+		return ambiguousDSNError(dsn)
 	}
-	reason = redactAll(reason, secrets)
-	ce := &ConfigError{Reason: reason, Err: scrubError(err, secrets)}
+	reason := redactAll(backendReason(err), s.forms)
+	ce := &ConfigError{Reason: reason, Err: scrubError(err, s.forms)}
 	for _, k := range libpqKeys {
 		if containsWord(reason, k) {
 			ce.Key = k
@@ -227,6 +240,36 @@ func configErrorFrom(dsn string, err error) *ConfigError {
 		}
 	}
 	return ce
+}
+
+// ambiguousDSNError is the *ConfigError for a DSN in which the password
+// cannot be located for sure.
+func ambiguousDSNError(dsn string) *ConfigError {
+	if isURLDSN(dsn) {
+		return &ConfigError{Reason: "where the URL's password ends is unclear (an '@' after the host, or several): " +
+			"percent-encode '@', '/', '?', '#' and '%' in the password " +
+			"(the parser's own message is left out: it may quote the password)"}
+	}
+	return &ConfigError{Reason: "the DSN does not split into key=value pairs (an unterminated quote, or a backslash at the end?) " +
+		"(the parser's own message is left out: it may quote the password)"}
+}
+
+// backendReason returns a backend parse error's text without the DSN it
+// quotes.
+func backendReason(err error) string {
+	for _, k := range backendErrorKinds {
+		if k.reason == nil {
+			continue
+		}
+		if r, ok := k.reason(err); ok {
+			return r
+		}
+	}
+	// net/url's error (lib/pq's URL parse) quotes the whole DSN.
+	if ue, ok := err.(*url.Error); ok && ue.Err != nil {
+		return ue.Err.Error()
+	}
+	return err.Error()
 }
 
 // containsWord reports whether s contains w not embedded in a longer name.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"net"
 	"net/netip"
-	"net/url"
 	"reflect"
 	"regexp"
 	"strconv"
@@ -93,10 +92,7 @@ func madeByParseConfig(cc *pgx.ConnConfig) bool {
 
 // pgxPasswordForms returns the spellings of pw to scrub from errors.
 func pgxPasswordForms(pw string) []string {
-	if pw == "" {
-		return nil
-	}
-	return []string{pw, url.QueryEscape(pw), url.PathEscape(pw)}
+	return withPassword(nil, pw)
 }
 
 // resolver makes a configuration's own LookupFunc pgfast's resolver.

@@ -113,7 +113,7 @@ func newPool(ctx context.Context, pc *pgxpool.Config, dsn string, opts []Option)
 	if err := checkPoolConfig(pc); err != nil {
 		return nil, err
 	}
-	a, p, err := pgxAdapterFor(pc.ConnConfig, secretFormsOf(dsn))
+	a, p, err := pgxAdapterFor(pc.ConnConfig, withPassword(secretFormsOf(dsn), pc.ConnConfig.Password))
 	if err != nil {
 		return nil, err
 	}

@@ -4,52 +4,17 @@ package pgfast
 // spelled, and scrubbing it from messages and from whole error chains.
 
 import (
+	"errors"
 	"net/url"
 	"reflect"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 )
 
-// redactSecret replaces every occurrence of secret in s.
-func redactSecret(s, secret string) string {
-	if secret == "" {
-		return s
-	}
-	s = strings.ReplaceAll(s, secret, "xxxxx")
-	if esc := url.QueryEscape(secret); esc != secret {
-		s = strings.ReplaceAll(s, esc, "xxxxx")
-	}
-	return s
-}
-
-// secretFormsOf returns the ways the DSN's password may be spelled in a
-// parse error, longest first: as written in the DSN, decoded, escaped for a
-// URL's query or path, and quoted as %q quotes it.
-func secretFormsOf(dsn string) []string {
-	pw := passwordOf(dsn)
-	if pw == "" {
-		return nil
-	}
-	forms := []string{pw, url.QueryEscape(pw), url.PathEscape(pw), url.UserPassword("", pw).String()[1:]}
-	if q := strconv.Quote(pw); len(q) > 2 {
-		forms = append(forms, q[1:len(q)-1])
-	}
-	if q := strconv.QuoteToASCII(pw); len(q) > 2 {
-		forms = append(forms, q[1:len(q)-1])
-	}
-	if raw := rawPasswordOf(dsn); raw != "" {
-		forms = append(forms, raw)
-	}
-	slices.SortFunc(forms, func(a, b string) int {
-		if len(a) != len(b) {
-			return len(b) - len(a)
-		}
-		return strings.Compare(a, b)
-	})
-	return slices.Compact(forms)
-}
+// secretFormsOf returns every spelling to scrub of every secret the DSN
+// may carry (see secretsOfDSN), longest first.
+func secretFormsOf(dsn string) []string { return secretsOfDSN(dsn).forms }
 
 // redactAll replaces every occurrence of each of secrets in s.
 func redactAll(s string, secrets []string) string {
@@ -82,8 +47,17 @@ func scrubError(err error, secrets []string) error {
 		return url.InvalidHostError(redactAll(string(e), secrets))
 	case *ConfigError:
 		c := *e
-		c.Value, c.Reason, c.Err = redactAll(c.Value, secrets), redactAll(c.Reason, secrets), scrubError(c.Err, secrets)
+		c.Key, c.Value, c.Reason = redactAll(c.Key, secrets), redactAll(c.Value, secrets), redactAll(c.Reason, secrets)
+		c.Err = scrubError(c.Err, secrets)
 		return &c
+	}
+	for _, k := range backendErrorKinds {
+		if k.scrub == nil {
+			continue
+		}
+		if se, ok := k.scrub(err, secrets, scrubError(errors.Unwrap(err), secrets)); ok {
+			return se
+		}
 	}
 	se := &scrubbedError{msg: redactAll(err.Error(), secrets)}
 	switch u := err.(type) {
@@ -102,6 +76,21 @@ func scrubError(err error, secrets []string) error {
 		return &scrubbedJoin{se}
 	}
 	return se
+}
+
+// backendErrorKinds teach the core about the backends' own error types,
+// which it may not import: each backend adapter registers its own (init).
+var backendErrorKinds []backendErrorKind
+
+// backendErrorKind is one backend error type the core can take apart.
+type backendErrorKind struct {
+	// reason returns err's text without the DSN it quotes; ok is false
+	// when err is not of this type.
+	reason func(err error) (reason string, ok bool)
+	// scrub returns a copy of err, of the same type, with secrets
+	// scrubbed from its fields and cause as its cause; ok is false when
+	// err is not of this type.
+	scrub func(err error, secrets []string, cause error) (scrubbed error, ok bool)
 }
 
 // holdsSecret reports whether err or an error it wraps holds one of secrets
@@ -187,20 +176,11 @@ type scrubbedJoin struct{ e *scrubbedError }
 func (j *scrubbedJoin) Error() string   { return j.e.msg }
 func (j *scrubbedJoin) Unwrap() []error { return j.e.errs }
 
-var kvPasswordPattern = regexp.MustCompile(`(?:^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)`)
-
 // passwordOf finds the password in a DSN, best effort, only so that it can be
 // scrubbed from error messages. Parsing proper is the backend's job.
 func passwordOf(dsn string) string {
 	pw, _ := passwordForms(dsn)
 	return pw
-}
-
-// rawPasswordOf returns the password as written in a URL DSN (still
-// percent-encoded), or "".
-func rawPasswordOf(dsn string) string {
-	_, raw := passwordForms(dsn)
-	return raw
 }
 
 // passwordForms returns the DSN's password and, for a URL, the password as
@@ -225,16 +205,12 @@ func passwordForms(dsn string) (pw, raw string) {
 		}
 		return "", ""
 	}
-	m := kvPasswordPattern.FindStringSubmatch(dsn)
-	if m == nil {
-		return "", ""
-	}
-	raw = m[1]
-	pw = raw
-	if strings.HasPrefix(pw, "'") && strings.HasSuffix(pw, "'") && len(pw) >= 2 {
-		pw = pw[1 : len(pw)-1]
-	}
-	return kvUnescape(pw), raw
+	splitKV(dsn, isASCIISpace, func(k, v, r string) {
+		if k == "password" {
+			pw, raw = v, r
+		}
+	})
+	return pw, raw
 }
 
 var urlQueryPasswordPattern = regexp.MustCompile(`[?&]password=([^&#]*)`)
