@@ -28,10 +28,16 @@ import (
 var ErrConnLost = errors.New("pgfast: connection lost after the statement was sent (it may have run on the server; not retried)")
 
 // noRetry replaces driver.ErrBadConn by ErrConnLost when the socket's write
-// count moved past sent (writesOf before the call).
+// count moved past sent (writesOf before the call), or when the socket is not
+// one pgfast's dialer tracks: without a count nobody can tell that nothing
+// left, and a retry lost is an error the caller sees, a retry too many a
+// statement run twice.
 func (c *PQConn) noRetry(sent uint64, err error) error {
-	if err == nil || !errors.Is(err, driver.ErrBadConn) || writesOf(c.sock) == sent {
+	if err == nil || !errors.Is(err, driver.ErrBadConn) {
 		return err
+	}
+	if trackedOf(c.sock) != nil && writesOf(c.sock) == sent {
+		return err // nothing of the statement left: database/sql may retry
 	}
 	return ErrConnLost
 }
