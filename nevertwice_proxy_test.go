@@ -136,19 +136,25 @@ func (p *ntProxy) cutRST() {
 }
 
 // cutEOF closes every connection the proxy carries in order (the client
-// reads EOF), once the server's answer to the client's last write has begun
-// to reach the client, or after wait. It reports whether every cut was
-// mid-result.
+// reads EOF), once the server's answer to a client's last write has begun to
+// reach it (the statement's connection; a pool's idle one has nothing in
+// flight), or after wait. It reports whether the answer had begun.
 func (p *ntProxy) cutEOF(wait time.Duration) bool {
-	mid := true
-	for _, pipe := range p.snapshot() {
-		deadline := time.Now().Add(wait)
-		for pipe.fromServer.Load() == 0 && time.Now().Before(deadline) {
-			time.Sleep(2 * time.Millisecond)
+	pipes := p.snapshot()
+	begun := func() bool {
+		for _, pipe := range pipes {
+			if pipe.fromServer.Load() > 0 {
+				return true
+			}
 		}
-		if pipe.fromServer.Load() == 0 {
-			mid = false
-		}
+		return false
+	}
+	deadline := time.Now().Add(wait)
+	for !begun() && time.Now().Before(deadline) {
+		time.Sleep(2 * time.Millisecond)
+	}
+	mid := begun()
+	for _, pipe := range pipes {
 		pipe.close()
 	}
 	return mid
