@@ -206,6 +206,9 @@ func (b *addrBook) attemptAbandoned(addr netip.AddrPort, slow bool) {
 // evict bumps addr's generation if it is still gen, and shuts down (or, soft,
 // dooms) every socket of the old generation. It reports whether it evicted.
 func (b *addrBook) evict(addr netip.AddrPort, gen uint64, cause error, how eviction) bool {
+	if b == nil {
+		return false // a unix socket's (trackUnix): no address to evict
+	}
 	b.mu.Lock()
 	e := b.addrs[addr]
 	if e == nil || e.gen != gen {
@@ -259,6 +262,9 @@ func (b *addrBook) evictWhere(cause error, how eviction, match func(netip.AddrPo
 // terminated backend only its own). The socket that saw it (seen) is left to
 // its user, who gets its own error rather than a shutdown.
 func (b *addrBook) sweep(addr netip.AddrPort, seen *trackedConn) {
+	if b == nil {
+		return // a unix socket's (trackUnix): no siblings known
+	}
 	b.mu.Lock()
 	var conns []*trackedConn
 	if e := b.addrs[addr]; e != nil {

@@ -121,12 +121,20 @@ func (d *dialer) DialContext(ctx context.Context, network, address string) (net.
 	}
 }
 
-// dialUnix dials a unix socket path; no socket options apply.
+// dialUnix dials a unix socket path. No TCP option applies, but the socket
+// is tracked like every socket pgfast makes (trackUnix): the adapters need its
+// write count to know whether a statement left, or lib/pq's
+// driver.ErrBadConn after a terminated backend makes database/sql run the
+// statement a second time.
 func (d *dialer) dialUnix(ctx context.Context, path string) (net.Conn, error) {
 	if t := d.settings.ConnectTimeout; t > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, t)
 		defer cancel()
 	}
-	return d.dialAddr(ctx, "unix", path)
+	nc, err := d.dialAddr(ctx, "unix", path)
+	if err != nil {
+		return nil, err
+	}
+	return trackUnix(nc), nil
 }

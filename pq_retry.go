@@ -11,10 +11,14 @@ import (
 // pg_terminate_backend: 57P01), and an EOF, into driver.ErrBadConn, and
 // database/sql answers driver.ErrBadConn by running the statement again on
 // another connection, although the server may already have run it. pgfast
-// owns the socket and counts the writes that sent bytes (writesOf): when a
-// statement call fails with driver.ErrBadConn after any byte of it left,
-// pgfast returns ErrConnLost instead, which database/sql does not retry.
-// Before any byte left, driver.ErrBadConn stays (the retry is safe).
+// owns the socket, whatever the transport (TCP, TLS over TCP, a unix socket:
+// every socket its dialer makes is a trackedConn), and counts the writes that
+// sent bytes (writesOf): when a statement call or a Commit fails with
+// driver.ErrBadConn after any byte of it left, pgfast returns ErrConnLost
+// instead, which database/sql does not retry and which tells the application
+// that the statement may have run. Before any byte left, driver.ErrBadConn
+// stays (the retry is safe). TestNeverTwice checks this over every transport,
+// backend, way of dying and statement kind.
 //
 // lib/pq keeps no trace of the FATAL error it replaced, so the server's
 // message cannot be returned. pgx never needs this: its stdlib returns
@@ -28,10 +32,16 @@ import (
 var ErrConnLost = errors.New("pgfast: connection lost after the statement was sent (it may have run on the server; not retried)")
 
 // noRetry replaces driver.ErrBadConn by ErrConnLost when the socket's write
-// count moved past sent (writesOf before the call).
+// count moved past sent (writesOf before the call), or when the socket is not
+// one pgfast's dialer tracks: without a count nobody can tell that nothing
+// left, and a retry lost is an error the caller sees, a retry too many a
+// statement run twice.
 func (c *PQConn) noRetry(sent uint64, err error) error {
-	if err == nil || !errors.Is(err, driver.ErrBadConn) || writesOf(c.sock) == sent {
+	if err == nil || !errors.Is(err, driver.ErrBadConn) {
 		return err
+	}
+	if trackedOf(c.sock) != nil && writesOf(c.sock) == sent {
+		return err // nothing of the statement left: database/sql may retry
 	}
 	return ErrConnLost
 }

@@ -67,7 +67,9 @@ func terminateRound(t *testing.T, db, observer *sql.DB, proc string, i int, prep
 // duplicate key error); through pgfast-pq the caller gets ErrConnLost, never a
 // re-run, and every row the server acknowledged is there once. pgx (raw and
 // through pgfast) never re-runs either: its stdlib returns ErrBadConn only when
-// pgconn.SafeToRetry says nothing was sent.
+// pgconn.SafeToRetry says nothing was sent. Over TCP and over the server's
+// Unix socket (host=/dir): pgfast's dialer must count the bytes a socket of
+// either kind sent, or the unix path re-runs the statement as raw lib/pq does.
 func TestStatementNeverRunsTwice(t *testing.T) {
 	srv := server(t)
 	observer, err := sql.Open("postgres", srv.DSN(pgtest.TrustUser))
@@ -75,6 +77,18 @@ func TestStatementNeverRunsTwice(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer observer.Close()
+	transports := []struct{ name, dsn string }{
+		{"tcp", srv.DSN(pgtest.TrustUser)},
+		{"unix", fmt.Sprintf("host=%s port=%d user=%s dbname=%s sslmode=disable",
+			srv.SocketDir(), srv.Port(), pgtest.TrustUser, pgtest.Database)},
+	}
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) { neverRunsTwiceOver(t, observer, tr.dsn) })
+	}
+}
+
+// neverRunsTwiceOver is TestStatementNeverRunsTwice on one DSN.
+func neverRunsTwiceOver(t *testing.T, observer *sql.DB, dsn string) {
 
 	drivers := []struct {
 		name     string
@@ -108,7 +122,7 @@ func TestStatementNeverRunsTwice(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			db, err := sql.Open(d.name, srv.DSN(pgtest.TrustUser))
+			db, err := sql.Open(d.name, dsn)
 			if err != nil {
 				t.Fatal(err)
 			}

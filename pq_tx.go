@@ -18,9 +18,17 @@ type pqTx struct {
 
 var _ driver.Tx = (*pqTx)(nil)
 
+// Commit passes through. A COMMIT whose bytes left may have committed: lib/pq's
+// driver.ErrBadConn then becomes ErrConnLost (noRetry), as for a statement;
+// database/sql never retries a Commit, but ErrBadConn tells the application
+// that nothing happened.
 func (t *pqTx) Commit() error {
+	sent := writesOf(t.c.sock)
 	err := t.inner.Commit()
 	t.end()
+	if t.c.interrupted.Load() == nil {
+		err = t.c.noRetry(sent, err)
+	}
 	return t.c.check(t.badConn(err))
 }
 

@@ -41,6 +41,21 @@ type trackedConn struct {
 	recent readRecency
 }
 
+// trackUnix wraps a unix socket pgfast's dialer made. It has no TCP address,
+// so it has no entry in the address book (book is nil): its I/O errors evict
+// nothing and check no siblings (a local socket has no path that can fail
+// apart from the server; the next dial decides), and the dead-peer watcher,
+// which reads TCP_INFO, never looks at it. What it shares with a TCP socket is
+// the write count (a statement whose bytes left is never run again) and the
+// liveness check at checkout.
+func trackUnix(nc net.Conn) *trackedConn {
+	tc := &trackedConn{Conn: nc}
+	if rc, ok := rawConnOf(nc); ok {
+		tc.peek = newPeeker(rc)
+	}
+	return tc
+}
+
 // NetConn returns the underlying socket.
 func (c *trackedConn) NetConn() net.Conn { return c.Conn }
 
@@ -84,7 +99,9 @@ func (c *trackedConn) ioError(err error) error {
 // the driver calls it).
 func (c *trackedConn) Close() error {
 	if c.closed.CompareAndSwap(false, true) {
-		c.book.untrack(c)
+		if c.book != nil {
+			c.book.untrack(c)
+		}
 		deadPeers.remove(c)
 	}
 	return c.Conn.Close()
@@ -116,6 +133,9 @@ func (evictedConnError) Is(target error) bool { return target == os.ErrDeadlineE
 // failed acts on every I/O error of the socket (not only the first): the
 // verdict depends on the error and the socket's TCP state alone.
 func (c *trackedConn) failed(err error) {
+	if c.book == nil {
+		return // a unix socket: no address to judge (trackUnix)
+	}
 	switch classify(err, c.tcpInfo, c.window) {
 	case hostLevel:
 		c.book.evict(c.addr, c.gen, err, evictDead)
