@@ -135,8 +135,12 @@ func (t *connectTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQuery
 
 func (t *connectTracer) TraceConnectStart(ctx context.Context, _ pgx.TraceConnectStartData) context.Context {
 	t.c.stats.dials.Add(1)
-	return ctx
+	return context.WithValue(ctx, attemptBeganKey{}, t.c.ready.verifications())
 }
+
+// attemptBeganKey holds, in a pool's connection attempt's context, the
+// verifications recorded when it began (loop.go's attemptFailed).
+type attemptBeganKey struct{}
 
 func (t *connectTracer) TraceConnectEnd(ctx context.Context, data pgx.TraceConnectEndData) {
 	c := t.c
@@ -146,9 +150,13 @@ func (t *connectTracer) TraceConnectEnd(ctx context.Context, data pgx.TraceConne
 		err := data.Err
 		c.lastErr.Store(&err)
 		if ctx.Err() == nil && c.ctx.Err() == nil {
-			c.post(event{kind: evDialFailed, err: err})
+			since, ok := ctx.Value(attemptBeganKey{}).(uint64)
+			if !ok {
+				since = c.ready.verifications()
+			}
+			c.post(event{kind: evDialFailed, err: err, since: since})
 		}
-	case c.ready.current() != StateReady:
+	default:
 		c.post(event{kind: evVerified, fresh: true})
 	}
 }
