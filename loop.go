@@ -119,6 +119,7 @@ type loop struct {
 	lastProbe  time.Time // when the newest background probe started
 	demand     bool      // a probe started for a caller is in flight
 	lastDemand time.Time
+	asked      bool // a caller asked for a probe (evProbe)
 	permRetry  int // retries since the first permanent error
 	// needFresh: an error waiting cannot fix was recorded and no fresh
 	// login has succeeded since: sessions opened before it (answered I/O)
@@ -167,6 +168,14 @@ func (c *Connector) run() {
 		}
 		st := c.ready.current()
 		now := time.Now()
+		if l.asked {
+			l.asked = false
+			if perm, _ := c.ready.failedPermanently(); st == StateDown && !perm && !l.demand &&
+				now.Sub(l.lastDemand) >= demandInterval {
+				l.demand, l.lastDemand = true, now
+				c.startProbe(l, probeDemand)
+			}
+		}
 		// A probe starts when the backoff allows it and, while others are
 		// in flight, once the newest has been pending for probeOverlap:
 		// attempts overlap only when one is stuck (a blackholed address).
@@ -209,7 +218,6 @@ func (c *Connector) run() {
 
 // apply handles one posted event.
 func (c *Connector) apply(l *loop, e event) {
-	st := c.ready.current()
 	switch e.kind {
 	case evEvicted:
 		if c.log != nil {
@@ -228,13 +236,7 @@ func (c *Connector) apply(l *loop, e event) {
 		}
 		c.succeeded(l, e.fresh)
 	case evProbe:
-		now := time.Now()
-		if perm, _ := c.ready.failedPermanently(); st != StateDown || perm || l.demand ||
-			now.Sub(l.lastDemand) < demandInterval {
-			return
-		}
-		l.demand, l.lastDemand = true, now
-		c.startProbe(l, probeDemand)
+		l.asked = true // started once every report is applied (run)
 	case evProbeDone:
 		l.inflight--
 		c.settle(l, e.res)

@@ -311,3 +311,96 @@ func TestMergedVerificationsKeepFresh(t *testing.T) {
 		}
 	})
 }
+
+// TestWarmDialFailureGoesDown (found by TestStateFollowsReality): a warm
+// connection's dial is a fresh dial like a caller's; refused or timed out,
+// it says the server went away, as the README's evidence table has it, and
+// the connector goes Down instead of staying Ready with nothing behind it.
+func TestWarmDialFailureGoesDown(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := &gateBackend{}
+		c := newGateConnector(t, g, gateDSN+" pgfast_min_conns=2", options{})
+		defer c.Close()
+		synctest.Wait()
+		g.pending()[0].finish(nil)
+		p := g.pending()
+		if c.State() != StateReady || len(p) != 1 || !isProbe(p[0].ctx) {
+			t.Fatalf("state %s, %d attempts in flight: no warm dial", c.State(), len(p))
+		}
+		p[0].finish(netTimeout{})
+		if st := c.State(); st != StateDown {
+			t.Errorf("state %s after the warm dial timed out, want down", st)
+		}
+	})
+}
+
+// TestOnlyAFreshLoginEndsDownAfterPermanentError (found by
+// TestStateFollowsReality): after an error waiting cannot fix (28P01), a
+// later transient failure (an eviction) does not make the connections
+// opened before it proof enough: only a fresh login ends Down.
+func TestOnlyAFreshLoginEndsDownAfterPermanentError(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := &gateBackend{}
+		c := newGateConnector(t, g, gateDSN, options{})
+		defer c.Close()
+		synctest.Wait()
+		g.pending()[0].finish(nil)
+		tc, srv := trackedPipe(c, netip.MustParseAddrPort("127.0.0.1:1"))
+		defer srv.Close()
+		c.post(event{kind: evDialFailed, err: sqlStateError("28P01"), since: c.ready.verifications()})
+		synctest.Wait()
+		if perm, _ := c.ready.failedPermanently(); !perm {
+			t.Fatalf("state %s, not down for good after 28P01", c.State())
+		}
+		c.onEvict(netip.MustParseAddrPort("127.0.0.2:1"), errors.New("connection timed out"), evictDead)
+		synctest.Wait()
+		for i := 0; i < 2; i++ {
+			if err := c.core.checkout(context.Background(), tc); err != nil {
+				t.Fatal(err)
+			}
+			answer(t, tc, srv)
+		}
+		if err := c.core.checkout(context.Background(), tc); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if st := c.State(); st != StateDown {
+			t.Errorf("state %s after a session opened before the password change answered, want down", st)
+		}
+	})
+}
+
+// TestProbeResultAndEvictionKeepTheirOrder (found by
+// TestStateFollowsReality): while the state hook is slow, a probe's success
+// and then an eviction are applied in that order: the connector ends Down,
+// as the newest news says, not Ready.
+func TestProbeResultAndEvictionKeepTheirOrder(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := &gateBackend{}
+		h := &stateCalls{}
+		c := newGateConnector(t, g, gateDSN, options{stateHook: h.hook})
+		defer c.Close()
+		synctest.Wait()
+		time.Sleep(1500 * time.Millisecond)
+		synctest.Wait()
+		p := g.pending()
+		if len(p) != 2 {
+			t.Fatalf("%d attempts in flight, want 2", len(p))
+		}
+		hold := make(chan struct{})
+		h.mu.Lock()
+		h.hold = hold
+		h.mu.Unlock()
+		p[0].finish(netTimeout{}) // Down: the loop waits in the hook
+		p[1].finish(nil)
+		c.onEvict(netip.MustParseAddrPort("127.0.0.2:1"), errors.New("connection timed out"), evictDead)
+		close(hold)
+		synctest.Wait()
+		if st := c.State(); st != StateDown {
+			t.Errorf("state %s, want down: the eviction came after the success (hook calls %v)", st, h.states())
+		}
+		if got := h.states(); len(got) != 3 {
+			t.Errorf("state hook calls %v, want [down ready down]", got)
+		}
+	})
+}
