@@ -118,8 +118,9 @@ func (c *Connector) poolGate(ctx context.Context) error {
 
 // connectTracer sees the end of every connection attempt the pool makes and
 // tells the connector's goroutine, as dialNow does for the driver: a failure
-// may mean Down (the goroutine decides), a success while not Ready means the
-// database is back. It traces nothing else.
+// may mean Down (the goroutine decides, by when the attempt began), a success
+// is a verified connection (the database is back, or still there). It traces
+// nothing else.
 type connectTracer struct{ c *Connector }
 
 var (

@@ -46,7 +46,8 @@ var (
 // stateModelDefaultRuns keeps the test within a few seconds under -race.
 const stateModelDefaultRuns = 2000
 
-func TestStateFollowsReality(t *testing.T) {
+// modelSeed is the seed the flag or the environment sets, else a random one.
+func modelSeed(t *testing.T) uint64 {
 	seed := *stateModelSeed
 	if v := os.Getenv("PGFAST_STATEMODEL_SEED"); v != "" {
 		n, err := strconv.ParseUint(v, 10, 64)
@@ -58,6 +59,11 @@ func TestStateFollowsReality(t *testing.T) {
 	if seed == 0 {
 		seed = rand.Uint64()
 	}
+	return seed
+}
+
+func TestStateFollowsReality(t *testing.T) {
+	seed := modelSeed(t)
 	runs := stateModelDefaultRuns
 	if testing.Short() {
 		runs = 200
@@ -847,8 +853,8 @@ func (s *stateCalls) callsCopy() []hookCall {
 // every report in order does (issue 17, 6: a fresh login's verification
 // merged with a checkout's must stay fresh).
 func TestInboxKeepsWhatEveryReportSays(t *testing.T) {
-	seed := rand.Uint64()
-	t.Logf("seed %d", seed)
+	seed := modelSeed(t)
+	t.Logf("seed %d (replay: PGFAST_STATEMODEL_SEED=%d)", seed, seed)
 	rng := rand.New(rand.NewPCG(seed, 0))
 	for i := 0; i < 5000; i++ {
 		c := &Connector{in: inbox{kick: make(chan struct{}, 1)}}
