@@ -120,7 +120,7 @@ type loop struct {
 	demand     bool      // a probe started for a caller is in flight
 	lastDemand time.Time
 	asked      bool // a caller asked for a probe (evProbe)
-	permRetry  int // retries since the first permanent error
+	permRetry  int  // retries since the first permanent error
 	// needFresh: an error waiting cannot fix was recorded and no fresh
 	// login has succeeded since: sessions opened before it (answered I/O)
 	// do not end Down, whatever failed in between.
