@@ -335,6 +335,7 @@ func (r *modelRun) run() {
 		r.settle()
 	}
 	r.cleanup()
+	r.compare() // nothing after closed, whatever ends late
 }
 
 // step takes one random action. While the loop is held in the hook, the
