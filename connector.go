@@ -240,11 +240,11 @@ func (c *Connector) Connect(ctx context.Context) (driver.Conn, error) {
 // cannot fix means the database went away (Down) unless a connection was
 // verified after this dial began; every success is a verification.
 func (c *Connector) dialNow(ctx context.Context) (driver.Conn, error) {
-	since := c.ready.verifications()
+	began := c.ready.mark()
 	dc, err := c.dial(ctx)
 	switch {
 	case err != nil && ctx.Err() == nil:
-		c.post(event{kind: evDialFailed, err: err, since: since})
+		c.post(event{kind: evDialFailed, err: err, began: began})
 	case err == nil:
 		c.post(event{kind: evVerified, fresh: true})
 	}

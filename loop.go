@@ -22,9 +22,8 @@ type eventKind uint8
 const (
 	// evEvicted: an address was evicted (down: as unreachable).
 	evEvicted eventKind = iota
-	// evDialFailed: a caller's dial, begun when the connector had recorded
-	// since verifications, failed with err (the loop decides whether it
-	// means Down).
+	// evDialFailed: a caller's dial (begun at mark began) failed with err
+	// (the loop decides whether it means Down).
 	evDialFailed
 	// evVerified: a connection works: a fresh login (fresh: a caller's
 	// dial, a role verification's) or a connection in use that read its
@@ -45,7 +44,7 @@ type event struct {
 	addr  netip.AddrPort // evEvicted
 	down  bool           // evEvicted
 	fresh bool           // evVerified
-	since uint64         // evDialFailed: verifications recorded when the dial began
+	began attemptMark    // evDialFailed: when the dial began (0: unknown, taken as current)
 	res   probeResult    // evProbeDone
 }
 
@@ -227,7 +226,7 @@ func (c *Connector) apply(l *loop, e event) {
 			c.setState(StateDown, fmt.Errorf("%s: %w", e.addr, e.err))
 		}
 	case evDialFailed:
-		c.attemptFailed(l, e.err, e.since, false)
+		c.attemptFailed(l, e.err, e.began, false)
 	case evVerified:
 		if l.needFresh && !e.fresh {
 			// Sessions opened before the password or role changed keep
@@ -257,7 +256,7 @@ type probeResult struct {
 	conn  driver.Conn
 	err   error
 	kind  probeKind
-	since uint64 // verifications recorded when the attempt began
+	began attemptMark // when the attempt began
 }
 
 // startProbe dials in a goroutine of its own. Its result reaches the loop,
@@ -265,7 +264,7 @@ type probeResult struct {
 func (c *Connector) startProbe(l *loop, kind probeKind) {
 	l.inflight++
 	l.probes.Add(1)
-	since := c.ready.verifications()
+	began := c.ready.mark()
 	go func() {
 		defer l.probes.Done()
 		dc, err := c.dial(probeContext(c.ctx)) // never skipped (dial_skip.go)
@@ -277,7 +276,7 @@ func (c *Connector) startProbe(l *loop, kind probeKind) {
 			}
 			return
 		}
-		c.post(event{kind: evProbeDone, res: probeResult{conn: dc, err: err, kind: kind, since: since}})
+		c.post(event{kind: evProbeDone, res: probeResult{conn: dc, err: err, kind: kind, began: began}})
 	}()
 }
 
@@ -295,10 +294,10 @@ func (c *Connector) settle(l *loop, r probeResult) {
 			// answered before, so only what a caller's failure would mean
 			// counts; warming stops either way.
 			l.warmDials = c.cfg.MinConns
-			c.attemptFailed(l, r.err, r.since, false)
+			c.attemptFailed(l, r.err, r.began, false)
 			return
 		}
-		c.attemptFailed(l, r.err, r.since, true)
+		c.attemptFailed(l, r.err, r.began, true)
 		return
 	}
 	if !c.addWarm(r.conn) {
@@ -307,8 +306,8 @@ func (c *Connector) settle(l *loop, r probeResult) {
 	c.succeeded(l, true)
 }
 
-// attemptFailed applies the failure of a connection attempt that began when
-// since verifications were recorded. Evidence is ordered by when the attempt
+// attemptFailed applies the failure of a connection attempt that began at
+// mark began. Evidence is ordered by when the attempt
 // began, not by when it reported: a connection verified after this attempt
 // began (a newer attempt's, a caller's, a checkout's) is newer news than its
 // failure, which then changes nothing (an older attempt stuck on a
@@ -316,8 +315,8 @@ func (c *Connector) settle(l *loop, r probeResult) {
 // error waiting cannot fix is Down for good; a network failure is Down; any
 // other error is Down only for a background attempt (nothing verified), not
 // for a fresh dial (the server answered: "too many clients").
-func (c *Connector) attemptFailed(l *loop, err error, since uint64, anyError bool) {
-	if c.ready.verifications() != since {
+func (c *Connector) attemptFailed(l *loop, err error, began attemptMark, anyError bool) {
+	if c.ready.outdated(began) {
 		return
 	}
 	if pe := c.permanent(err); pe != nil {

@@ -136,11 +136,11 @@ func (t *connectTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQuery
 
 func (t *connectTracer) TraceConnectStart(ctx context.Context, _ pgx.TraceConnectStartData) context.Context {
 	t.c.stats.dials.Add(1)
-	return context.WithValue(ctx, attemptBeganKey{}, t.c.ready.verifications())
+	return context.WithValue(ctx, attemptBeganKey{}, t.c.ready.mark())
 }
 
-// attemptBeganKey holds, in a pool's connection attempt's context, the
-// verifications recorded when it began (loop.go's attemptFailed).
+// attemptBeganKey holds, in a pool's connection attempt's context, its mark
+// (loop.go's attemptFailed).
 type attemptBeganKey struct{}
 
 func (t *connectTracer) TraceConnectEnd(ctx context.Context, data pgx.TraceConnectEndData) {
@@ -151,11 +151,8 @@ func (t *connectTracer) TraceConnectEnd(ctx context.Context, data pgx.TraceConne
 		err := data.Err
 		c.lastErr.Store(&err)
 		if ctx.Err() == nil && c.ctx.Err() == nil {
-			since, ok := ctx.Value(attemptBeganKey{}).(uint64)
-			if !ok {
-				since = c.ready.verifications()
-			}
-			c.post(event{kind: evDialFailed, err: err, since: since})
+			began, _ := ctx.Value(attemptBeganKey{}).(attemptMark)
+			c.post(event{kind: evDialFailed, err: err, began: began})
 		}
 	default:
 		c.post(event{kind: evVerified, fresh: true})

@@ -47,7 +47,7 @@ type readiness struct {
 	changes   uint64
 	cur       atomic.Int32 // state, for lock-free checks on hot paths
 	// oks counts the verified connections the connector's goroutine has
-	// recorded: an attempt notes it when it begins, and its failure is
+	// recorded: an attempt marks it when it begins, and its failure is
 	// older news than any verification recorded since (loop.go).
 	oks atomic.Uint64
 	// fails counts the failures recorded (each set to StateDown): a
@@ -56,8 +56,19 @@ type readiness struct {
 	fails atomic.Uint64
 }
 
-// verifications returns how many verified connections have been recorded.
-func (r *readiness) verifications() uint64 { return r.oks.Load() }
+// attemptMark is what an attempt notes when it begins: the count of
+// verified connections recorded then, plus one; 0 (unknown) is taken as
+// current.
+type attemptMark uint64
+
+// mark is an attempt's mark as it begins.
+func (r *readiness) mark() attemptMark { return attemptMark(r.oks.Load() + 1) }
+
+// outdated reports whether a connection was verified after the attempt
+// marked m began: its failure is older news.
+func (r *readiness) outdated(m attemptMark) bool {
+	return m != 0 && uint64(m) != r.oks.Load()+1
+}
 
 // verified records a verified connection (the connector's goroutine only).
 func (r *readiness) verified() { r.oks.Add(1) }

@@ -347,7 +347,7 @@ func TestOnlyAFreshLoginEndsDownAfterPermanentError(t *testing.T) {
 		g.pending()[0].finish(nil)
 		tc, srv := trackedPipe(c, netip.MustParseAddrPort("127.0.0.1:1"))
 		defer srv.Close()
-		c.post(event{kind: evDialFailed, err: sqlStateError("28P01"), since: c.ready.verifications()})
+		c.post(event{kind: evDialFailed, err: sqlStateError("28P01")})
 		synctest.Wait()
 		if perm, _ := c.ready.failedPermanently(); !perm {
 			t.Fatalf("state %s, not down for good after 28P01", c.State())
