@@ -13,7 +13,10 @@ const (
 
 // backoff yields capped, jittered, exponentially growing delays: each is drawn
 // from [d/2, d] where d doubles from minBackoff up to maxBackoff.
-type backoff struct{ d time.Duration }
+type backoff struct {
+	d    time.Duration
+	rand func(max time.Duration) time.Duration // [0, max]; nil: math/rand
+}
 
 func (b *backoff) next() time.Duration {
 	if b.d == 0 {
@@ -22,6 +25,9 @@ func (b *backoff) next() time.Duration {
 		b.d = min(2*b.d, maxBackoff)
 	}
 	half := b.d / 2
+	if b.rand != nil {
+		return half + b.rand(half)
+	}
 	return half + rand.N(half+1)
 }
 

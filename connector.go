@@ -237,14 +237,15 @@ func (c *Connector) Connect(ctx context.Context) (driver.Conn, error) {
 
 // dialNow makes a connection for a caller while StateReady and tells the
 // connector's goroutine the outcome: a network failure or an error waiting
-// cannot fix means the database went away (Down), a success while not Ready
-// means it is back.
+// cannot fix means the database went away (Down) unless a connection was
+// verified after this dial began; every success is a verification.
 func (c *Connector) dialNow(ctx context.Context) (driver.Conn, error) {
+	began := c.ready.mark()
 	dc, err := c.dial(ctx)
 	switch {
 	case err != nil && ctx.Err() == nil:
-		c.post(event{kind: evDialFailed, err: err})
-	case err == nil && c.ready.current() != StateReady:
+		c.post(event{kind: evDialFailed, err: err, began: began})
+	case err == nil:
 		c.post(event{kind: evVerified, fresh: true})
 	}
 	return dc, err

@@ -54,7 +54,7 @@ func TestDownEndsWhenConnectionsInUsePassCheckout(t *testing.T) {
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
-		// The pool's connections keep working: the first checkout says so.
+		// The pool's connections keep working: a checkout after a query answered says so.
 		start := time.Now()
 		for c.State() != StateReady {
 			if time.Since(start) > 2*time.Second {

@@ -22,15 +22,20 @@ type eventKind uint8
 const (
 	// evEvicted: an address was evicted (down: as unreachable).
 	evEvicted eventKind = iota
-	// evDialFailed: a caller's dial failed with err (the loop decides
-	// whether it means Down).
+	// evDialFailed: a caller's dial (begun at mark began) failed with err
+	// (the loop decides whether it means Down).
 	evDialFailed
-	// evVerified: a connection works: a caller's fresh dial (fresh) or a
-	// connection in use that passed its checkout checks.
+	// evVerified: a connection works: a fresh login (fresh: a caller's
+	// dial, a role verification's) or a connection in use that read its
+	// server's answer since the last failure (answered I/O).
 	evVerified
 	// evProbe: a caller wants a connection while the connector is not
 	// Ready: probe now rather than at the backoff's pace.
 	evProbe
+	// evProbeDone: one of the loop's own attempts ended (res). Results come
+	// through the same queue as every other report, so the loop applies all
+	// of them in the order they happened, even after a slow state hook.
+	evProbeDone
 )
 
 type event struct {
@@ -39,10 +44,13 @@ type event struct {
 	addr  netip.AddrPort // evEvicted
 	down  bool           // evEvicted
 	fresh bool           // evVerified
+	began attemptMark    // evDialFailed: when the dial began (0: unknown, taken as current)
+	res   probeResult    // evProbeDone
 }
 
 // maxEvents bounds the queue while the loop is busy (a slow state hook):
-// the oldest events go first; the newest say the latest truth.
+// the oldest events go first; the newest say the latest truth. A probe's
+// result is never dropped: it holds a connection and ends an attempt.
 const maxEvents = 256
 
 // inbox is the loop's event queue.
@@ -56,15 +64,28 @@ type inbox struct {
 func (c *Connector) post(e event) {
 	c.in.mu.Lock()
 	if n := len(c.in.q); n > 0 && c.in.q[n-1].kind == e.kind && (e.kind == evVerified || e.kind == evProbe) {
-		c.in.q[n-1] = e // the same news again: keep the latest cause
+		// The same news again: one event, which is fresh when either was
+		// (a fresh login ends a Down that answered I/O cannot).
+		e.fresh = e.fresh || c.in.q[n-1].fresh
+		c.in.q[n-1] = e
 	} else {
-		if n >= maxEvents {
-			c.in.q = c.in.q[1:]
+		if len(c.in.q) >= maxEvents {
+			c.in.q = dropOldest(c.in.q)
 		}
 		c.in.q = append(c.in.q, e)
 	}
 	c.in.mu.Unlock()
 	c.wake()
+}
+
+// dropOldest removes the oldest event that is not a probe's result.
+func dropOldest(q []event) []event {
+	for i, e := range q {
+		if e.kind != evProbeDone {
+			return append(q[:i], q[i+1:]...)
+		}
+	}
+	return q
 }
 
 // wake makes the loop look at its inputs again.
@@ -97,9 +118,20 @@ type loop struct {
 	lastProbe  time.Time // when the newest background probe started
 	demand     bool      // a probe started for a caller is in flight
 	lastDemand time.Time
-	permRetry  int // retries since the first permanent error
-	results    chan probeResult
-	probes     sync.WaitGroup
+	asked      bool // a caller asked for a probe (evProbe)
+	permRetry  int  // retries since the first permanent error
+	// needFresh: an error waiting cannot fix was recorded and no fresh
+	// login has succeeded since: sessions opened before it (answered I/O)
+	// do not end Down, whatever failed in between.
+	needFresh bool
+	jitter    func(max time.Duration) time.Duration
+	probes    sync.WaitGroup
+}
+
+// jitterSource is implemented by a test backend that makes the loop's random
+// delays reproducible from its seed.
+type jitterSource interface {
+	jitter(max time.Duration) time.Duration
 }
 
 // run is the connector's background goroutine: it connects until StateReady,
@@ -107,7 +139,11 @@ type loop struct {
 // StateDown (with capped, jittered backoff, or at a caller's request), and
 // applies the events others post, until Close.
 func (c *Connector) run() {
-	l := &loop{results: make(chan probeResult, maxProbes+2), next: time.Now()}
+	l := &loop{next: time.Now(), jitter: jitter}
+	if s, ok := c.backend.(jitterSource); ok {
+		l.jitter = s.jitter
+	}
+	l.bo.rand = l.jitter
 	defer c.shutdown(l)
 	limit := probeLimit(c.cfg.ConnectTimeout)
 	timer := time.NewTimer(time.Hour)
@@ -119,14 +155,26 @@ func (c *Connector) run() {
 		dnsTick = t.C
 	}
 	for {
-		for _, e := range c.takeEvents() {
-			c.apply(l, e)
+		// Every report is applied before the loop decides what to start,
+		// so an attempt begins after all the news that came before it.
+		for evs := c.takeEvents(); len(evs) > 0; evs = c.takeEvents() {
+			for _, e := range evs {
+				c.apply(l, e)
+			}
 		}
 		if c.ctx.Err() != nil {
 			return
 		}
 		st := c.ready.current()
 		now := time.Now()
+		if l.asked {
+			l.asked = false
+			if perm, _ := c.ready.failedPermanently(); st == StateDown && !perm && !l.demand &&
+				now.Sub(l.lastDemand) >= demandInterval {
+				l.demand, l.lastDemand = true, now
+				c.startProbe(l, probeDemand)
+			}
+		}
 		// A probe starts when the backoff allows it and, while others are
 		// in flight, once the newest has been pending for probeOverlap:
 		// attempts overlap only when one is stuck (a blackholed address).
@@ -151,9 +199,6 @@ func (c *Connector) run() {
 		select {
 		case <-c.ctx.Done():
 			return
-		case r := <-l.results:
-			l.inflight--
-			c.settle(l, r)
 		case <-wait:
 		case <-c.in.kick:
 		case <-dnsTick:
@@ -172,7 +217,6 @@ func (c *Connector) run() {
 
 // apply handles one posted event.
 func (c *Connector) apply(l *loop, e event) {
-	st := c.ready.current()
 	switch e.kind {
 	case evEvicted:
 		if c.log != nil {
@@ -182,29 +226,19 @@ func (c *Connector) apply(l *loop, e event) {
 			c.setState(StateDown, fmt.Errorf("%s: %w", e.addr, e.err))
 		}
 	case evDialFailed:
-		if hookFailed(e.err) {
-			return // the application's hook failed: nothing about the server
-		}
-		if pe := c.permanent(e.err); pe != nil {
-			c.failPermanently(l, pe)
-		} else if isNetworkFailure(e.err) {
-			c.setState(StateDown, e.err)
-		}
+		c.attemptFailed(l, e.err, e.began, false)
 	case evVerified:
-		if perm, _ := c.ready.failedPermanently(); perm && !e.fresh {
+		if l.needFresh && !e.fresh {
 			// Sessions opened before the password or role changed keep
 			// working; only a fresh login proves new ones would.
 			return
 		}
-		c.succeeded(l)
+		c.succeeded(l, e.fresh)
 	case evProbe:
-		now := time.Now()
-		if perm, _ := c.ready.failedPermanently(); st != StateDown || perm || l.demand ||
-			now.Sub(l.lastDemand) < demandInterval {
-			return
-		}
-		l.demand, l.lastDemand = true, now
-		c.startProbe(l, probeDemand)
+		l.asked = true // started once every report is applied (run)
+	case evProbeDone:
+		l.inflight--
+		c.settle(l, e.res)
 	}
 }
 
@@ -219,9 +253,10 @@ const (
 
 // probeResult is the outcome of one background connection attempt.
 type probeResult struct {
-	conn driver.Conn
-	err  error
-	kind probeKind
+	conn  driver.Conn
+	err   error
+	kind  probeKind
+	began attemptMark // when the attempt began
 }
 
 // startProbe dials in a goroutine of its own. Its result reaches the loop,
@@ -229,6 +264,7 @@ type probeResult struct {
 func (c *Connector) startProbe(l *loop, kind probeKind) {
 	l.inflight++
 	l.probes.Add(1)
+	began := c.ready.mark()
 	go func() {
 		defer l.probes.Done()
 		dc, err := c.dial(probeContext(c.ctx)) // never skipped (dial_skip.go)
@@ -240,13 +276,9 @@ func (c *Connector) startProbe(l *loop, kind probeKind) {
 			}
 			return
 		}
-		l.results <- probeResult{conn: dc, err: err, kind: kind} // buffered: never blocks
+		c.post(event{kind: evProbeDone, res: probeResult{conn: dc, err: err, kind: kind, began: began}})
 	}()
 }
-
-// maxProbes bounds probes in flight: probeLimit's cap, one for a caller
-// and one warming.
-const maxProbes = 8 + 2
 
 // settle applies a probe's outcome.
 func (c *Connector) settle(l *loop, r probeResult) {
@@ -258,26 +290,51 @@ func (c *Connector) settle(l *loop, r probeResult) {
 			return // a hook's failure says nothing about the server
 		}
 		if r.kind == probeWarming {
-			l.warmDials = c.cfg.MinConns // the database answered before: stop warming
+			// A warm dial is a fresh dial like a caller's: the database
+			// answered before, so only what a caller's failure would mean
+			// counts; warming stops either way.
+			l.warmDials = c.cfg.MinConns
+			c.attemptFailed(l, r.err, r.began, false)
 			return
 		}
-		if pe := c.permanent(r.err); pe != nil {
-			c.failPermanently(l, pe)
-			return
-		}
-		c.setState(StateDown, r.err)
+		c.attemptFailed(l, r.err, r.began, true)
 		return
 	}
 	if !c.addWarm(r.conn) {
 		_ = r.conn.Close()
 	}
-	c.succeeded(l)
+	c.succeeded(l, true)
 }
 
-// succeeded records a verified connection: Ready, and the backoffs start over.
-func (c *Connector) succeeded(l *loop) {
+// attemptFailed applies the failure of a connection attempt that began at
+// mark began. Evidence is ordered by when the attempt
+// began, not by when it reported: a connection verified after this attempt
+// began (a newer attempt's, a caller's, a checkout's) is newer news than its
+// failure, which then changes nothing (an older attempt stuck on a
+// blackholed address times out after a newer one succeeded). Otherwise an
+// error waiting cannot fix is Down for good; a network failure is Down; any
+// other error is Down only for a background attempt (nothing verified), not
+// for a fresh dial (the server answered: "too many clients").
+func (c *Connector) attemptFailed(l *loop, err error, began attemptMark, anyError bool) {
+	if hookFailed(err) || c.ready.outdated(began) {
+		return // the application's hook failed, or newer evidence already spoke
+	}
+	if pe := c.permanent(err); pe != nil {
+		c.failPermanently(l, pe)
+	} else if anyError || isNetworkFailure(err) {
+		c.setState(StateDown, err)
+	}
+}
+
+// succeeded records a verified connection (fresh: a fresh login): Ready, and
+// the backoffs start over.
+func (c *Connector) succeeded(l *loop, fresh bool) {
 	l.bo.reset()
 	l.permRetry = 0
+	if fresh {
+		l.needFresh = false
+	}
+	c.ready.verified()
 	c.setState(StateReady, nil)
 }
 
@@ -286,10 +343,11 @@ func (c *Connector) succeeded(l *loop) {
 // permanentRetry.
 func (c *Connector) failPermanently(l *loop, pe *permanentError) {
 	l.permRetry++
+	l.needFresh = true
 	if c.retryFreshCredential(l, pe, l.permRetry) {
 		return
 	}
-	l.next = later(l.next, time.Now().Add(permanentRetry(l.permRetry, jitter)))
+	l.next = later(l.next, time.Now().Add(permanentRetry(l.permRetry, l.jitter)))
 	c.setStateOf(StateDown, pe, true)
 }
 
@@ -343,9 +401,9 @@ func (c *Connector) shutdown(l *loop) {
 	c.resMu.Lock()
 	c.resClosed = true
 	c.resMu.Unlock()
-	for len(l.results) > 0 {
-		if r := <-l.results; r.conn != nil {
-			_ = r.conn.Close()
+	for _, e := range c.takeEvents() {
+		if e.kind == evProbeDone && e.res.conn != nil {
+			_ = e.res.conn.Close()
 		}
 	}
 	c.bg.closeAndWait(closeWait)

@@ -118,8 +118,9 @@ func (c *Connector) poolGate(ctx context.Context) error {
 
 // connectTracer sees the end of every connection attempt the pool makes and
 // tells the connector's goroutine, as dialNow does for the driver: a failure
-// may mean Down (the goroutine decides), a success while not Ready means the
-// database is back. It traces nothing else.
+// may mean Down (the goroutine decides, by when the attempt began), a success
+// is a verified connection (the database is back, or still there). It traces
+// nothing else.
 type connectTracer struct{ c *Connector }
 
 var (
@@ -135,8 +136,12 @@ func (t *connectTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQuery
 
 func (t *connectTracer) TraceConnectStart(ctx context.Context, _ pgx.TraceConnectStartData) context.Context {
 	t.c.stats.dials.Add(1)
-	return ctx
+	return context.WithValue(ctx, attemptBeganKey{}, t.c.ready.mark())
 }
+
+// attemptBeganKey holds, in a pool's connection attempt's context, its mark
+// (loop.go's attemptFailed).
+type attemptBeganKey struct{}
 
 func (t *connectTracer) TraceConnectEnd(ctx context.Context, data pgx.TraceConnectEndData) {
 	c := t.c
@@ -146,9 +151,10 @@ func (t *connectTracer) TraceConnectEnd(ctx context.Context, data pgx.TraceConne
 		err := data.Err
 		c.lastErr.Store(&err)
 		if ctx.Err() == nil && c.ctx.Err() == nil {
-			c.post(event{kind: evDialFailed, err: err})
+			began, _ := ctx.Value(attemptBeganKey{}).(attemptMark)
+			c.post(event{kind: evDialFailed, err: err, began: began})
 		}
-	case c.ready.current() != StateReady:
+	default:
 		c.post(event{kind: evVerified, fresh: true})
 	}
 }

@@ -46,7 +46,35 @@ type readiness struct {
 	changed   chan struct{}
 	changes   uint64
 	cur       atomic.Int32 // state, for lock-free checks on hot paths
+	// oks counts the verified connections the connector's goroutine has
+	// recorded: an attempt marks it when it begins, and its failure is
+	// older news than any verification recorded since (loop.go).
+	oks atomic.Uint64
+	// fails counts the failures recorded (each set to StateDown): a
+	// connection in use proves the server only by answering a request made
+	// since the latest one (recentread.go).
+	fails atomic.Uint64
 }
+
+// attemptMark is what an attempt notes when it begins: the count of
+// verified connections recorded then, plus one; 0 (unknown) is taken as
+// current.
+type attemptMark uint64
+
+// mark is an attempt's mark as it begins.
+func (r *readiness) mark() attemptMark { return attemptMark(r.oks.Load() + 1) }
+
+// outdated reports whether a connection was verified after the attempt
+// marked m began: its failure is older news.
+func (r *readiness) outdated(m attemptMark) bool {
+	return m != 0 && uint64(m) != r.oks.Load()+1
+}
+
+// verified records a verified connection (the connector's goroutine only).
+func (r *readiness) verified() { r.oks.Add(1) }
+
+// failures returns how many failures have been recorded.
+func (r *readiness) failures() uint64 { return r.fails.Load() }
 
 func newReadiness() *readiness {
 	return &readiness{state: StateConnecting, since: time.Now(), changed: make(chan struct{})}
@@ -80,6 +108,9 @@ func (r *readiness) set(st State, err error, permanent bool) bool {
 	defer r.mu.Unlock()
 	if r.state == StateClosed {
 		return false
+	}
+	if st == StateDown {
+		r.fails.Add(1) // before the state reads Down: a checkout that sees Down sees this failure
 	}
 	r.cause = err
 	wasPermanent := r.permanent

@@ -43,6 +43,28 @@ type readRecency struct {
 	seenReads atomic.Uint64 // reads at the previous check
 	checkedAt atomic.Int64  // monoNow at the previous check
 	readAfter atomic.Int64  // the last read came after this monoNow; 0: unknown
+	// markFails and markReads: the connector's failure count and reads at
+	// the first checkout that saw it (answeredSince).
+	markFails atomic.Uint64
+	markReads atomic.Uint64
+}
+
+// answeredSince reports, for a checkout made while the connector is Down
+// after fails failures, whether the connection has read from its server
+// since a checkout made after the latest of them: the server answered a
+// request sent since that failure. The first checkout after a failure only
+// marks the count of reads; a read before it may be the tail of a reply the
+// server sent before the failure, and an idle socket reads nothing at all.
+// database/sql checks a connection out to one user at a time, so the marks
+// are written by one goroutine at a time.
+func (r *readRecency) answeredSince(fails uint64) bool {
+	n := r.reads.Load()
+	if r.markFails.Load() != fails {
+		r.markFails.Store(fails)
+		r.markReads.Store(n)
+		return false
+	}
+	return n != r.markReads.Load()
 }
 
 // fresh records a check made at now (monoNow) and reports whether the

@@ -83,13 +83,18 @@ func (c *Connector) closedPause(dial dialFunc) dialFunc {
 }
 
 // verifiedCheckout is the checkout check (liveness; the adapters judge the
-// role first): a connection that passes it while the connector is Down
-// proves the database works, so the connector's goroutine is told. The
+// role first). While the connector is Down, a connection that passes it and
+// has read its server's answer to a request made since the latest failure
+// (answered I/O, recentread.go) proves the database works, so the
+// connector's goroutine is told. Passing the check alone proves nothing: an
+// idle socket to a silent host has nothing to read, so its peek passes. The
 // healthy path costs one atomic load.
 func (c *Connector) verifiedCheckout(ctx context.Context, nc net.Conn) error {
 	err := checkout(ctx, nc)
 	if err == nil && c.ready.current() == StateDown {
-		c.post(event{kind: evVerified})
+		if tc := trackedOf(nc); tc != nil && tc.recent.answeredSince(c.ready.failures()) {
+			c.post(event{kind: evVerified})
+		}
 	}
 	return err
 }
