@@ -135,6 +135,7 @@ func buildConfig(p *parsedDSN) (*Config, error) {
 	if err != nil {
 		return nil, scrubError(err, p.secrets)
 	}
+	thisPlatform.apply(cfg) // Config says what this system applies
 	return cfg, nil
 }
 
