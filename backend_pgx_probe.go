@@ -70,6 +70,9 @@ func inspectDSN(dsn string, b Backend) (*diag.DSNInfo, error) {
 		return nil, err
 	}
 	info.Config = *cfg
+	if asked, err := buildSettings(p); err == nil {
+		info.Platform = thisPlatform.diag(asked) // what the DSN asked that this OS cannot apply
+	}
 	return info, nil
 }
 

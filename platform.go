@@ -4,6 +4,8 @@ import (
 	"net"
 	"runtime"
 	"time"
+
+	"github.com/pgfast/pgfast/internal/diag"
 )
 
 // platform is what the operating system lets pgfast apply to a TCP
@@ -119,6 +121,13 @@ func (p platform) apply(c *Config) {
 	case c.TCPUserTimeout > 0:
 		c.TCPUserTimeout = time.Duration(ceilUnitsOf(c.TCPUserTimeout, p.userTimeout.unit)) * p.userTimeout.unit
 	}
+}
+
+// diag describes p for internal/diag, with the keys of c (the DSN's settings
+// before apply) that p cannot apply.
+func (p platform) diag(c *Config) diag.Platform {
+	return diag.Platform{GOOS: p.goos, Peek: p.peek, KeepaliveTimings: p.keepaliveTimings,
+		UserTimeoutOption: p.userTimeout.name, DeadPeerWatch: p.deadPeerWatch, NotApplied: p.notApplied(c)}
 }
 
 // sockOpt is one integer socket option, in the unit its system expects.
