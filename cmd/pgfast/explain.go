@@ -81,7 +81,7 @@ func explain(info *diag.DSNInfo, k timeline.Kernel, kernelNotes []string) explan
 			{name: "lib/pq", socket: goDefault, connectTimeout: raw, connectScope: "per host"},
 		},
 	}
-	if !info.Platform.DeadPeerWatch {
+	if info.Platform.GOOS != "" && !info.Platform.DeadPeerWatch {
 		e.drivers[0].watch = nil // TCP_INFO is Linux's: no watcher here
 	}
 	for _, d := range e.drivers {
