@@ -19,7 +19,9 @@ import (
 //   - BeforeConnect: fail fast while Down, or wait (pgfast_wait_ready), then
 //     the order of hosts (load_balance_hosts, bad hosts last);
 //   - PrepareConn: the role check and the syscall-only liveness check;
-//   - ShouldPing: never (the liveness check replaces the ping after 1 s idle);
+//   - ShouldPing: never where the checkout peeks (the liveness check replaces
+//     the ping after 1 s idle); on a system without the peek (Windows:
+//     platform.go) pgxpool's own ping stays;
 //   - Tracer: the end of each connection attempt tells the connector's
 //     goroutine, as a caller's dial does on the driver path.
 //
@@ -55,7 +57,8 @@ func NewPool(ctx context.Context, dsn string, opts ...Option) (*pgxpool.Pool, er
 // PrepareConn (or a deprecated BeforeAcquire) run first, then the
 // application's (a connection pgfast finds dead never reaches it); its
 // AfterConnect, AfterRelease and BeforeClose are untouched; its ShouldPing,
-// if set, is kept (otherwise nothing is pinged at checkout); its Tracer is
+// if set, is kept (otherwise nothing is pinged at checkout, except on Windows,
+// which has no peek: there pgxpool's ping after a second idle stays); its Tracer is
 // composed after pgfast's connection tracer (every interface it implements,
 // pgxpool's AcquireTracer and ReleaseTracer included, keeps working). A
 // DialFunc or LookupFunc of the application's own cannot be composed with
