@@ -65,14 +65,13 @@ func inspectDSN(dsn string, b Backend) (*diag.DSNInfo, error) {
 			info.Forwarded[k] = v
 		}
 	}
+	asked := askedSettings(p) // before buildConfig takes pgfast's keys out of p
 	cfg, err := buildConfig(p)
 	if err != nil {
 		return nil, err
 	}
 	info.Config = *cfg
-	if asked, err := buildSettings(p); err == nil {
-		info.Platform = thisPlatform.diag(asked) // what the DSN asked that this OS cannot apply
-	}
+	info.Platform = thisPlatform.diag(asked)
 	return info, nil
 }
 

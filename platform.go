@@ -1,6 +1,7 @@
 package pgfast
 
 import (
+	"maps"
 	"net"
 	"runtime"
 	"time"
@@ -90,6 +91,9 @@ var thisPlatform = func() platform {
 
 // notApplied lists the DSN keys whose value this platform cannot apply.
 func (p platform) notApplied(c *Config) []string {
+	if c == nil {
+		return nil
+	}
 	var keys []string
 	if c.Keepalives && !p.keepaliveTimings {
 		if c.KeepalivesIdle > 0 {
@@ -128,6 +132,18 @@ func (p platform) apply(c *Config) {
 func (p platform) diag(c *Config) diag.Platform {
 	return diag.Platform{GOOS: p.goos, Peek: p.peek, KeepaliveTimings: p.keepaliveTimings,
 		UserTimeoutOption: p.userTimeout.name, DeadPeerWatch: p.deadPeerWatch, NotApplied: p.notApplied(c)}
+}
+
+// askedSettings is the Config p's DSN asks for, before this system's apply,
+// nil when it is not valid (buildConfig then says why). p is left as it was.
+func askedSettings(p *parsedDSN) *Config {
+	q := *p
+	q.leftover = maps.Clone(p.leftover)
+	c, err := buildSettings(&q)
+	if err != nil {
+		return nil
+	}
+	return c
 }
 
 // sockOpt is one integer socket option, in the unit its system expects.

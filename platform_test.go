@@ -265,3 +265,32 @@ func TestNoPeekChecksNoSocket(t *testing.T) {
 		}
 	}
 }
+
+// TestPlatformInspectSeesWhatTheDSNAsked: explain's list of keys this
+// system does not apply comes from the DSN's own values, and reading them
+// leaves the parse as it was.
+func TestPlatformInspectSeesWhatTheDSNAsked(t *testing.T) {
+	_, p, err := parsePGX("host=127.0.0.1 tcp_user_timeout=1500 keepalives_idle=20")
+	if err != nil {
+		t.Fatal(err)
+	}
+	asked := askedSettings(p)
+	if asked == nil || asked.TCPUserTimeout != 1500*time.Millisecond || asked.KeepalivesIdle != 20*time.Second {
+		t.Fatalf("askedSettings = %+v", asked)
+	}
+	if got := platformOf("openbsd").diag(asked).NotApplied; !slices.Equal(got, []string{"keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout"}) {
+		t.Errorf("openbsd: NotApplied %v", got)
+	}
+	cfg, err := buildConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := *asked
+	thisPlatform.apply(&want)
+	if cfg.TCPUserTimeout != want.TCPUserTimeout || cfg.KeepalivesIdle != want.KeepalivesIdle {
+		t.Errorf("buildConfig after askedSettings: %v, %v; want %v, %v", cfg.TCPUserTimeout, cfg.KeepalivesIdle, want.TCPUserTimeout, want.KeepalivesIdle)
+	}
+	if _, p, err := parsePGX("host=127.0.0.1 keepalives_count=x"); err == nil && askedSettings(p) != nil {
+		t.Error("askedSettings of an invalid DSN is not nil")
+	}
+}

@@ -129,7 +129,7 @@ func platformNotes(p diag.Platform) []string {
 	}
 	note := "On " + p.GOOS + ": " + strings.Join(parts, "; ") + "."
 	if len(p.NotApplied) > 0 {
-		note += " Set in this DSN but not applied here: " + strings.Join(p.NotApplied, ", ") + "."
+		note += " Set (by this DSN or pgfast's defaults) but not applied here: " + strings.Join(p.NotApplied, ", ") + "."
 	}
 	return []string{note + " The timelines model Linux's kernel."}
 }

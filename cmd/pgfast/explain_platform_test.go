@@ -31,7 +31,7 @@ func TestExplainSaysWhatThisOSApplies(t *testing.T) {
 			not: []string{"not applied", "On linux"}},
 		{p: diag.Platform{GOOS: "freebsd", Peek: true, KeepaliveTimings: true, NotApplied: []string{"tcp_user_timeout"}},
 			want: []string{"On freebsd", "tcp_user_timeout is not applied on this OS", "not applied on this OS  ",
-				"Set in this DSN but not applied here: tcp_user_timeout", "no dead-peer watcher"}, watchedOut: true},
+				"but not applied here: tcp_user_timeout", "no dead-peer watcher"}, watchedOut: true},
 		{p: diag.Platform{GOOS: "windows", KeepaliveTimings: true, UserTimeoutOption: "TCP_MAXRTMS"},
 			want: []string{"On windows", "tcp_user_timeout is applied as TCP_MAXRTMS", "ping", "stays on"}, watchedOut: true},
 	} {

@@ -40,7 +40,8 @@ type Platform struct {
 	UserTimeoutOption string
 	// DeadPeerWatch: pgfast's dead-peer watcher runs (TCP_INFO, Linux).
 	DeadPeerWatch bool
-	// NotApplied lists the DSN's keys this system cannot apply.
+	// NotApplied lists the keys this system cannot apply that the DSN (or
+	// pgfast's defaults) set.
 	NotApplied []string
 }
 
