@@ -26,6 +26,9 @@ type addrBook struct {
 	// onEvict is told about every eviction (once per generation), outside
 	// the lock.
 	onEvict func(addr netip.AddrPort, cause error, how eviction)
+	// noPeek: the checkout does not peek at this book's sockets (a system
+	// without the peek keeps the raw driver's ping instead: platform.go).
+	noPeek bool
 }
 
 // eviction says how an address's old generation goes.
@@ -180,7 +183,7 @@ func (b *addrBook) attemptDone(addr netip.AddrPort, nc net.Conn, err error) net.
 	e.unreachableAt, e.slow = time.Time{}, false
 	e.sockets++
 	tc := &trackedConn{Conn: nc, book: b, addr: addr, gen: e.gen}
-	if rc, ok := rawConnOf(nc); ok {
+	if rc, ok := rawConnOf(nc); ok && !b.noPeek {
 		tc.peek = newPeeker(rc)
 	}
 	e.conns[tc] = struct{}{}

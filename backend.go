@@ -122,6 +122,9 @@ type core interface {
 	checkRole(nc net.Conn, params serverParams) error
 	// orderHosts returns the order to try the DSN's hosts in, as indexes.
 	orderHosts(hosts []HostPort) []int
+	// platform is what the connector applies on this system; without the
+	// peek the backend keeps its own ping before reusing a connection.
+	platform() platform
 }
 
 // dialFunc is pgfast's dial function. Its methods make it a lib/pq Dialer and

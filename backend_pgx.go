@@ -275,10 +275,13 @@ func (a *pgxAdapter) connector(co core) driver.Connector {
 			}
 			return co.checkout(ctx, nc)
 		}),
+	}
+	if co.platform().peek {
 		// The syscall-only liveness check in checkout replaces pgx's
 		// ping-after-one-second-idle, which is a round trip per checkout and
-		// hangs on a zombie connection.
-		stdlib.OptionShouldPing(func(context.Context, stdlib.ShouldPingParams) bool { return false }),
+		// hangs on a zombie connection. Where the system has no peek, pgx's
+		// ping stays: a stale connection is dropped and retried, as raw.
+		opts = append(opts, stdlib.OptionShouldPing(func(context.Context, stdlib.ShouldPingParams) bool { return false }))
 	}
 	if len(a.groups) > 1 || a.before != nil {
 		groups, hosts := a.groups, hostPortsOf(a.groups)

@@ -65,11 +65,13 @@ func inspectDSN(dsn string, b Backend) (*diag.DSNInfo, error) {
 			info.Forwarded[k] = v
 		}
 	}
+	asked := askedSettings(p) // before buildConfig takes pgfast's keys out of p
 	cfg, err := buildConfig(p)
 	if err != nil {
 		return nil, err
 	}
 	info.Config = *cfg
+	info.Platform = thisPlatform.diag(asked)
 	return info, nil
 }
 

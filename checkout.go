@@ -72,9 +72,10 @@ func socketState(nc net.Conn) (bool, error) {
 		if tc.doomed.Load() {
 			return false, errEvicted
 		}
-		if tc.peek != nil {
-			return tc.peek.state()
+		if tc.peek == nil {
+			return true, nil // no peek here (no fd, or platform.go)
 		}
+		return tc.peek.state()
 	}
 	rc, ok := rawConnOf(nc)
 	if !ok {

@@ -34,7 +34,13 @@ const (
 // (connect_timeout, target_session_attrs, load_balance_hosts, hosts).
 //
 // A Config is produced by the connector from the DSN; read it with
-// (*Connector).Config. Durations are effective values: defaults applied.
+// (*Connector).Config. Durations are effective values: defaults applied,
+// and what the operating system applies. A setting it cannot apply reads as
+// its zero ("OS default", "not set"): tcp_user_timeout off Linux, macOS
+// (TCP_RXT_CONNDROPTIME, whole seconds, rounded up) and Windows
+// (TCP_MAXRTMS); the keep-alive timings on OpenBSD, which has only the
+// system-wide ones. `pgfast explain` lists what the DSN set but this system
+// does not apply.
 type Config struct {
 	// ConnectTimeout bounds each address attempt (dial, TLS, startup, auth),
 	// as libpq's connect_timeout: at most 2147483647 s (libpq's int; a DSN
@@ -148,6 +154,7 @@ func buildConfig(p *parsedDSN) (*Config, error) {
 	if err != nil {
 		return nil, scrubError(err, p.secrets)
 	}
+	thisPlatform.apply(cfg) // Config says what this system applies
 	return cfg, nil
 }
 

@@ -24,9 +24,11 @@ type Connector struct {
 	backend     driver.Connector
 	core        *connectorCore
 	book        *addrBook
-	resolver    Resolver
-	drv         *connectorDriver
-	ready       *readiness
+	// plat is what this system applies (thisPlatform; tests force others).
+	plat     platform
+	resolver Resolver
+	drv      *connectorDriver
+	ready    *readiness
 
 	mu         sync.Mutex
 	warm       []driver.Conn
@@ -113,7 +115,12 @@ func newConnectorWith(a adapter, cfg *Config, o options) (*Connector, error) {
 	if c.resolver == nil {
 		c.resolver = net.DefaultResolver
 	}
+	c.plat = thisPlatform
+	if o.testPlatform != nil {
+		c.plat = *o.testPlatform
+	}
 	c.book = newAddrBook()
+	c.book.noPeek = !c.plat.peek
 	c.book.onEvict = c.onEvict
 	d := newDialer(cfg.dialSettings(), c.resolver)
 	d.book = c.book

@@ -59,6 +59,8 @@ func (f *fakeCore) checkRole(nc net.Conn, params serverParams) error {
 	return f.checkRoleFn(nc, params)
 }
 
+func (f *fakeCore) platform() platform { return thisPlatform }
+
 func (f *fakeCore) orderHosts(hosts []HostPort) []int {
 	if f.orderHostsFn == nil {
 		return inOrder(len(hosts))

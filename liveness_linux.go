@@ -12,6 +12,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// canPeek: Linux has recv with MSG_PEEK and MSG_DONTWAIT.
+const canPeek = true
+
 // peekState is the syscall-only liveness check: one non-blocking MSG_PEEK
 // read, no network round trip. A socket is dead when the peer closed it
 // (io.EOF), reset it, or the kernel killed it (keepalive or TCP_USER_TIMEOUT:

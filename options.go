@@ -24,6 +24,8 @@ type options struct {
 	// testDial wraps the core's dial function before the connector's
 	// goroutine starts (tests only).
 	testDial func(dialFunc) dialFunc
+	// testPlatform replaces what this system applies (tests only).
+	testPlatform *platform
 }
 
 // WithBackend selects the driver pgfast wraps: PGX (default) or LibPQ.

@@ -8,8 +8,6 @@ import (
 	"slices"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // envPinnedOrder flips the order of BenchmarkPinned's two sides: "pgfast"
@@ -98,20 +96,16 @@ func checkPinned(b *testing.B, db *sql.DB) {
 // returns.
 func checkPinnedPID(b *testing.B, backendPID func() (int, error)) {
 	b.Helper()
-	var self unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &self); err != nil {
-		b.Skipf("no CPU affinity: %v", err)
-	}
 	pid, err := backendPID()
 	if err != nil {
 		b.Fatal(err)
 	}
-	var srv unix.CPUSet
-	if err := unix.SchedGetaffinity(pid, &srv); err != nil {
-		b.Skipf("cannot read the server backend's affinity: %v", err)
+	same, self, srv, err := sameAffinity(pid)
+	if err != nil {
+		b.Skipf("no CPU affinity to compare: %v", err)
 	}
-	if srv != self {
-		b.Fatalf("server backend %d runs on %d CPUs, this process on %d: not pinned together", pid, srv.Count(), self.Count())
+	if !same {
+		b.Fatalf("server backend %d runs on %d CPUs, this process on %d: not pinned together", pid, srv, self)
 	}
 }
 

@@ -21,7 +21,9 @@ import (
 //     application's own BeforeConnect, which the connector's own
 //     connections run too (it may supply the password);
 //   - PrepareConn: the role check and the syscall-only liveness check;
-//   - ShouldPing: never (the liveness check replaces the ping after 1 s idle);
+//   - ShouldPing: never where the checkout peeks (the liveness check replaces
+//     the ping after 1 s idle); on a system without the peek (Windows:
+//     platform.go) pgxpool's own ping stays;
 //   - Tracer: the end of each connection attempt tells the connector's
 //     goroutine, as a caller's dial does on the driver path.
 //
@@ -62,7 +64,8 @@ func NewPool(ctx context.Context, dsn string, opts ...Option) (*pgxpool.Pool, er
 // its context is abandoned and the attempt fails), and its error fails that
 // attempt, wrapped, without counting against the server. Its
 // AfterConnect, AfterRelease and BeforeClose are untouched; its ShouldPing,
-// if set, is kept (otherwise nothing is pinged at checkout); its Tracer is
+// if set, is kept (otherwise nothing is pinged at checkout, except on Windows,
+// which has no peek: there pgxpool's ping after a second idle stays); its Tracer is
 // composed after pgfast's connection tracer (every interface it implements,
 // pgxpool's AcquireTracer and ReleaseTracer included, keeps working). A
 // DialFunc or LookupFunc of the application's own cannot be composed with

@@ -52,10 +52,11 @@ func equipPool(pc *pgxpool.Config, a *pgxAdapter, c *Connector) {
 		return true, nil
 	}
 
-	if pc.ShouldPing == nil {
+	if pc.ShouldPing == nil && c.plat.peek {
 		// The syscall-only check in PrepareConn replaces pgxpool's ping
 		// after one second idle: a round trip per checkout that hangs on a
-		// zombie connection.
+		// zombie connection. Where the system has no peek, pgxpool's ping
+		// stays (platform.go).
 		pc.ShouldPing = func(context.Context, pgxpool.ShouldPingParams) bool { return false }
 	}
 

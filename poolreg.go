@@ -75,8 +75,8 @@ func unregisterPool(key weak.Pointer[pgxpool.Pool]) *Connector {
 
 // poolClosed returns the channel pgxpool closes in Pool.Close. pgxpool has
 // no close hook and no public way to learn it was closed; its unexported
-// closeChan field (present in the pinned v5.12.0, checked by
-// TestPoolClosedChannel) is read, never written. When the field is missing
+// closeChan field (present in the pinned v5.12.0; TestUpstreamLayout fails,
+// naming pgx's version, when an upgrade moves it) is read, never written. When the field is missing
 // (another pgx version) it returns nil and the connector stops when the
 // pool is collected.
 func poolClosed(p *pgxpool.Pool) <-chan struct{} {

@@ -66,7 +66,10 @@ func libpqConn(v any) (driver.Conn, error) {
 	return dc, nil
 }
 
-// isLibPQConn reports whether dc is lib/pq's (unexported) connection type.
+// isLibPQConn reports whether dc is lib/pq's (unexported) connection type:
+// lib/pq has no public way to tell (pq.SetNoticeHandler panics on another
+// type). TestUpstreamLayout fails, naming lib/pq's version, when an upgrade
+// renames it.
 func isLibPQConn(dc driver.Conn) bool {
 	t := reflect.TypeOf(dc)
 	return t != nil && t.Kind() == reflect.Pointer &&

@@ -28,6 +28,8 @@ func (c *Connector) newCore(d *dialer) *connectorCore {
 
 func (k *connectorCore) config() *Config { return k.c.cfg }
 
+func (k *connectorCore) platform() platform { return k.c.plat }
+
 func (k *connectorCore) dial(ctx context.Context, network, address string) (net.Conn, error) {
 	return k.dialFn(ctx, network, address)
 }

@@ -3,36 +3,40 @@
 package pgfast
 
 import (
+	"context"
 	"errors"
 	"net"
+	"os"
+	"strings"
+	"syscall"
 
 	"github.com/pgfast/pgfast/internal/diag"
 )
 
-// configureSocketOptions applies the portable subset of s through
-// net.Dialer.KeepAliveConfig: keep-alive on or off, idle time, interval and
-// probe count (a zero setting keeps the OS default). TCP_USER_TIMEOUT is
-// Linux-only and is not set here. Unlike on Linux, the net package ignores
-// a failure to set these options, and they are set after connect().
+// configureSocketOptions applies s as this system allows (planSockets):
+// keep-alive through net.Dialer.KeepAliveConfig, and the system's
+// equivalent of TCP_USER_TIMEOUT (TCP_RXT_CONNDROPTIME on macOS, TCP_MAXRTMS
+// on Windows) with setsockopt before connect(), so that it bounds the
+// handshake too. Like the net package with the keep-alive options, a system
+// too old for the option is not an error: the socket keeps the system's
+// default (a refused option on every dial would make pgfast worse than the
+// raw driver, which never sets it).
 func configureSocketOptions(nd *net.Dialer, s dialSettings) {
-	if !s.Keepalives {
-		return // nd.KeepAlive < 0 and Enable false: the OS default, off
+	plan := planSockets(thisPlatform, s)
+	nd.KeepAliveConfig = plan.keepAlive
+	if len(plan.opts) == 0 {
+		return
 	}
-	nd.KeepAliveConfig = net.KeepAliveConfig{
-		Enable:   true,
-		Idle:     orOSDefault(s.KeepalivesIdle),
-		Interval: orOSDefault(s.KeepalivesInterval),
-		Count:    orOSDefault(s.KeepalivesCount),
+	nd.ControlContext = func(_ context.Context, network, _ string, rc syscall.RawConn) error {
+		if !strings.HasPrefix(network, "tcp") {
+			return nil
+		}
+		return rc.Control(func(fd uintptr) {
+			for _, o := range plan.opts {
+				_ = setPlatformOpt(fd, o)
+			}
+		})
 	}
-}
-
-// orOSDefault maps our "0 = OS default" to KeepAliveConfig's "negative =
-// leave unchanged" (its zero means Go's own default of 15s or 9 probes).
-func orOSDefault[T ~int | ~int64](v T) T {
-	if v <= 0 {
-		return -1
-	}
-	return v
 }
 
 // errSocketOptionsUnsupported is returned by readSocketOptions off Linux.
@@ -42,4 +46,12 @@ var errSocketOptionsUnsupported = errors.New("pgfast: reading socket options is 
 // only supported on Linux; elsewhere it always returns an error.
 func readSocketOptions(c net.Conn) (diag.SocketOptions, error) {
 	return diag.SocketOptions{}, errSocketOptionsUnsupported
+}
+
+// setsockoptError names the option in a setsockopt error.
+func setsockoptError(name string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return os.NewSyscallError("setsockopt "+name, err)
 }

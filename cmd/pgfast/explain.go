@@ -81,6 +81,9 @@ func explain(info *diag.DSNInfo, k timeline.Kernel, kernelNotes []string) explan
 			{name: "lib/pq", socket: goDefault, connectTimeout: raw, connectScope: "per host"},
 		},
 	}
+	if info.Platform.GOOS != "" && !info.Platform.DeadPeerWatch {
+		e.drivers[0].watch = nil // TCP_INFO is Linux's: no watcher here
+	}
 	for _, d := range e.drivers {
 		e.connect = append(e.connect, timeline.Connect(k, d.socket, d.connectTimeout))
 		if d.watch != nil {
@@ -93,8 +96,42 @@ func explain(info *diag.DSNInfo, k timeline.Kernel, kernelNotes []string) explan
 		e.stall = append(e.stall, timeline.ZeroWindow(d.socket))
 	}
 	e.kernelOnly = timeline.Connect(k, e.drivers[0].socket, 0)
-	e.notes = explainNotes(info)
+	e.notes = append(platformNotes(info.Platform), explainNotes(info)...)
 	return e
+}
+
+// platformNotes says what pgfast applies on the system it runs on, when that
+// is less than on Linux (which the timelines model).
+func platformNotes(p diag.Platform) []string {
+	if p.GOOS == "" || (p.Peek && p.KeepaliveTimings && p.DeadPeerWatch && p.UserTimeoutOption != "" && len(p.NotApplied) == 0) {
+		return nil
+	}
+	var parts []string
+	if p.KeepaliveTimings {
+		parts = append(parts, "keepalives_idle, keepalives_interval and keepalives_count are applied per socket")
+	} else {
+		parts = append(parts, "keepalives_idle, keepalives_interval and keepalives_count are not applied on this OS "+
+			"(keep-alive is switched on with the system-wide timings)")
+	}
+	if p.UserTimeoutOption != "" {
+		parts = append(parts, "tcp_user_timeout is applied as "+p.UserTimeoutOption)
+	} else {
+		parts = append(parts, "tcp_user_timeout is not applied on this OS (it has no such socket option)")
+	}
+	if p.Peek {
+		parts = append(parts, "the checkout peeks at the socket (MSG_PEEK) instead of pgx's ping")
+	} else {
+		parts = append(parts, "the checkout cannot peek at the socket on this OS, so pgx's and pgxpool's ping "+
+			"before reusing a connection idle for over a second stays on, as with raw pgx")
+	}
+	if !p.DeadPeerWatch {
+		parts = append(parts, "there is no dead-peer watcher (it reads Linux's TCP_INFO)")
+	}
+	note := "On " + p.GOOS + ": " + strings.Join(parts, "; ") + "."
+	if len(p.NotApplied) > 0 {
+		note += " Set (by this DSN or pgfast's defaults) but not applied here: " + strings.Join(p.NotApplied, ", ") + "."
+	}
+	return []string{note + " The timelines model Linux's kernel."}
 }
 
 // watchWindow is pgfast's dead-peer window for a tcp_user_timeout setting.

@@ -40,6 +40,9 @@ func writeExplainText(w io.Writer, e explanation) {
 		return keepaliveText(d.socket.Effective(e.kernel))
 	})...)
 	row(cellsFor(e.drivers, "  TCP_USER_TIMEOUT", func(d driverModel) string {
+		if d.name == "pgfast" && slices.Contains(info.Platform.NotApplied, "tcp_user_timeout") {
+			return "not applied on this OS"
+		}
 		return userTimeoutText(d.socket.UserTimeout)
 	})...)
 	row("", "", "", "")

@@ -22,6 +22,27 @@ type DSNInfo struct {
 	// tcp_user_timeout). The raw drivers do not understand them and send them
 	// to the server as runtime parameters; pgfast consumes them instead.
 	Forwarded map[string]string
+	// Platform is what pgfast applies on the operating system it runs on.
+	Platform Platform
+}
+
+// Platform is what pgfast applies to its connections on one operating system.
+type Platform struct {
+	GOOS string
+	// Peek: the checkout peeks at the socket (MSG_PEEK) instead of pgx's
+	// ping after a second idle; false: pgx's and pgxpool's ping stays on.
+	Peek bool
+	// KeepaliveTimings: keepalives_idle, _interval and _count are applied
+	// per socket; false: the system-wide values apply.
+	KeepaliveTimings bool
+	// UserTimeoutOption is the socket option tcp_user_timeout sets
+	// (TCP_USER_TIMEOUT, TCP_RXT_CONNDROPTIME, TCP_MAXRTMS), "" if none.
+	UserTimeoutOption string
+	// DeadPeerWatch: pgfast's dead-peer watcher runs (TCP_INFO, Linux).
+	DeadPeerWatch bool
+	// NotApplied lists the keys this system cannot apply that the DSN (or
+	// pgfast's defaults) set.
+	NotApplied []string
 }
 
 // Stage is what Probe is doing.

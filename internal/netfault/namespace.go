@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -180,8 +179,8 @@ func runChild(t *testing.T, name, exe, pattern string, timeout time.Duration) {
 	cmd.Env = childEnv(name)
 	// `ip netns exec` execs the test binary in place, so the child leads a
 	// process group that also holds anything it starts.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.SysProcAttr = groupLeader()
+	cmd.Cancel = func() error { return killGroup(cmd.Process.Pid) }
 	cmd.WaitDelay = 2 * time.Second
 	log := &childLog{t: t}
 	cmd.Stdout = log
@@ -410,7 +409,7 @@ func killNamespaceProcesses(name string) error {
 			return nil
 		}
 		for _, pid := range pids {
-			_ = syscall.Kill(pid, syscall.SIGKILL) // it may be gone already
+			_ = killPID(pid) // it may be gone already
 		}
 		time.Sleep(25 * time.Millisecond)
 	}

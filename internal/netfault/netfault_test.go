@@ -462,7 +462,7 @@ func TestDestroyKillsLeftovers(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	sleeper := exec.CommandContext(ctx, ip, "netns", "exec", name, "sleep", "30")
-	sleeper.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // not reached by a group kill
+	sleeper.SysProcAttr = groupLeader() // not reached by a group kill
 	if err := sleeper.Start(); err != nil {
 		t.Fatal(err)
 	}

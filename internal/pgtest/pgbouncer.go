@@ -85,10 +85,7 @@ default_pool_size = 20
 	cmd := exec.Command(prog, iniPath)
 	cmd.Dir = dir
 	cmd.Env = (&runner{dir: dir}).env()
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if a := s.run.as; a != nil {
-		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: a.uid, Gid: a.gid, Groups: []uint32{}}
-	}
+	cmd.SysProcAttr = groupLeader(s.run.as)
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("pgtest: starting pgbouncer: %w", err)
 	}
@@ -132,6 +129,6 @@ func (b *PgBouncer) Stop() {
 		return
 	case <-time.After(5 * time.Second):
 	}
-	_ = syscall.Kill(-b.cmd.Process.Pid, syscall.SIGKILL)
+	_ = killGroup(b.cmd.Process.Pid)
 	<-b.done
 }

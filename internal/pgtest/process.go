@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -78,7 +77,7 @@ func isPostgres(pid int) bool {
 	}
 	if err != nil {
 		// No usable /proc: fall back to asking the kernel.
-		return syscall.Kill(pid, 0) == nil
+		return processExists(pid)
 	}
 	if strings.TrimSpace(string(comm)) != "postgres" {
 		return false
@@ -135,10 +134,10 @@ func children(pid int) []int {
 func killServer(pid int, timeout time.Duration) bool {
 	for _, child := range children(pid) {
 		if isPostgres(child) {
-			_ = syscall.Kill(child, syscall.SIGKILL)
+			_ = killPID(child)
 		}
 	}
-	_ = syscall.Kill(pid, syscall.SIGKILL)
+	_ = killPID(pid)
 	return waitGone(pid, timeout)
 }
 

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -99,14 +98,15 @@ func (r *runner) command(ctx context.Context, prog string, args ...string) *exec
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Dir = r.dir
 	cmd.Env = r.env()
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if r.as != nil && r.netns == "" {
-		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: r.as.uid, Gid: r.as.gid, Groups: []uint32{}}
+	as := r.as
+	if r.netns != "" {
+		as = nil
 	}
+	cmd.SysProcAttr = groupLeader(as)
 	// On timeout, kill the whole process group, not only the direct child.
 	// The postmaster is unaffected: pg_ctl puts it in a session of its own.
 	cmd.Cancel = func() error {
-		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		return killGroup(cmd.Process.Pid)
 	}
 	cmd.WaitDelay = 5 * time.Second
 	return cmd

@@ -20,7 +20,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -34,9 +33,12 @@ const Superuser = "postgres"
 type Server struct {
 	Port int
 	bin  string
-	dir  string // temporary directory: data/, server.log, the Unix socket
-	cred *syscall.Credential
+	dir  string  // temporary directory: data/, server.log, the Unix socket
+	cred *osUser // nil: the current user
 }
+
+// osUser is the OS user the server runs as.
+type osUser struct{ Uid, Gid uint32 }
 
 // Start creates and starts a server. Call Stop when done, also after a
 // failed test.
@@ -113,7 +115,7 @@ func (s *Server) run(prog string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, filepath.Join(s.bin, prog), args...)
 	cmd.Dir = s.dir
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + s.dir, "LC_ALL=C"} // no PG* variables
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: s.cred}
+	cmd.SysProcAttr = procAttr(s.cred)
 	cmd.WaitDelay = 5 * time.Second
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -159,7 +161,7 @@ func isExec(path string) bool {
 
 // serverCredential is the "postgres" OS user when running as root, nil
 // (the current user) otherwise.
-func serverCredential() (*syscall.Credential, error) {
+func serverCredential() (*osUser, error) {
 	if os.Geteuid() != 0 {
 		return nil, nil
 	}
@@ -172,7 +174,7 @@ func serverCredential() (*syscall.Credential, error) {
 	if err := errors.Join(err1, err2); err != nil {
 		return nil, fmt.Errorf("testdb: postgres OS user: %w", err)
 	}
-	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}, nil
+	return &osUser{Uid: uint32(uid), Gid: uint32(gid)}, nil
 }
 
 func freePort() (int, error) {
