@@ -270,7 +270,7 @@ func splitKV(s string, isSpace func(rune) bool, set func(k, v, raw string)) bool
 					if i == len(s) {
 						return false
 					}
-					r, n = utf8.DecodeRuneInString(s[i:])
+					_, n = utf8.DecodeRuneInString(s[i:])
 				}
 				val.WriteString(s[i : i+n])
 				i += n
