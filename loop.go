@@ -302,6 +302,11 @@ func (c *Connector) settle(l *loop, r probeResult) {
 	}
 	if !c.addWarm(r.conn) {
 		_ = r.conn.Close()
+	} else if r.kind != probeWarming {
+		// The attempt's own connection is one of the min_conns made warm:
+		// once a query takes it, it is not dialled again (that would be a
+		// second server backend for an idle tenant).
+		l.warmDials++
 	}
 	c.succeeded(l, true)
 }
