@@ -13,8 +13,10 @@ import (
 // connection has an ErrorResponse waiting: the server is terminating it.
 var errServerClosing = errors.New("server is closing the connection")
 
-// errEvicted is the liveness check's answer for a socket evicted softly.
-var errEvicted = errors.New("connection evicted")
+// errDoomed is the liveness check's answer for a doomed socket (Doom: evicted
+// softly, dropped at its next checkout); the I/O of a socket that was shut
+// down gets errConnEvicted instead.
+var errDoomed = errors.New("connection evicted")
 
 // socketState is the liveness check on nc: alive, or dead and why.
 func socketState(nc net.Conn) (bool, error) {
@@ -23,7 +25,7 @@ func socketState(nc net.Conn) (bool, error) {
 	}
 	if tc := trackedOf(nc); tc != nil {
 		if tc.doomed.Load() {
-			return false, errEvicted
+			return false, errDoomed
 		}
 		if tc.peek == nil {
 			return true, nil // no peek here (no fd, or platform.go)
@@ -66,15 +68,8 @@ func Checkout(_ context.Context, nc net.Conn) error {
 	if ok {
 		return nil
 	}
-	if tc := trackedOf(nc); tc != nil && why != nil && why != errEvicted {
-		switch classify(why, tc.tcpInfo, tc.window) {
-		case hostLevel:
-			tc.book.evict(tc.addr, tc.gen, why, evictStale)
-		case connLevel:
-			if tc.swept.CompareAndSwap(false, true) {
-				tc.book.sweep(tc.addr, tc)
-			}
-		}
+	if tc := trackedOf(nc); tc != nil && why != nil && why != errDoomed {
+		tc.judge(why, evictStale)
 	}
 	return driver.ErrBadConn
 }

@@ -135,17 +135,23 @@ func (evictedConnError) Is(target error) bool { return target == os.ErrDeadlineE
 
 // failed acts on every I/O error of the socket (not only the first): the
 // verdict depends on the error and the socket's TCP state alone.
-func (c *trackedConn) failed(err error) {
+func (c *trackedConn) failed(err error) { c.judge(err, evictDead) }
+
+// judge acts on one piece of evidence about the socket, from its I/O or
+// from the checkout check: host-level evidence evicts its address's
+// generation (how: evictDead for current evidence, evictStale for what an
+// idle socket shows at checkout); connection-level evidence (the server
+// closed or reset this connection: restart, terminated backend, idle
+// timeout) closes its siblings that are dead too and keeps the rest, once
+// per socket, as the check is the same each time.
+func (c *trackedConn) judge(err error, how eviction) {
 	if c.book == nil {
 		return // a unix socket: no address to judge (trackUnix)
 	}
 	switch classify(err, c.tcpInfo, c.window) {
 	case hostLevel:
-		c.book.evict(c.addr, c.gen, err, evictDead)
+		c.book.evict(c.addr, c.gen, err, how)
 	case connLevel:
-		// The server closed or reset this connection (restart, terminated
-		// backend, idle timeout): close its siblings that are dead too,
-		// keep the rest. Once per socket: the check is the same each time.
 		if c.swept.CompareAndSwap(false, true) {
 			c.book.sweep(c.addr, c)
 		}
