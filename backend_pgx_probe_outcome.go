@@ -126,7 +126,7 @@ func probeClose(conn *pgconn.PgConn) {
 }
 
 // dialOutcomeOf names how a connect() ended, with the core's evidence
-// classifier (classify.go) deciding what the error says about the server:
+// classifier (internal/netx/deadpeer.go) deciding what the error says about the server:
 // host-level evidence is a refusal, an unreachable host or the kernel giving
 // up; a deadline pgfast or the caller set is a timeout; the caller's
 // cancellation is its own outcome; anything else is a plain failure.

@@ -52,7 +52,7 @@ type readiness struct {
 	oks atomic.Uint64
 	// fails counts the failures recorded (each set to StateDown): a
 	// connection in use proves the server only by answering a request made
-	// since the latest one (recentread.go).
+	// since the latest one (internal/netx/checkout.go).
 	fails atomic.Uint64
 }
 

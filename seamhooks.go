@@ -94,7 +94,7 @@ func (c *Connector) closedPause(dial dialFunc) dialFunc {
 // verifiedCheckout is the checkout check (liveness; the adapters judge the
 // role first). While the connector is Down, a connection that passes it and
 // has read its server's answer to a request made since the latest failure
-// (answered I/O, recentread.go) proves the database works, so the
+// (answered I/O, internal/netx/checkout.go) proves the database works, so the
 // connector's goroutine is told. Passing the check alone proves nothing: an
 // idle socket to a silent host has nothing to read, so its peek passes. The
 // healthy path costs one atomic load.

@@ -25,7 +25,7 @@ import (
 
 // These tests read the TCP options back from the sockets under real
 // PostgreSQL connections (shared server, no fault namespace), for both
-// backends: what sockopt_linux_test.go proves for the dialer alone must hold
+// backends: what internal/netx/sys_linux_test.go proves for the dialer alone must hold
 // for every connection database/sql gets from pgfast.
 
 // sockoptPGConns takes n connections from db at the same time (so that, with

@@ -71,7 +71,7 @@ func TestDialUnixSocketIsTracked(t *testing.T) {
 		t.Errorf("liveness check on an open unix socket: dead (%v)", why)
 	}
 
-	// The server goes away; the MSG_PEEK check (liveness_linux.go) sees it.
+	// The server goes away; the MSG_PEEK check (internal/netx/sys_linux.go) sees it.
 	peer.Close()
 	if runtime.GOOS == "linux" {
 		if !testkit.WaitFor(5*time.Second, func() bool { ok, _ := netx.SocketState(nc); return !ok }) {

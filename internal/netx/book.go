@@ -13,7 +13,7 @@ import (
 	"time"
 )
 
-// addrBook is a connector's view of the server addresses it has dialled: each
+// Book is a connector's view of the server addresses it has dialled: each
 // address's latest outcome, its generation, and the sockets of the current
 // generation. Evicting an address bumps its generation and shuts down every
 // socket of the old one at once, so that in-flight queries fail immediately
@@ -62,7 +62,7 @@ type addrEntry struct {
 	err     error     // latest failure; nil after a success
 	bad     bool      // evicted or failing: tried last until seen alive
 	// unreachableAt: when the address was last evicted as unreachable
-	// (zero once a connection to it succeeds; dial_skip.go).
+	// (zero once a connection to it succeeds; dialer.go).
 	unreachableAt time.Time
 	// slow: an attempt was given up (another address won the race, or the
 	// caller ended) after waiting longer than the attempt delay for an

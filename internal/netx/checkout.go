@@ -39,9 +39,9 @@ func socketState(nc net.Conn) (bool, error) {
 	return peekState(rc)
 }
 
-// alive reports whether nc still looks usable, without any I/O on the wire
+// Alive reports whether nc still looks usable, without any I/O on the wire
 // (and without a system call while the connection is in steady use:
-// recentread.go).
+// inUse).
 func Alive(nc net.Conn) bool {
 	if inUse(nc) {
 		return true
@@ -50,7 +50,7 @@ func Alive(nc net.Conn) bool {
 	return ok
 }
 
-// checkout is run by database/sql (through the backend's ResetSession) before
+// Checkout is run by database/sql (through the backend's ResetSession) before
 // it reuses a connection: a dead socket is driver.ErrBadConn, so database/sql
 // drops the connection and retries on another. A socket the kernel killed
 // for a silent peer (keepalive, TCP_USER_TIMEOUT without recent ACKs) evicts
@@ -59,7 +59,7 @@ func Alive(nc net.Conn) bool {
 // died while the pool sat idle through a blip that is over), so the connector
 // stays Ready and the retry's fresh dial decides whether the server is down.
 // A connection that read its server's reply within the last
-// recentReadWindow skips the system call (recentread.go).
+// recentReadWindow skips the system call (inUse).
 func Checkout(_ context.Context, nc net.Conn) error {
 	if inUse(nc) {
 		return nil
@@ -77,7 +77,7 @@ func Checkout(_ context.Context, nc net.Conn) error {
 // The checkout check without a system call for a connection in steady use.
 //
 // database/sql checks a connection out for every query; pgfast's liveness
-// check is one MSG_PEEK system call (liveness_linux.go), which is most of
+// check is one MSG_PEEK system call (sys_linux.go), which is most of
 // what pgfast adds to a cheap query's CPU (pgx checks once per query, lib/pq
 // twice: ResetSession and IsValid). A connection that read a reply from its
 // server within the last recentReadWindow skips it: a server that answered
@@ -158,7 +158,7 @@ func inUse(nc net.Conn) bool {
 	return tc.recent.fresh(monoNow())
 }
 
-// readSinceCheck reports, without reading the clock, whether nc is pgfast's
+// ReadSinceCheck reports, without reading the clock, whether nc is pgfast's
 // socket, not shut down, doomed or closed, and read from its server since its
 // previous check. pgfast-pq's IsValid uses it: database/sql calls IsValid
 // when it takes the connection back, after the checkout check it made when it

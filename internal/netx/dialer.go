@@ -14,7 +14,7 @@ import (
 // defaultAttemptDelay is RFC 8305's recommended "Connection Attempt Delay".
 const defaultAttemptDelay = 250 * time.Millisecond
 
-// dialSettings are the TCP settings the dialer applies (libpq parameter meanings).
+// Settings are the TCP settings the dialer applies (libpq parameter meanings).
 type Settings struct {
 	ConnectTimeout     time.Duration // per address attempt (libpq connect_timeout semantics); 0 = no per-address deadline (ctx only)
 	Keepalives         bool          // SO_KEEPALIVE
@@ -38,7 +38,7 @@ type Dialer struct {
 	dialAddr func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	// book, when set, records every attempt's outcome, orders addresses
-	// known to be bad last, and tracks every socket it makes (addrbook.go, trackedconn.go).
+	// known to be bad last, and tracks every socket it makes (book.go, socket.go).
 	book *Book
 }
 
@@ -337,7 +337,7 @@ func awaitDone(ctx context.Context) context.Context {
 // while another host served is tried again by callers too.
 const unreachableSkip = 5 * time.Second
 
-// probeDialKey marks the context of the connector's own connection attempts.
+// noSkipKey marks the context of the connector's own connection attempts.
 type noSkipKey struct{}
 
 // NoSkip marks ctx as the connector's own background attempt's: its dials

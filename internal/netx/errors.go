@@ -73,7 +73,7 @@ func (e *DialError) Unwrap() []error {
 	return errs
 }
 
-// conciseCause describes err without repeating the operation and address
+// ConciseCause describes err without repeating the operation and address
 // that the surrounding message already names.
 func ConciseCause(err error) string {
 	if err == nil {

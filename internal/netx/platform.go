@@ -115,7 +115,7 @@ func planSockets(p Platform, s Settings) socketPlan {
 		}
 	}
 	// With keep-alive off, KeepAliveConfig stays zero and the dialer's
-	// KeepAlive is negative (dial.go): the socket has no keep-alive.
+	// KeepAlive is negative (dialer.go): the socket has no keep-alive.
 	if ut := p.UserTimeout; ut.Name != "" && s.TCPUserTimeout > 0 {
 		plan.opts = append(plan.opts, sockOpt{ut.Name, CeilUnits(s.TCPUserTimeout, ut.Unit)})
 	}

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"testing"
+	"testing" // testing.Testing: warm the resolver up at init, outside any synctest bubble (warmUpResolver)
 )
 
 // Resolver resolves host names (the root package's Resolver, or

@@ -13,7 +13,7 @@ import (
 
 // trackedConn is a socket pgfast's dialer made, registered in its address's
 // generation. It sees every one of the socket's I/O errors and has each
-// classified (classify.go): connection-level evidence drops the connection
+// classified (deadpeer.go): connection-level evidence drops the connection
 // and checks its siblings, host-level evidence evicts the address. While a
 // Read or Write is in progress the dead-peer watcher (deadpeer.go) looks at
 // it.
@@ -40,7 +40,7 @@ type trackedConn struct {
 	// statement left (then the statement must never be run again).
 	writes atomic.Uint64
 	// recent lets a checkout skip its system call right after a reply
-	// (recentread.go).
+	// (checkout.go).
 	recent readRecency
 }
 
@@ -203,7 +203,7 @@ func trackedOf(nc net.Conn) *trackedConn {
 	return nil
 }
 
-// writesOf returns how many Write calls on nc (a socket pgfast's dialer
+// Writes returns how many Write calls on nc (a socket pgfast's dialer
 // made, possibly under TLS) sent bytes so far, or 0 for another socket.
 func Writes(nc net.Conn) uint64 {
 	if tc := trackedOf(nc); tc != nil {

@@ -205,7 +205,7 @@ func clampInt32(n int) int {
 	return int(min(int64(n), math.MaxInt32))
 }
 
-// readSocketOptions reads the TCP options of the socket behind c with
+// ReadSocketOptions reads the TCP options of the socket behind c with
 // getsockopt. c is a *net.TCPConn, or a connection that wraps one and
 // exposes it through a NetConn() net.Conn method, such as *tls.Conn.
 // The keep-alive timings are reported even when keep-alive is off; they are

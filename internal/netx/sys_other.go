@@ -47,7 +47,7 @@ func configureSocketOptions(nd *net.Dialer, s Settings) {
 // errSocketOptionsUnsupported is returned by readSocketOptions off Linux.
 var errSocketOptionsUnsupported = errors.New("pgfast: reading socket options is only supported on Linux")
 
-// readSocketOptions reads the TCP options of the socket behind c. It is
+// ReadSocketOptions reads the TCP options of the socket behind c. It is
 // only supported on Linux; elsewhere it always returns an error.
 func ReadSocketOptions(c net.Conn) (SocketOptions, error) {
 	return SocketOptions{}, errSocketOptionsUnsupported

@@ -15,7 +15,7 @@ import (
 const canPeek = true
 
 // peekState is the syscall-only liveness check, as on Linux
-// (liveness_linux.go): one non-blocking MSG_PEEK read, no round trip. A
+// (sys_linux.go): one non-blocking MSG_PEEK read, no round trip. A
 // socket is dead when the peer closed or reset it, when the kernel killed it
 // (keep-alive, the user timeout) or when the server's first unsolicited byte
 // is 'E' (an ErrorResponse: the server is terminating the connection).
