@@ -8,10 +8,7 @@ import (
 	"maps"
 	"net"
 	"net/netip"
-	"net/url"
 	"reflect"
-	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -77,7 +74,7 @@ func (a *pgxAdapter) runBefore(ctx context.Context, cc *pgx.ConnConfig, bound ti
 			*cc = *work
 			return nil
 		}
-		secrets := passwordSpellings(cc.Password, work.Password)
+		secrets := spellingsOf([]string{cc.Password, work.Password})
 		return &beforeConnectError{err: scrubError(err, secrets)}
 	case <-hctx.Done():
 		select {
@@ -91,24 +88,6 @@ func (a *pgxAdapter) runBefore(ctx context.Context, cc *pgx.ConnConfig, bound ti
 		// work may be the hook's still: only ctx's cause is reported.
 		return &beforeConnectError{err: context.Cause(hctx), abandoned: true}
 	}
-}
-
-// passwordSpellings returns the ways an error may quote the passwords.
-func passwordSpellings(pws ...string) []string {
-	var forms []string
-	for _, pw := range pws {
-		if pw == "" {
-			continue
-		}
-		forms = append(forms, pw, url.QueryEscape(pw), url.PathEscape(pw))
-		if q := strconv.Quote(pw); len(q) > 2 {
-			forms = append(forms, q[1:len(q)-1])
-		}
-	}
-	// Longest first: a shorter form scrubbed first could break up a
-	// longer one that holds it.
-	slices.SortFunc(forms, func(x, y string) int { return len(y) - len(x) })
-	return forms
 }
 
 var _ adapter = (*pgxAdapter)(nil)

@@ -4,9 +4,11 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -142,7 +144,7 @@ func TestRunBeforeBoundsAndScrubs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const pw = `p@ss/w?rd "Secret" ü`
+	const pw = `p@ss/w?rd "Secret" ü it's\x`
 	sentinel := errors.New("hook said no")
 
 	t.Run("changes", func(t *testing.T) {
@@ -164,7 +166,10 @@ func TestRunBeforeBoundsAndScrubs(t *testing.T) {
 	})
 
 	t.Run("error", func(t *testing.T) {
-		for _, quoted := range []string{pw, url.QueryEscape(pw), url.PathEscape(pw), fmt.Sprintf("%q", pw)} {
+		jsonPW, _ := json.Marshal(pw)
+		for _, quoted := range []string{pw, url.QueryEscape(pw), url.PathEscape(pw), fmt.Sprintf("%q", pw),
+			string(jsonPW), url.UserPassword("u", pw).String(), strconv.QuoteToASCII(pw),
+			"password='" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(pw) + "'"} {
 			a := &pgxAdapter{before: func(_ context.Context, cc *pgx.ConnConfig) error {
 				cc.Password = pw
 				cc.RuntimeParams["application_name"] = "mine"
@@ -175,7 +180,7 @@ func TestRunBeforeBoundsAndScrubs(t *testing.T) {
 			if !errors.Is(err, sentinel) || !hookFailed(err) {
 				t.Errorf("%v: want the hook's error wrapped", err)
 			}
-			for _, form := range passwordSpellings(pw) {
+			for _, form := range spellingsOf([]string{pw}) {
 				checkChainClean(t, "runBefore", err, form)
 			}
 			if cc.Password != "" || cc.RuntimeParams["application_name"] != "orig" {

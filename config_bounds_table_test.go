@@ -244,8 +244,8 @@ func TestOptionsBounded(t *testing.T) {
 func TestPoolKeysNamed(t *testing.T) {
 	cases := map[string]string{
 		"pool_max_conns":           "abc",
-		"pool_min_conns":           "-1",
-		"pool_min_idle_conns":      "-1",
+		"pool_min_conns":           "x",
+		"pool_min_idle_conns":      "1.5",
 		"pool_max_conn_lifetime":   "1e3",
 		"pool_health_check_period": "0s",
 	}
@@ -261,4 +261,13 @@ func TestPoolKeysNamed(t *testing.T) {
 		pool.Close()
 	}
 	wantConfigKey(t, err, "pool_health_check_period")
+	// Negative minimums do nothing in raw pgxpool; drop-in keeps them working.
+	for _, key := range []string{"pool_min_conns", "pool_min_idle_conns"} {
+		pool, err := NewPool(context.Background(), "postgres://u@127.0.0.1:1/d?sslmode=disable&"+key+"=-1")
+		if err != nil {
+			t.Errorf("%s=-1 (raw pgxpool accepts it): %v", key, err)
+			continue
+		}
+		pool.Close()
+	}
 }

@@ -28,18 +28,15 @@ func namePoolKey(ce *ConfigError) *ConfigError {
 
 // checkPoolConfig refuses the pool settings raw pgxpool accepts and then
 // fails on: a health check period that is not positive panics pgxpool's
-// background goroutine (time.NewTicker), which ends the process; a negative
-// minimum is meaningless. Other odd values (a negative lifetime, idle time,
-// jitter or ping timeout) behave in pgxpool as they do raw and are left to it.
+// background goroutine (time.NewTicker), which ends the process. Odd values
+// that behave in pgxpool as they do raw (a negative minimum, lifetime, idle
+// time, jitter or ping timeout) are left to it: drop-in means a
+// configuration raw pgxpool runs with keeps running.
 func checkPoolConfig(pc *pgxpool.Config) error {
 	switch {
 	case pc.HealthCheckPeriod <= 0:
 		return &ConfigError{Key: "pool_health_check_period", Value: pc.HealthCheckPeriod.String(),
 			Reason: "must be positive (HealthCheckPeriod; pgxpool's health check would panic)"}
-	case pc.MinConns < 0:
-		return &ConfigError{Key: "pool_min_conns", Value: itoa32(pc.MinConns), Reason: "must not be negative (MinConns)"}
-	case pc.MinIdleConns < 0:
-		return &ConfigError{Key: "pool_min_idle_conns", Value: itoa32(pc.MinIdleConns), Reason: "must not be negative (MinIdleConns)"}
 	case pc.MaxConns < 1:
 		return &ConfigError{Key: "pool_max_conns", Value: itoa32(pc.MaxConns), Reason: "must be at least 1 (MaxConns)"}
 	}

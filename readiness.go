@@ -50,9 +50,9 @@ type readiness struct {
 	// recorded: an attempt marks it when it begins, and its failure is
 	// older news than any verification recorded since (loop.go).
 	oks atomic.Uint64
-	// fails counts the failures recorded (each set to StateDown): a
-	// connection in use proves the server only by answering a request made
-	// since the latest one (internal/netx/checkout.go).
+	// fails counts the times the state went Down: a connection in use
+	// proves the server only by answering a request made since Down began
+	// (internal/netx/checkout.go).
 	fails atomic.Uint64
 }
 
@@ -109,7 +109,10 @@ func (r *readiness) set(st State, err error, permanent bool) bool {
 	if r.state == StateClosed {
 		return false
 	}
-	if st == StateDown {
+	if st == StateDown && r.state != StateDown {
+		// Only the start of Down counts: a connection that answered since
+		// then proves the server, however many attempts failed meanwhile
+		// (a probe refused with 53300 says nothing about the sessions open).
 		r.fails.Add(1) // before the state reads Down: a checkout that sees Down sees this failure
 	}
 	r.cause = err

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -270,7 +271,7 @@ func splitKV(s string, isSpace func(rune) bool, set func(k, v, raw string)) bool
 					if i == len(s) {
 						return false
 					}
-					r, n = utf8.DecodeRuneInString(s[i:])
+					_, n = utf8.DecodeRuneInString(s[i:])
 				}
 				val.WriteString(s[i : i+n])
 				i += n
@@ -303,6 +304,11 @@ const maxSecretFile = 1 << 20
 func outsideSecrets(settings map[string][]string) []string {
 	pws := []string{os.Getenv("PGPASSWORD")}
 	home, _ := os.UserHomeDir()
+	if home == "" { // lib/pq falls back to the account's home directory
+		if u, err := user.Current(); err == nil {
+			home = u.HomeDir
+		}
+	}
 	if len(settings["service"]) > 0 || os.Getenv("PGSERVICE") != "" {
 		files := append(slices.Clone(settings["servicefile"]), os.Getenv("PGSERVICEFILE"))
 		if home != "" {
@@ -318,6 +324,9 @@ func outsideSecrets(settings map[string][]string) []string {
 	files := append(slices.Clone(settings["passfile"]), os.Getenv("PGPASSFILE"))
 	if home != "" {
 		files = append(files, filepath.Join(home, ".pgpass"))
+	}
+	if d := os.Getenv("APPDATA"); d != "" { // Windows: where libpq and lib/pq look
+		files = append(files, filepath.Join(d, "postgresql", "pgpass.conf"))
 	}
 	for _, f := range files {
 		pws = append(pws, passFileSecrets(f)...)

@@ -29,7 +29,8 @@ import (
 //
 //   - Ready iff a connection was verified, by a fresh login or by answered
 //     I/O (a connection in use that read its server's answer to a request
-//     made since the latest failure), since the latest host-level failure;
+//     made since Down began: failures while Down do not move that point),
+//     since the latest host-level failure;
 //     after an error waiting cannot fix, only a fresh login counts.
 //   - A failure is dated by when its attempt began: it changes nothing when a
 //     connection was verified after that.
@@ -174,8 +175,8 @@ func (m *stateModel) set(st State, err error, perm bool) {
 	if m.st == StateClosed {
 		return
 	}
-	if st == StateDown {
-		m.fails++
+	if st == StateDown && m.st != StateDown {
+		m.fails++ // Down began: answered I/O counts from here (README)
 	}
 	m.cause, m.perm = err, perm && st == StateDown
 	if m.st == st {
