@@ -255,7 +255,7 @@ func (a *pgxAdapter) connector(co core) driver.Connector {
 			return co.checkout(ctx, nc)
 		}),
 	}
-	if co.platform().peek {
+	if co.platform().Peek {
 		// The syscall-only liveness check in checkout replaces pgx's
 		// ping-after-one-second-idle, which is a round trip per checkout and
 		// hangs on a zombie connection. Where the system has no peek, pgx's

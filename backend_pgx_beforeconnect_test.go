@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-
+	"github.com/pgfast/pgfast/internal/netx"
 	"github.com/pgfast/pgfast/internal/pgtest"
 	"github.com/pgfast/pgfast/internal/testkit"
 )
@@ -51,7 +51,7 @@ func TestBeforeConnectHookDriverPath(t *testing.T) {
 	var calls, probes atomic.Int64
 	hook := func(ctx context.Context, cc *pgx.ConnConfig) error {
 		n := calls.Add(1)
-		if isProbe(ctx) {
+		if netx.IsNoSkip(ctx) {
 			probes.Add(1)
 		}
 		cc.Password = pgtest.ScramPassword
@@ -118,17 +118,12 @@ func TestBeforeConnectHookErrorDriverPath(t *testing.T) {
 	// A role verification of kept's address, whose fresh connection fails
 	// in the hook.
 	nc := c.adapter.socket(kept)
-	tc := trackedOf(nc)
-	if tc == nil {
+	g, ok := netx.GenOf(nc)
+	if !ok {
 		t.Fatal("no tracked socket")
 	}
 	c.verifyRole(nc, errors.New("test: is it still the primary?"))
-	verifying := func() bool {
-		c.book.mu.Lock()
-		defer c.book.mu.Unlock()
-		e := c.book.addrs[tc.addr]
-		return e != nil && e.verify
-	}
+	verifying := func() bool { return c.book.Verifying(g.Addr) }
 	if !testkit.WaitFor(5*time.Second, func() bool { return !verifying() }) {
 		t.Fatal("the role verification did not end")
 	}

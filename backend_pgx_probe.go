@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
-
 	"github.com/pgfast/pgfast/internal/diag"
+	"github.com/pgfast/pgfast/internal/netx"
 )
 
 // This file is the pgx adapter's side of internal/diag, what the pgfast command
@@ -95,7 +95,7 @@ func probe(ctx context.Context, dsn string, o probeOptions) (*diag.Report, error
 	pr := &prober{
 		a:       a,
 		cfg:     cfg,
-		d:       newDialer(cfg.dialSettings(), o.resolver),
+		d:       netx.NewDialer(cfg.dialSettings(), o.resolver),
 		opts:    o,
 		secrets: p.secrets,
 	}
@@ -115,7 +115,7 @@ func probe(ctx context.Context, dsn string, o probeOptions) (*diag.Report, error
 type prober struct {
 	a       *pgxAdapter
 	cfg     *Config
-	d       *dialer
+	d       *netx.Dialer
 	opts    probeOptions
 	secrets []string
 }
@@ -160,7 +160,7 @@ func (pr *prober) targets(ctx context.Context, g hostGroup, hostaddr string) ([]
 	}
 	ctx, cancel := context.WithTimeout(ctx, pr.cfg.ConnectTimeout) // bound a hanging resolver
 	defer cancel()
-	ips, err := pr.d.resolve(ctx, "tcp", host)
+	ips, err := pr.d.Resolve(ctx, "tcp", host)
 	if err != nil {
 		return nil, err
 	}
@@ -245,7 +245,7 @@ func (pr *prober) addr(ctx context.Context, g hostGroup, t probeTarget) (ar diag
 		ar.TLSFallback = true
 	}
 	if t.network == "tcp" {
-		if so, err := readSocketOptions(nc); err == nil {
+		if so, err := netx.ReadSocketOptions(nc); err == nil {
 			ar.Socket = &so
 		} else {
 			ar.SocketErr = err

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
-
 	"github.com/pgfast/pgfast/internal/diag"
+	"github.com/pgfast/pgfast/internal/netx"
 )
 
 // The probe's verdicts on what it saw (see backend_pgx_probe.go): causes,
@@ -126,7 +126,7 @@ func probeClose(conn *pgconn.PgConn) {
 }
 
 // dialOutcomeOf names how a connect() ended, with the core's evidence
-// classifier (classify.go) deciding what the error says about the server:
+// classifier (internal/netx/deadpeer.go) deciding what the error says about the server:
 // host-level evidence is a refusal, an unreachable host or the kernel giving
 // up; a deadline pgfast or the caller set is a timeout; the caller's
 // cancellation is its own outcome; anything else is a plain failure.
@@ -137,8 +137,8 @@ func dialOutcomeOf(err error) diag.DialOutcome {
 	if errors.Is(err, context.Canceled) {
 		return diag.DialCancelled
 	}
-	switch classify(err, nil, 0) {
-	case hostLevel:
+	switch {
+	case netx.IsHostLevel(err):
 		switch {
 		case errors.Is(err, syscall.ECONNREFUSED):
 			return diag.DialRefused
@@ -146,10 +146,8 @@ func dialOutcomeOf(err error) diag.DialOutcome {
 			return diag.DialTimedOut
 		}
 		return diag.DialUnreachable
-	case noEvidence:
-		if isDeadline(err) {
-			return diag.DialTimedOut
-		}
+	case netx.IsDeadline(err): // never host-level: classify's noEvidence
+		return diag.DialTimedOut
 	}
 	return diag.DialFailed
 }

@@ -12,7 +12,7 @@ import (
 )
 
 // pqAdapter builds lib/pq's connector. lib/pq's connection type is unexported
-// and has no hooks, so its connections are wrapped in *PQConn (conn.go).
+// and has no hooks, so its connections are wrapped in *PQConn (pq_conn.go).
 type pqAdapter struct {
 	cfg pq.Config
 }

@@ -9,7 +9,24 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/pgfast/pgfast/internal/netx"
 )
+
+// DefaultDeadPeerWindow is how long the server may stay silent (no ACK, no
+// data) while a connection waits for it before pgfast declares the server's
+// host dead, when the DSN sets no tcp_user_timeout. A tcp_user_timeout in the
+// DSN is the window instead (and is also set on the socket, libpq's meaning).
+//
+// The rule (pgfast explain prints its timeline): while a Read or Write is
+// blocked on a socket, pgfast looks at the socket's TCP_INFO about twice a
+// second; the server is silent when something is outstanding (data not
+// acknowledged, or a keep-alive or window probe unanswered), nothing was
+// received for the window (counted from the last ACK, or for data from when
+// pgfast first saw it waiting), and it stayed so for a second. A server that keeps a zero
+// window while it waits on a lock still answers every window probe: it is
+// slow, not dead, and its connection is left alone however long the wait.
+const DefaultDeadPeerWindow = netx.DefaultDeadPeerWindow
 
 // Defaults pgfast applies where the DSN leaves a setting unset. libpq and the
 // operating system default to minutes or "forever"; pgfast's are finite.
@@ -320,8 +337,8 @@ func hasHostName(hosts []HostPort) bool {
 }
 
 // dialSettingsOf turns the config into the dialer's settings.
-func (c *Config) dialSettings() dialSettings {
-	return dialSettings{
+func (c *Config) dialSettings() netx.Settings {
+	return netx.Settings{
 		ConnectTimeout:     c.ConnectTimeout,
 		Keepalives:         c.Keepalives,
 		KeepalivesIdle:     c.KeepalivesIdle,
@@ -334,6 +351,14 @@ func (c *Config) dialSettings() dialSettings {
 // joinHostPort formats a host and port as an address ("[::1]:5432").
 func joinHostPort(host string, port uint16) string {
 	return net.JoinHostPort(host, strconv.Itoa(int(port)))
+}
+
+// hostKey is the name the dialer sees for a host (its hostaddr when given).
+func hostKey(h HostPort) string {
+	if h.Addr != "" {
+		return h.Addr
+	}
+	return h.Host
 }
 
 // isUnixHost reports whether host names a Unix-domain socket directory.

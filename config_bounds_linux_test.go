@@ -8,6 +8,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pgfast/pgfast/internal/netx"
+	"github.com/pgfast/pgfast/internal/testkit"
 )
 
 // TestKernelAcceptsExactlyTheBounds checks the ranges pgfast enforces
@@ -16,16 +19,16 @@ import (
 // this test says so; a kernel that lowers one is caught at dial time
 // (TestSetsockoptRefusalIsPermanent).
 func TestKernelAcceptsExactlyTheBounds(t *testing.T) {
-	port := dialTestListener(t, "tcp", "127.0.0.1:0")
-	base := dialSettings{Keepalives: true, ConnectTimeout: 5 * time.Second}
+	port := testkit.Listener(t, "tcp", "127.0.0.1:0")
+	base := netx.Settings{Keepalives: true, ConnectTimeout: 5 * time.Second}
 	cases := []struct {
 		key string
-		set func(*dialSettings, int64)
+		set func(*netx.Settings, int64)
 	}{
-		{"keepalives_idle", func(s *dialSettings, n int64) { s.KeepalivesIdle = time.Duration(n) * time.Second }},
-		{"keepalives_interval", func(s *dialSettings, n int64) { s.KeepalivesInterval = time.Duration(n) * time.Second }},
-		{"keepalives_count", func(s *dialSettings, n int64) { s.KeepalivesCount = int(n) }},
-		{"tcp_user_timeout", func(s *dialSettings, n int64) { s.TCPUserTimeout = time.Duration(n) * time.Millisecond }},
+		{"keepalives_idle", func(s *netx.Settings, n int64) { s.KeepalivesIdle = time.Duration(n) * time.Second }},
+		{"keepalives_interval", func(s *netx.Settings, n int64) { s.KeepalivesInterval = time.Duration(n) * time.Second }},
+		{"keepalives_count", func(s *netx.Settings, n int64) { s.KeepalivesCount = int(n) }},
+		{"tcp_user_timeout", func(s *netx.Settings, n int64) { s.TCPUserTimeout = time.Duration(n) * time.Millisecond }},
 	}
 	for _, tc := range cases {
 		var k numericKey
@@ -40,7 +43,7 @@ func TestKernelAcceptsExactlyTheBounds(t *testing.T) {
 		for _, n := range []int64{k.max, k.max + 1} {
 			s := base
 			tc.set(&s, n)
-			conn, err := newDialer(s, nil).DialContext(context.Background(), "tcp", "127.0.0.1:"+port)
+			conn, err := netx.NewDialer(s, nil).DialContext(context.Background(), "tcp", "127.0.0.1:"+port)
 			if conn != nil {
 				conn.Close()
 			}

@@ -15,6 +15,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgfast/pgfast/internal/netx"
+	"github.com/pgfast/pgfast/internal/testkit"
 )
 
 // TestConnectTimeoutThatOverflowsIsRefused: both backends multiply
@@ -147,10 +149,9 @@ func TestRoleVerificationBudgetSaturates(t *testing.T) {
 	defer c.Close()
 
 	addr := netip.MustParseAddrPort("127.0.0.1:1")
-	c.book.attemptStarted(addr)
 	a, b := net.Pipe()
 	defer b.Close()
-	nc := c.book.attemptDone(addr, a, nil)
+	nc := c.book.Track(addr, a)
 	defer nc.Close()
 	c.verifyRole(nc, ErrWrongRole)
 
@@ -248,8 +249,8 @@ func TestKeepaliveValuesTheKernelRefusesAreRefused(t *testing.T) {
 // check let through), waiting cannot fix it: the error is permanent, so
 // Ready returns it at once instead of waiting out its context.
 func TestSetsockoptRefusalIsPermanent(t *testing.T) {
-	port := dialTestListener(t, "tcp", "127.0.0.1:0")
-	d := newDialer(dialSettings{Keepalives: true, KeepalivesCount: 1000}, nil)
+	port := testkit.Listener(t, "tcp", "127.0.0.1:0")
+	d := netx.NewDialer(netx.Settings{Keepalives: true, KeepalivesCount: 1000}, nil)
 	conn, err := d.DialContext(context.Background(), "tcp", "127.0.0.1:"+port)
 	if err == nil {
 		conn.Close()

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/pgfast/pgfast/internal/netx"
 )
 
 // Connector is pgfast's driver.Connector. Opening one starts connecting in the
@@ -23,7 +25,7 @@ type Connector struct {
 	stateHook   func(State, error)
 	backend     driver.Connector
 	core        *connectorCore
-	book        *addrBook
+	book        *netx.Book
 	// plat is what this system applies (thisPlatform; tests force others).
 	plat     platform
 	resolver Resolver
@@ -119,11 +121,10 @@ func newConnectorWith(a adapter, cfg *Config, o options) (*Connector, error) {
 	if o.testPlatform != nil {
 		c.plat = *o.testPlatform
 	}
-	c.book = newAddrBook()
-	c.book.noPeek = !c.plat.peek
-	c.book.onEvict = c.onEvict
-	d := newDialer(cfg.dialSettings(), c.resolver)
-	d.book = c.book
+	c.book = netx.NewBook(c.onEvict)
+	c.book.SetNoPeek(!c.plat.Peek)
+	d := netx.NewDialer(cfg.dialSettings(), c.resolver)
+	d.SetBook(c.book)
 	c.core = c.newCore(d)
 	if o.testDial != nil {
 		c.core.dialFn = o.testDial(c.core.dialFn)
@@ -191,7 +192,7 @@ func (c *Connector) notReady(waited time.Duration, ctxErr error) error {
 	if cause == nil {
 		cause = c.lastError()
 	}
-	addrs := describeProgress(c.book.progress(time.Now()))
+	addrs := describeProgress(c.book.Progress(time.Now()))
 	if len(addrs) == 0 {
 		addrs = addrStatusesOf(cause)
 	}
@@ -395,9 +396,9 @@ func (c *Connector) Stats() Stats {
 		WarmHandedOut: c.stats.handedOut.Load(),
 		WarmIdle:      c.warmCount(),
 		StateChanges:  c.stats.stateChanges.Load(),
-		Evictions:     c.book.evictions.Load(),
+		Evictions:     c.book.Evictions(),
 		LastError:     cause,
 		StateSince:    since,
-		Addrs:         c.book.stats(),
+		Addrs:         c.book.Stats(),
 	}
 }

@@ -26,9 +26,6 @@ func (c *Connector) recheckDNS(ctx context.Context) {
 			current[ip.Unmap()] = true
 		}
 		host, port := h.Host, h.Port
-		c.book.evictWhere(fmt.Errorf("DNS no longer lists it for %s", host), evictMoved, func(a netip.AddrPort, e *addrEntry) bool {
-			return e.host == host && a.Port() == port && !current[a.Addr().Unmap()]
-		})
-		c.book.prune(host, port, func(a netip.AddrPort) bool { return current[a.Addr().Unmap()] })
+		c.book.ForgetMoved(host, port, current, fmt.Errorf("DNS no longer lists it for %s", host))
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/pgfast/pgfast/internal/netx"
 )
 
 // ErrClosed is returned by Connect and Ready after the connector was closed.
@@ -119,7 +121,7 @@ func (e *NotReadyError) Error() string {
 	}
 	if len(e.Addrs) == 0 && e.Cause == nil {
 		if e.attempts > 0 {
-			fmt.Fprintf(&b, ": the first connection attempt is still in flight after %s", roundDuration(e.age))
+			fmt.Fprintf(&b, ": the first connection attempt is still in flight after %s", netx.RoundDuration(e.age))
 		} else {
 			b.WriteString(": no connection attempt started yet")
 		}
@@ -127,24 +129,39 @@ func (e *NotReadyError) Error() string {
 	return b.String()
 }
 
-// roundDuration rounds d for a message without turning a short time into 0s.
-func roundDuration(d time.Duration) time.Duration {
-	switch {
-	case d >= time.Second:
-		return d.Round(10 * time.Millisecond)
-	case d >= time.Millisecond:
-		return d.Round(time.Millisecond)
-	}
-	return d.Round(time.Microsecond)
-}
+// DialError is returned when every address of a host failed. It names the
+// host (Host), the port (Port) and every address tried, in the order tried,
+// with the reason it failed (Attempts: each with Addr, Status "failed" and
+// Err, the cause, e.g. a *net.OpError wrapping ECONNREFUSED, or a timeout).
+// Its Error names them all, e.g. "dial db.example:5432: [::1]:5432: i/o
+// timeout after 10s; 127.0.0.1:5432: connection refused"; its Unwrap returns
+// every attempt's cause, so that errors.Is and errors.As look into all of
+// them.
+type DialError = netx.DialError
+
+// AddrStats is what pgfast knows of one server address. It is the one
+// per-address type of the API: Stats.Addrs (every field), NotReadyError.Addrs
+// (each address's latest outcome: Addr, Status, Err) and DialError.Attempts
+// (every address one dial tried: Addr, Status "failed", Err) use it.
+//
+// Addr is ip:port or the socket path (the host when it could not be
+// resolved); Host the name it was resolved from, if any; Status "up",
+// "pending" (an attempt in flight), "failed" (the latest attempt failed) or
+// "evicted" (pgfast shut its sockets down); Err the latest failure, nil after
+// a success (in a NotReadyError an attempt in flight is an error saying so,
+// with what the address answered before, if anything). OpenConns (sockets of
+// the current generation), Generation (bumped by every eviction) and Since
+// (when the status began) are set in Stats only. Its String returns e.g.
+// "127.0.0.1:5432: connection refused" or "127.0.0.1:5432: ok".
+type AddrStats = netx.AddrStats
 
 // describeProgress rewords the address book's attempts in flight for a
 // NotReadyError: what the address last answered comes first, then that it is
 // being retried.
 func describeProgress(addrs []AddrStats) []AddrStats {
 	for i, a := range addrs {
-		if pe, ok := a.Err.(*pendingError); ok {
-			addrs[i].Err = &inFlightError{since: pe.since, last: pe.last}
+		if pe, ok := a.Err.(*netx.PendingError); ok {
+			addrs[i].Err = &inFlightError{since: pe.Since, last: pe.Last}
 		}
 	}
 	return addrs
@@ -157,14 +174,14 @@ type inFlightError struct {
 }
 
 func (e *inFlightError) Error() string {
-	flight := "attempt in flight for " + roundDuration(e.since).String()
+	flight := "attempt in flight for " + netx.RoundDuration(e.since).String()
 	if e.since < time.Millisecond {
 		flight = "attempt just started"
 	}
 	if e.last == nil {
 		return flight
 	}
-	return conciseCause(e.last) + " (retrying: " + flight + ")"
+	return netx.ConciseCause(e.last) + " (retrying: " + flight + ")"
 }
 
 // Is makes errors.Is(err, ErrNotReady) true, and matches the caller's

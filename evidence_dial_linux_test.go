@@ -162,7 +162,7 @@ func TestCallerDeadlineDuringDialKeepsReady(t *testing.T) {
 		if after.Evictions != before.Evictions {
 			t.Errorf("Evictions %d → %d", before.Evictions, after.Evictions)
 		}
-		if c.book.isBad(netipAddrPort(t, "127.0.0.1", gate.port)) {
+		if c.book.IsBad(netipAddrPort(t, "127.0.0.1", gate.port)) {
 			t.Error("the address is marked bad (tried last) for the caller's own deadline")
 		}
 		t.Logf("query failed after %v: %v", took.Round(time.Millisecond), err)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgfast/pgfast/internal/netx"
 	"github.com/pgfast/pgfast/internal/pgtest"
 )
 
@@ -111,11 +112,7 @@ func netipAddrPort(t *testing.T, ip string, port int) netip.AddrPort {
 }
 
 // registeredSockets is how many sockets the process's watcher has.
-func registeredSockets() int {
-	deadPeers.mu.Lock()
-	defer deadPeers.mu.Unlock()
-	return len(deadPeers.socks)
-}
+func registeredSockets() int { return netx.WatchedSockets() }
 
 // TestPeerWatcherFollowsRealSockets: every socket pgfast dials is registered
 // with the process's watcher and leaves it when it closes; with no pgfast
@@ -133,7 +130,7 @@ func TestPeerWatcherFollowsRealSockets(t *testing.T) {
 		if n := registeredSockets(); n <= before {
 			t.Fatalf("%d sockets registered with a ready pool open, %d before", n, before)
 		}
-		done := deadPeers.running()
+		done := netx.WatcherDone()
 		if done == nil {
 			t.Fatal("no watcher goroutine with pgfast sockets open")
 		}

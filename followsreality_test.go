@@ -46,7 +46,7 @@ func TestDownEndsWhenConnectionsInUsePassCheckout(t *testing.T) {
 		c := ConnectorOf(db)
 		failures := c.Stats().DialFailures
 		// An eviction report (a blip) takes it Down; its probes find no free slot.
-		c.onEvict(netip.MustParseAddrPort("127.0.0.1:1"), errors.New("connection timed out"), evictDead)
+		c.onEvict(netip.MustParseAddrPort("127.0.0.1:1"), errors.New("connection timed out"), true)
 		deadline := time.Now().Add(10 * time.Second)
 		for c.State() != StateDown || c.Stats().DialFailures == failures {
 			if time.Now().After(deadline) {

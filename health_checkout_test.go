@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/stdlib"
-
+	"github.com/pgfast/pgfast/internal/netx"
 	"github.com/pgfast/pgfast/internal/pgtest"
 )
 
@@ -58,7 +58,7 @@ func BenchmarkCheckout(b *testing.B) {
 				b.ReportAllocs()
 				b.ResetTimer()
 				for i := 0; i < b.N; i++ {
-					if err := checkout(ctx, nc); err != nil {
+					if err := netx.Checkout(ctx, nc); err != nil {
 						b.Fatalf("checkout on a live connection: %v", err)
 					}
 				}
@@ -133,7 +133,7 @@ func TestCheckoutLiveness(t *testing.T) {
 
 	t.Run("idle", func(t *testing.T) {
 		c, _ := pair(t)
-		if err := checkout(ctx, c); err != nil {
+		if err := netx.Checkout(ctx, c); err != nil {
 			t.Fatalf("checkout of an idle live socket: %v", err)
 		}
 	})
@@ -143,7 +143,7 @@ func TestCheckoutLiveness(t *testing.T) {
 			t.Fatal(err)
 		}
 		settle()
-		if err := checkout(ctx, c); err != nil {
+		if err := netx.Checkout(ctx, c); err != nil {
 			t.Fatalf("checkout with a NoticeResponse pending: %v", err)
 		}
 		buf := make([]byte, 1)
@@ -158,7 +158,7 @@ func TestCheckoutLiveness(t *testing.T) {
 			t.Fatal(err)
 		}
 		settle()
-		if err := checkout(ctx, c); !errors.Is(err, driver.ErrBadConn) {
+		if err := netx.Checkout(ctx, c); !errors.Is(err, driver.ErrBadConn) {
 			t.Fatalf("checkout with an ErrorResponse pending: %v, want driver.ErrBadConn", err)
 		}
 	})
@@ -166,7 +166,7 @@ func TestCheckoutLiveness(t *testing.T) {
 		c, s := pair(t)
 		s.Close()
 		settle()
-		if err := checkout(ctx, c); !errors.Is(err, driver.ErrBadConn) {
+		if err := netx.Checkout(ctx, c); !errors.Is(err, driver.ErrBadConn) {
 			t.Fatalf("checkout after the server closed: %v, want driver.ErrBadConn", err)
 		}
 	})
@@ -175,14 +175,14 @@ func TestCheckoutLiveness(t *testing.T) {
 		_ = s.(*net.TCPConn).SetLinger(0) // close with RST
 		s.Close()
 		settle()
-		if err := checkout(ctx, c); !errors.Is(err, driver.ErrBadConn) {
+		if err := netx.Checkout(ctx, c); !errors.Is(err, driver.ErrBadConn) {
 			t.Fatalf("checkout after a reset: %v, want driver.ErrBadConn", err)
 		}
 	})
 	t.Run("closed by us", func(t *testing.T) {
 		c, _ := pair(t)
 		c.Close()
-		if err := checkout(ctx, c); !errors.Is(err, driver.ErrBadConn) {
+		if err := netx.Checkout(ctx, c); !errors.Is(err, driver.ErrBadConn) {
 			t.Fatalf("checkout of a closed socket: %v, want driver.ErrBadConn", err)
 		}
 	})

@@ -5,13 +5,14 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"errors"
+	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/lib/pq"
-
+	"github.com/pgfast/pgfast/internal/netx"
 	"github.com/pgfast/pgfast/internal/pgtest"
 )
 
@@ -240,16 +241,16 @@ func TestEvictionNeverRunsAStatementTwice(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var tc *trackedConn
+		var tc net.Conn
 		if err := conn.Raw(func(dc any) error {
-			tc = trackedOf(socketOf(dc.(driver.Conn)))
+			tc = socketOf(dc.(driver.Conn))
 			return nil
-		}); err != nil || tc == nil {
+		}); err != nil || !netx.Tracked(tc) {
 			t.Fatalf("no tracked socket: %v", err)
 		}
 		conn.Close() // back to the pool: the next statement runs on it
 
-		time.AfterFunc(300*time.Millisecond, tc.shutdown)
+		time.AfterFunc(300*time.Millisecond, func() { netx.ShutDown(tc) })
 		start := time.Now()
 		_, err = db.ExecContext(ctx, "INSERT INTO "+table+" SELECT 1 FROM pg_sleep(1)")
 		if err == nil {

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pgfast/pgfast/internal/netx"
 )
 
 // sslRequestCode is the protocol code of PostgreSQL's SSLRequest message.
@@ -55,7 +57,7 @@ func pgxAttemptOrder(t *testing.T, dsn string) []pgxAttempt {
 	if err != nil {
 		t.Fatal(err)
 	}
-	book := newAddrBook()
+	book := netx.NewBook(nil)
 	var (
 		mu       sync.Mutex
 		attempts []pgxAttempt
@@ -70,7 +72,7 @@ func pgxAttemptOrder(t *testing.T, dsn string) []pgxAttempt {
 			}}, nil
 		},
 		orderHostsFn: func(hosts []HostPort) []int {
-			return book.orderHosts(hosts, cfg.LoadBalanceHosts == "random")
+			return orderHosts(book, hosts, cfg.LoadBalanceHosts == "random")
 		},
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

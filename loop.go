@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/pgfast/pgfast/internal/netx"
 )
 
 // The connector's goroutine (run) is the only writer of its state and the
@@ -267,7 +269,7 @@ func (c *Connector) startProbe(l *loop, kind probeKind) {
 	began := c.ready.mark()
 	go func() {
 		defer l.probes.Done()
-		dc, err := c.dial(probeContext(c.ctx)) // never skipped (dial_skip.go)
+		dc, err := c.dial(netx.NoSkip(c.ctx)) // never skipped (netx.NoSkip)
 		c.resMu.Lock()
 		defer c.resMu.Unlock()
 		if c.resClosed {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+
+	"github.com/pgfast/pgfast/internal/netx"
 )
 
 // causeTellsAll reports whether a NotReadyError's message can be the
@@ -19,7 +21,7 @@ func causeTellsAll(cause error, addrs []AddrStats) bool {
 	text := cause.Error()
 	for _, a := range addrs {
 		switch a.Err.(type) {
-		case *inFlightError, *pendingError:
+		case *inFlightError, *netx.PendingError:
 			return false
 		}
 		if !strings.Contains(text, a.Addr) {
@@ -77,4 +79,37 @@ func unwrapText(err error) error {
 		}
 	}
 	return err
+}
+
+// addrStatusesOf lists the addresses named by a connection error.
+func addrStatusesOf(err error) []AddrStats {
+	var out []AddrStats
+	for _, de := range dialErrorsIn(err) {
+		for _, at := range de.Attempts {
+			out = append(out, AddrStats{Addr: at.Addr, Status: "failed", Err: at.Err})
+		}
+	}
+	return out
+}
+
+// dialErrorsIn finds every *DialError in err's tree (a multi-host connect
+// error joins one per host).
+func dialErrorsIn(err error) []*DialError {
+	if err == nil {
+		return nil
+	}
+	if de, ok := err.(*DialError); ok {
+		return []*DialError{de}
+	}
+	switch u := err.(type) {
+	case interface{ Unwrap() []error }:
+		var out []*DialError
+		for _, e := range u.Unwrap() {
+			out = append(out, dialErrorsIn(e)...)
+		}
+		return out
+	case interface{ Unwrap() error }:
+		return dialErrorsIn(u.Unwrap())
+	}
+	return nil
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/lib/pq"
+	"github.com/pgfast/pgfast/internal/netx"
 )
 
 // refusedOpError dials a loopback port where nothing listens and returns
@@ -105,7 +106,7 @@ func TestNotReadyMessageEndsWithRawText(t *testing.T) {
 		t.Errorf("message %q, want %q", e, want)
 	}
 	// An attempt in flight keeps the per-address progress.
-	e.Addrs = describeProgress([]AddrStats{{Addr: addr.String(), Status: "pending", Err: &pendingError{since: 2 * time.Second, last: dialErr}}})
+	e.Addrs = describeProgress([]AddrStats{{Addr: addr.String(), Status: "pending", Err: &netx.PendingError{Since: 2 * time.Second, Last: dialErr}}})
 	if msg := e.Error(); !strings.Contains(msg, "retrying") {
 		t.Errorf("message %q does not tell the attempt in flight", msg)
 	}

@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pgfast/pgfast/internal/netx"
 )
 
 // TestNotReadyMessagesTellTheRealProgress: the message says an attempt is in
@@ -34,7 +36,7 @@ func TestNotReadyMessagesTellTheRealProgress(t *testing.T) {
 	}
 
 	refused := &DialError{Host: "db", Port: "5432", Attempts: []AddrStats{{Status: "failed", Err: syscall.ECONNREFUSED}}}
-	addrs := describeProgress([]AddrStats{{Addr: "127.0.0.1:5432", Status: "pending", Err: &pendingError{since: 0, last: refused}}})
+	addrs := describeProgress([]AddrStats{{Addr: "127.0.0.1:5432", Status: "pending", Err: &netx.PendingError{Since: 0, Last: refused}}})
 	line := (&NotReadyError{State: StateDown, Addrs: addrs, Cause: refused}).Error()
 	t.Log(msg)
 	t.Log(line)

@@ -12,74 +12,13 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	_ "github.com/jackc/pgx/v5/stdlib" // raw pgx's "pgx" driver for the baseline
-
+	_ "github.com/jackc/pgx/v5/stdlib"
+	"github.com/pgfast/pgfast/internal/netx"
 	"github.com/pgfast/pgfast/internal/pgtest"
 )
 
 // withPlatform makes a connector act as if it ran on p (tests only).
 func withPlatform(p platform) Option { return func(o *options) { o.testPlatform = &p } }
-
-// everyGOOS is `go tool dist list`'s systems.
-var everyGOOS = []string{"aix", "android", "darwin", "dragonfly", "freebsd", "illumos", "ios", "js",
-	"linux", "netbsd", "openbsd", "plan9", "solaris", "wasip1", "windows"}
-
-// TestPlatformOptionMapping checks, for every system Go supports, what
-// pgfast applies there: the peek (or pgx's ping kept), the keep-alive
-// timings through net.KeepAliveConfig and the system's user timeout option
-// in its own unit.
-func TestPlatformOptionMapping(t *testing.T) {
-	s := dialSettings{Keepalives: true, KeepalivesIdle: 10 * time.Second, KeepalivesInterval: 5 * time.Second,
-		KeepalivesCount: 3, TCPUserTimeout: 1500 * time.Millisecond}
-	timings := net.KeepAliveConfig{Enable: true, Idle: 10 * time.Second, Interval: 5 * time.Second, Count: 3}
-	onOnly := net.KeepAliveConfig{Enable: true, Idle: -1, Interval: -1, Count: -1}
-	type want struct {
-		peek, watch bool
-		keepAlive   net.KeepAliveConfig
-		opts        []sockOpt
-	}
-	cases := map[string]want{
-		"linux":     {peek: true, watch: true, keepAlive: timings, opts: []sockOpt{{"TCP_USER_TIMEOUT", 1500}}},
-		"android":   {peek: true, watch: true, keepAlive: timings, opts: []sockOpt{{"TCP_USER_TIMEOUT", 1500}}},
-		"darwin":    {peek: true, keepAlive: timings, opts: []sockOpt{{"TCP_RXT_CONNDROPTIME", 2}}}, // seconds, rounded up
-		"ios":       {peek: true, keepAlive: timings, opts: []sockOpt{{"TCP_RXT_CONNDROPTIME", 2}}},
-		"windows":   {keepAlive: timings, opts: []sockOpt{{"TCP_MAXRTMS", 1500}}},
-		"freebsd":   {peek: true, keepAlive: timings},
-		"netbsd":    {peek: true, keepAlive: timings},
-		"dragonfly": {peek: true, keepAlive: timings},
-		"solaris":   {peek: true, keepAlive: timings},
-		"illumos":   {peek: true, keepAlive: timings},
-		"openbsd":   {peek: true, keepAlive: onOnly},
-		"aix":       {keepAlive: timings},
-		"plan9":     {keepAlive: onOnly},
-		"js":        {keepAlive: onOnly},
-		"wasip1":    {keepAlive: onOnly},
-	}
-	for _, goos := range everyGOOS {
-		w, ok := cases[goos]
-		if !ok {
-			t.Fatalf("no expectation for %s", goos)
-		}
-		p := platformOf(goos)
-		if p.peek != w.peek || p.deadPeerWatch != w.watch {
-			t.Errorf("%s: peek %v, dead-peer watch %v; want %v, %v", goos, p.peek, p.deadPeerWatch, w.peek, w.watch)
-		}
-		plan := planSockets(p, s)
-		if plan.keepAlive != w.keepAlive || !slices.Equal(plan.opts, w.opts) {
-			t.Errorf("%s: plan %+v, want keep-alive %+v and options %v", goos, plan, w.keepAlive, w.opts)
-		}
-		// Keep-alive off: no keep-alive at all, the user timeout still set.
-		off := s
-		off.Keepalives = false
-		if plan := planSockets(p, off); plan.keepAlive != (net.KeepAliveConfig{}) || !slices.Equal(plan.opts, w.opts) {
-			t.Errorf("%s, keepalives=0: plan %+v", goos, plan)
-		}
-		// Unset settings keep the OS defaults.
-		if plan := planSockets(p, dialSettings{Keepalives: true}); plan.keepAlive != onOnly || plan.opts != nil {
-			t.Errorf("%s, OS defaults: plan %+v", goos, plan)
-		}
-	}
-}
 
 // TestPlatformConfigSaysWhatIsApplied: Config reads as what the system
 // applies, and notApplied names the DSN keys it drops.
@@ -118,11 +57,11 @@ func TestPlatformConfigSaysWhatIsApplied(t *testing.T) {
 // compilation for every system; the test runs it here).
 func TestPlatformThisBuild(t *testing.T) {
 	p := platformOf(runtime.GOOS)
-	if canPeek != p.peek || thisPlatform.peek != p.peek {
-		t.Errorf("%s: platformOf says peek %v, the build has canPeek %v", runtime.GOOS, p.peek, canPeek)
+	if netx.CanPeek != p.Peek || thisPlatform.Peek != p.Peek {
+		t.Errorf("%s: platformOf says peek %v, the build has canPeek %v", runtime.GOOS, p.Peek, netx.CanPeek)
 	}
-	if watchesPeers != p.deadPeerWatch {
-		t.Errorf("%s: platformOf says dead-peer watch %v, the build has %v", runtime.GOOS, p.deadPeerWatch, watchesPeers)
+	if netx.WatchesPeers != p.DeadPeerWatch {
+		t.Errorf("%s: platformOf says dead-peer watch %v, the build has %v", runtime.GOOS, p.DeadPeerWatch, netx.WatchesPeers)
 	}
 	c, err := NewConnector("host=127.0.0.1 tcp_user_timeout=1500", withNoProbe())
 	if err != nil {
@@ -149,7 +88,7 @@ func TestNoPeekKeepsPgxPing(t *testing.T) {
 	srv := server(t)
 	dsn := srv.DSN(pgtest.TrustUser)
 	noPeek := platformOf("windows")
-	noPeek.goos = "linux-without-peek"
+	noPeek.GOOS = "linux-without-peek"
 
 	staleQuery := func(t *testing.T, pidOf func() (int, error)) (victim, after int, err error) {
 		t.Helper()
@@ -233,8 +172,8 @@ func TestNoPeekKeepsPgxPing(t *testing.T) {
 // finds the closed socket.
 func TestNoPeekChecksNoSocket(t *testing.T) {
 	for _, noPeek := range []bool{false, true} {
-		b := newAddrBook()
-		b.noPeek = noPeek
+		b := netx.NewBook(nil)
+		b.SetNoPeek(noPeek)
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
@@ -249,18 +188,17 @@ func TestNoPeekChecksNoSocket(t *testing.T) {
 		}
 		ln.Close()
 		addr := netip.MustParseAddrPort(ln.Addr().String())
-		b.attemptStarted(addr)
-		tc := b.attemptDone(addr, nc, nil)
+		tc := b.Track(addr, nc)
 		srvSide.Close()
 		var ok bool
 		for range 100 { // the FIN arrives
-			if ok, _ = socketState(tc); !ok {
+			if ok, _ = netx.SocketState(tc); !ok {
 				break
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
 		nc.Close()
-		if want := noPeek || !canPeek; ok != want {
+		if want := noPeek || !netx.CanPeek; ok != want {
 			t.Errorf("noPeek=%v: socketState alive %v after the peer closed, want %v", noPeek, ok, want)
 		}
 	}

@@ -14,7 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
-
+	"github.com/pgfast/pgfast/internal/netx"
 	"github.com/pgfast/pgfast/internal/pgtest"
 	"github.com/pgfast/pgfast/internal/testkit"
 )
@@ -43,7 +43,7 @@ func TestPoolBeforeConnectSetsPassword(t *testing.T) {
 	}
 	var probeCalls, poolCalls atomic.Int64
 	cfg.BeforeConnect = func(ctx context.Context, cc *pgx.ConnConfig) error {
-		if isProbe(ctx) {
+		if netx.IsNoSkip(ctx) {
 			probeCalls.Add(1)
 		} else {
 			poolCalls.Add(1)

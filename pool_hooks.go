@@ -52,7 +52,7 @@ func equipPool(pc *pgxpool.Config, a *pgxAdapter, c *Connector) {
 		return true, nil
 	}
 
-	if pc.ShouldPing == nil && c.plat.peek {
+	if pc.ShouldPing == nil && c.plat.Peek {
 		// The syscall-only check in PrepareConn replaces pgxpool's ping
 		// after one second idle: a round trip per checkout that hangs on a
 		// zombie connection. Where the system has no peek, pgxpool's ping

@@ -11,10 +11,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"go.uber.org/goleak"
-
 	"github.com/pgfast/pgfast/internal/diag"
+	"github.com/pgfast/pgfast/internal/netx"
 	"github.com/pgfast/pgfast/internal/pgtest"
+	"go.uber.org/goleak"
 )
 
 // These tests run the pgxpool front end against a real PostgreSQL, next to
@@ -229,7 +229,7 @@ func TestPoolSocketOptionsAndKeysNotForwarded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Release()
-	got, err := readSocketOptions(conn.Conn().PgConn().Conn())
+	got, err := netx.ReadSocketOptions(conn.Conn().PgConn().Conn())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"net"
 	"sync/atomic"
+
+	"github.com/pgfast/pgfast/internal/netx"
 )
 
 // PQConn is the connection "pgfast-pq" hands to database/sql: lib/pq's own
@@ -239,7 +241,7 @@ func (c *PQConn) IsValid() bool {
 	if c.interrupted.Load() != nil {
 		return false
 	}
-	if c.core != nil && c.sock != nil && !readSinceCheck(c.sock) && !c.core.alive(c.sock) {
+	if c.core != nil && c.sock != nil && !netx.ReadSinceCheck(c.sock) && !c.core.alive(c.sock) {
 		return false
 	}
 	if v, ok := c.inner.(driver.Validator); ok {

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/lib/pq"
-
+	"github.com/pgfast/pgfast/internal/netx"
 	"github.com/pgfast/pgfast/internal/pgtest"
 )
 
@@ -156,8 +156,8 @@ func newRecordingPQ(t *testing.T, dsn string) (*sql.DB, *errRecorder) {
 	s := &fakeCore{
 		cfg:        cfg,
 		dialFn:     recording(d.DialContext),
-		checkoutFn: checkout,
-		aliveFn:    alive,
+		checkoutFn: netx.Checkout,
+		aliveFn:    netx.Alive,
 		onErrorFn:  rec.onError,
 	}
 	db := sql.OpenDB(a.connector(s))

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/lib/pq"
+	"github.com/pgfast/pgfast/internal/netx"
 )
 
 // LISTEN/NOTIFY with lib/pq's Listener, through pgfast (pgfast-pq).
@@ -35,7 +36,7 @@ func PQListenerDialer(dsn string) (pq.Dialer, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	return newDialer(cfg.dialSettings(), nil), clean, nil
+	return netx.NewDialer(cfg.dialSettings(), nil), clean, nil
 }
 
 // NewPQListener is pq.NewDialListener with PQListenerDialer's dialer and

@@ -3,6 +3,8 @@ package pgfast
 import (
 	"database/sql/driver"
 	"errors"
+
+	"github.com/pgfast/pgfast/internal/netx"
 )
 
 // A statement never runs twice (pgfast-pq).
@@ -40,7 +42,7 @@ func (c *PQConn) noRetry(sent uint64, err error) error {
 	if err == nil || !errors.Is(err, driver.ErrBadConn) {
 		return err
 	}
-	if trackedOf(c.sock) != nil && writesOf(c.sock) == sent {
+	if netx.Tracked(c.sock) && netx.Writes(c.sock) == sent {
 		return err // nothing of the statement left: database/sql may retry
 	}
 	return ErrConnLost

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgfast/pgfast/internal/netx"
 	"github.com/pgfast/pgfast/internal/pgtest"
 )
 
@@ -178,14 +179,14 @@ func TestPQNoRetryOnlyAfterBytesLeft(t *testing.T) {
 	defer conn.Close()
 	err = conn.Raw(func(dc any) error {
 		pc := dc.(*PQConn)
-		before := writesOf(pc.sock)
+		before := netx.Writes(pc.sock)
 		if got := pc.noRetry(before, driver.ErrBadConn); got != driver.ErrBadConn {
 			return fmt.Errorf("nothing sent: %v, want driver.ErrBadConn", got)
 		}
 		if _, err := pc.ExecContext(context.Background(), "SELECT 1", nil); err != nil {
 			return err
 		}
-		if writesOf(pc.sock) == before {
+		if netx.Writes(pc.sock) == before {
 			return errors.New("the socket's write count did not move")
 		}
 		if got := pc.noRetry(before, driver.ErrBadConn); got != ErrConnLost {

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/lib/pq"
-
+	"github.com/pgfast/pgfast/internal/netx"
 	"github.com/pgfast/pgfast/internal/pgtest"
 )
 
@@ -31,16 +31,16 @@ func TestIgnoresErrorsMatchesOnBackendError(t *testing.T) {
 		errors.New("anything"),
 	}
 	for _, tsa := range []string{"", "any", "read-write", "read-only", "primary", "standby", "prefer-standby"} {
-		c := &Connector{cfg: &Config{TargetSessionAttrs: tsa}, book: newAddrBook()}
+		c := &Connector{cfg: &Config{TargetSessionAttrs: tsa}, book: netx.NewBook(nil)}
 		k := &connectorCore{c: c}
 		ignores := k.ignoresErrors()
 		for _, err := range errs {
-			tc := &trackedConn{book: c.book}
+			tc := netx.NewTestSocket(nil)
 			c.onBackendError(tc, err)
 			var pe *pq.Error
 			acts := errors.As(err, &pe) && pe.Code == "25006" && !ignores
-			if tc.doomed.Load() != acts {
-				t.Errorf("target_session_attrs=%q ignoresErrors=%v: onBackendError(%v) doomed=%v", tsa, ignores, err, tc.doomed.Load())
+			if netx.Doomed(tc) != acts {
+				t.Errorf("target_session_attrs=%q ignoresErrors=%v: onBackendError(%v) doomed=%v", tsa, ignores, err, netx.Doomed(tc))
 			}
 		}
 	}

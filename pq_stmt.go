@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql/driver"
 	"errors"
+
+	"github.com/pgfast/pgfast/internal/netx"
 )
 
 // pqStmt wraps a lib/pq prepared statement: each call's context is watched
@@ -70,7 +72,7 @@ func (s *pqStmt) Exec(args []driver.Value) (driver.Result, error) {
 	if err := s.c.usable(); err != nil {
 		return nil, err
 	}
-	sent := writesOf(s.c.sock)
+	sent := netx.Writes(s.c.sock)
 	res, err := s.inner.Exec(args) //nolint:staticcheck // required by driver.Stmt
 	if err != nil {
 		return nil, s.c.check(s.c.noRetry(sent, err))
@@ -85,7 +87,7 @@ func (s *pqStmt) Query(args []driver.Value) (driver.Rows, error) {
 	if err := s.c.usable(); err != nil {
 		return nil, err
 	}
-	sent := writesOf(s.c.sock)
+	sent := netx.Writes(s.c.sock)
 	rows, err := s.inner.Query(args) //nolint:staticcheck // required by driver.Stmt
 	if err != nil {
 		return nil, s.c.check(s.c.noRetry(sent, err))
@@ -145,7 +147,7 @@ func callWatched[T any](c *PQConn, ctx context.Context, args []driver.NamedValue
 	if err != nil {
 		return zero, nil, err
 	}
-	sent := writesOf(c.sock)
+	sent := netx.Writes(c.sock)
 	var out T
 	if viaCtx != nil {
 		out, err = viaCtx(context.Background(), args)

@@ -3,6 +3,8 @@ package pgfast
 import (
 	"context"
 	"database/sql/driver"
+
+	"github.com/pgfast/pgfast/internal/netx"
 )
 
 // pqTx wraps a lib/pq transaction: BeginTx's context stays watched until
@@ -23,7 +25,7 @@ var _ driver.Tx = (*pqTx)(nil)
 // database/sql never retries a Commit, but ErrBadConn tells the application
 // that nothing happened.
 func (t *pqTx) Commit() error {
-	sent := writesOf(t.c.sock)
+	sent := netx.Writes(t.c.sock)
 	err := t.inner.Commit()
 	t.end()
 	if t.c.interrupted.Load() == nil {

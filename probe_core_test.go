@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/pgfast/pgfast/internal/diag"
+	"github.com/pgfast/pgfast/internal/netx"
 )
 
 // The probe names a connect()'s outcome from the core's evidence classifier:
@@ -33,7 +34,7 @@ func TestProbeDialOutcomeFollowsClassify(t *testing.T) {
 		if got := dialOutcomeOf(tc.err); got != tc.want {
 			t.Errorf("%v: %s, want %s", tc.err, got, tc.want)
 		}
-		if v := classify(tc.err, nil, 0); (v == hostLevel) != (tc.want == diag.DialRefused || tc.want == diag.DialUnreachable || errors.Is(tc.err, syscall.ETIMEDOUT)) {
+		if v := netx.IsHostLevel(tc.err); v != (tc.want == diag.DialRefused || tc.want == diag.DialUnreachable || errors.Is(tc.err, syscall.ETIMEDOUT)) {
 			t.Errorf("%v: classify says %v, the probe says %s", tc.err, v, tc.want)
 		}
 	}

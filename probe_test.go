@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
-
 	"github.com/pgfast/pgfast/internal/diag"
+	"github.com/pgfast/pgfast/internal/netx"
 	"github.com/pgfast/pgfast/internal/pgtest"
 )
 
@@ -234,7 +234,7 @@ func TestProbeDialOutcome(t *testing.T) {
 		{nil, diag.DialConnected},
 		{context.Canceled, diag.DialCancelled},
 		{fmt.Errorf("x: %w", context.DeadlineExceeded), diag.DialTimedOut},
-		{&attemptTimeoutError{after: time.Second}, diag.DialTimedOut},
+		{netx.AttemptTimeout(time.Second), diag.DialTimedOut},
 		{errors.New("something"), diag.DialFailed},
 	} {
 		if got := dialOutcomeOf(tc.err); got != tc.want {

@@ -52,7 +52,7 @@ type readiness struct {
 	oks atomic.Uint64
 	// fails counts the times the state went Down: a connection in use
 	// proves the server only by answering a request made since Down began
-	// (recentread.go).
+	// (internal/netx/checkout.go).
 	fails atomic.Uint64
 }
 

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+
+	"github.com/pgfast/pgfast/internal/netx"
 )
 
 // ErrWrongRole is the cause recorded when a server no longer has the role
@@ -103,9 +105,7 @@ func (c *Connector) onBackendError(nc net.Conn, err error) {
 	}
 	switch c.cfg.TargetSessionAttrs {
 	case "read-write", "primary":
-		if tc := trackedOf(nc); tc != nil {
-			tc.doomed.Store(true)
-		}
+		netx.Doom(nc)
 		c.verifyRole(nc, fmt.Errorf("%w: %w", ErrWrongRole, err))
 	}
 }
@@ -121,8 +121,8 @@ func (c *Connector) ignoresBackendErrors() bool {
 
 // evictSocket evicts the generation of the address nc is connected to.
 func (c *Connector) evictSocket(nc net.Conn, cause error) {
-	if tc := trackedOf(nc); tc != nil {
-		tc.book.evict(tc.addr, tc.gen, cause, evictRole)
+	if g, ok := netx.GenOf(nc); ok {
+		g.EvictRole(cause)
 	}
 }
 
@@ -132,12 +132,12 @@ func (c *Connector) evictSocket(nc net.Conn, cause error) {
 // clears the server; landing elsewhere or failing evicts its address. One
 // verification per address generation runs at a time.
 func (c *Connector) verifyRole(nc net.Conn, cause error) {
-	tc := trackedOf(nc)
-	if tc == nil || !c.book.startVerify(tc.addr, tc.gen) {
+	g, ok := netx.GenOf(nc)
+	if !ok || !c.book.StartVerify(g) {
 		return
 	}
 	if !c.bg.goIfOpen(func() {
-		defer c.book.endVerify(tc.addr)
+		defer c.book.EndVerify(g)
 		ctx, cancel := context.WithTimeout(c.ctx, c.cfg.connectBudget())
 		defer cancel()
 		dc, err := c.backend.Connect(ctx)
@@ -145,17 +145,17 @@ func (c *Connector) verifyRole(nc net.Conn, cause error) {
 			// A fresh connection passed target_session_attrs: the
 			// database is usable whatever this address turns out to be.
 			c.post(event{kind: evVerified, fresh: true})
-			landed := trackedOf(c.adapter.socket(dc))
+			landed, ok := netx.GenOf(c.adapter.socket(dc))
 			_ = dc.Close()
-			if landed != nil && landed.addr == tc.addr {
+			if ok && landed.Addr == g.Addr {
 				return // the same server passed validation: a session's own setting
 			}
 		}
 		if c.ctx.Err() != nil || hookFailed(err) {
 			return // a before-connect hook's failure is no verdict on the server
 		}
-		tc.book.evict(tc.addr, tc.gen, cause, evictRole)
+		g.EvictRole(cause)
 	}) {
-		c.book.endVerify(tc.addr)
+		c.book.EndVerify(g)
 	}
 }

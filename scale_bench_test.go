@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pgfast/pgfast/internal/pgtest"
+	"github.com/pgfast/pgfast/internal/testkit"
 )
 
 // The scale benchmarks open many tenants' *sql.DB in one process. Run them
@@ -175,7 +176,7 @@ func BenchmarkScaleNaiveStartup(b *testing.B) {
 
 // blackholeDSN is a DSN whose server never answers a SYN.
 func blackholeDSN(b *testing.B) string {
-	host, port, _ := net.SplitHostPort(dialTestBlackhole(b))
+	host, port, _ := net.SplitHostPort(testkit.Blackhole(b))
 	return fmt.Sprintf("host=%s port=%s user=x sslmode=disable pgfast_dns_recheck=0", host, port)
 }
 

@@ -5,6 +5,8 @@ import (
 	"net"
 	"net/netip"
 	"time"
+
+	"github.com/pgfast/pgfast/internal/netx"
 )
 
 // connectorCore is the Connector's side of the adapter seam: the core the
@@ -22,7 +24,7 @@ var _ core = (*connectorCore)(nil)
 
 // newCore wires the connector's health machinery into the core the backend
 // adapters call.
-func (c *Connector) newCore(d *dialer) *connectorCore {
+func (c *Connector) newCore(d *netx.Dialer) *connectorCore {
 	return &connectorCore{c: c, dialFn: c.closedPause(recording(d.DialContext))}
 }
 
@@ -38,7 +40,7 @@ func (k *connectorCore) checkout(ctx context.Context, nc net.Conn) error {
 	return k.c.verifiedCheckout(ctx, nc)
 }
 
-func (k *connectorCore) alive(nc net.Conn) bool { return alive(nc) }
+func (k *connectorCore) alive(nc net.Conn) bool { return netx.Alive(nc) }
 
 func (k *connectorCore) onError(nc net.Conn, err error) { k.c.onBackendError(nc, err) }
 
@@ -56,7 +58,12 @@ func (k *connectorCore) checkRole(nc net.Conn, params serverParams) error {
 }
 
 func (k *connectorCore) orderHosts(hosts []HostPort) []int {
-	return k.c.book.orderHosts(hosts, k.c.cfg.LoadBalanceHosts == "random")
+	return orderHosts(k.c.book, hosts, k.c.cfg.LoadBalanceHosts == "random")
+}
+
+// orderHosts returns the order to try hosts in, as indexes (Book.OrderHosts).
+func orderHosts(b *netx.Book, hosts []HostPort, random bool) []int {
+	return b.OrderHosts(len(hosts), func(i int) (string, uint16) { return hostKey(hosts[i]), hosts[i].Port }, random)
 }
 
 // closedDialPause is how long a dial made by an attempt Close abandoned
@@ -87,14 +94,14 @@ func (c *Connector) closedPause(dial dialFunc) dialFunc {
 // verifiedCheckout is the checkout check (liveness; the adapters judge the
 // role first). While the connector is Down, a connection that passes it and
 // has read its server's answer to a request made since the latest failure
-// (answered I/O, recentread.go) proves the database works, so the
+// (answered I/O, internal/netx/checkout.go) proves the database works, so the
 // connector's goroutine is told. Passing the check alone proves nothing: an
 // idle socket to a silent host has nothing to read, so its peek passes. The
 // healthy path costs one atomic load.
 func (c *Connector) verifiedCheckout(ctx context.Context, nc net.Conn) error {
-	err := checkout(ctx, nc)
+	err := netx.Checkout(ctx, nc)
 	if err == nil && c.ready.current() == StateDown {
-		if tc := trackedOf(nc); tc != nil && tc.recent.answeredSince(c.ready.failures()) {
+		if netx.AnsweredSince(nc, c.ready.failures()) {
 			c.post(event{kind: evVerified})
 		}
 	}
@@ -105,6 +112,6 @@ func (c *Connector) verifiedCheckout(ctx context.Context, nc net.Conn) error {
 // query's read path, so it only tells the connector's goroutine, which logs
 // it and, when the address is believed unreachable, goes Down so that
 // callers fail fast while it probes for a usable server. It never blocks.
-func (c *Connector) onEvict(addr netip.AddrPort, cause error, how eviction) {
-	c.post(event{kind: evEvicted, addr: addr, err: cause, down: how.down})
+func (c *Connector) onEvict(addr netip.AddrPort, cause error, down bool) {
+	c.post(event{kind: evEvicted, addr: addr, err: cause, down: down})
 }

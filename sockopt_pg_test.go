@@ -17,14 +17,15 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
-
 	"github.com/pgfast/pgfast/internal/diag"
+	"github.com/pgfast/pgfast/internal/netx"
 	"github.com/pgfast/pgfast/internal/pgtest"
+	"github.com/pgfast/pgfast/internal/testkit"
 )
 
 // These tests read the TCP options back from the sockets under real
 // PostgreSQL connections (shared server, no fault namespace), for both
-// backends: what sockopt_linux_test.go proves for the dialer alone must hold
+// backends: what internal/netx/sys_linux_test.go proves for the dialer alone must hold
 // for every connection database/sql gets from pgfast.
 
 // sockoptPGConns takes n connections from db at the same time (so that, with
@@ -47,7 +48,7 @@ func sockoptPGConns(t *testing.T, db *sql.DB, n int) []diag.SocketOptions {
 			if nc == nil {
 				return fmt.Errorf("socketOf(%T) = nil: pgfast does not know this connection's socket", dc)
 			}
-			opts, err := readSocketOptions(nc)
+			opts, err := netx.ReadSocketOptions(nc)
 			if err != nil {
 				return err
 			}
@@ -64,9 +65,9 @@ func sockoptPGConns(t *testing.T, db *sql.DB, n int) []diag.SocketOptions {
 func TestSockoptPGRealConnections(t *testing.T) {
 	srv := server(t)
 	osDefault := diag.SocketOptions{
-		KeepalivesIdle:     time.Duration(dialTestSysctl(t, "tcp_keepalive_time")) * time.Second,
-		KeepalivesInterval: time.Duration(dialTestSysctl(t, "tcp_keepalive_intvl")) * time.Second,
-		KeepalivesCount:    dialTestSysctl(t, "tcp_keepalive_probes"),
+		KeepalivesIdle:     time.Duration(testkit.Sysctl(t, "tcp_keepalive_time")) * time.Second,
+		KeepalivesInterval: time.Duration(testkit.Sysctl(t, "tcp_keepalive_intvl")) * time.Second,
+		KeepalivesCount:    testkit.Sysctl(t, "tcp_keepalive_probes"),
 	}
 	cases := []struct {
 		name string

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/pgfast/pgfast/internal/netx"
 )
 
 // gateBackend is a backend whose every connection attempt waits until the
@@ -137,14 +139,13 @@ func (s *stateCalls) states() []State {
 
 // trackedPipe registers a connection to addr in c's address book, as the
 // dialer does for a socket, and returns it with its server's end.
-func trackedPipe(c *Connector, addr netip.AddrPort) (*trackedConn, net.Conn) {
+func trackedPipe(c *Connector, addr netip.AddrPort) (net.Conn, net.Conn) {
 	client, srv := net.Pipe()
-	c.book.attemptStarted(addr)
-	return c.book.attemptDone(addr, client, nil).(*trackedConn), srv
+	return c.book.Track(addr, client), srv
 }
 
 // answer makes tc read a reply from its server.
-func answer(t *testing.T, tc *trackedConn, srv net.Conn) {
+func answer(t *testing.T, tc net.Conn, srv net.Conn) {
 	t.Helper()
 	go func() { _, _ = srv.Write([]byte("Z")) }()
 	var b [1]byte
@@ -251,7 +252,7 @@ func TestIdleCheckoutDoesNotEndDown(t *testing.T) {
 		tc, srv := trackedPipe(c, addr)
 		defer srv.Close()
 		answer(t, tc, srv) // in use while Ready
-		c.onEvict(netip.MustParseAddrPort("127.0.0.2:1"), errors.New("connection timed out"), evictDead)
+		c.onEvict(netip.MustParseAddrPort("127.0.0.2:1"), errors.New("connection timed out"), true)
 		synctest.Wait()
 		if st := c.State(); st != StateDown {
 			t.Fatalf("state %s after an eviction", st)
@@ -324,7 +325,7 @@ func TestWarmDialFailureGoesDown(t *testing.T) {
 		synctest.Wait()
 		g.pending()[0].finish(nil)
 		p := g.pending()
-		if c.State() != StateReady || len(p) != 1 || !isProbe(p[0].ctx) {
+		if c.State() != StateReady || len(p) != 1 || !netx.IsNoSkip(p[0].ctx) {
 			t.Fatalf("state %s, %d attempts in flight: no warm dial", c.State(), len(p))
 		}
 		p[0].finish(netTimeout{})
@@ -352,7 +353,7 @@ func TestOnlyAFreshLoginEndsDownAfterPermanentError(t *testing.T) {
 		if perm, _ := c.ready.failedPermanently(); !perm {
 			t.Fatalf("state %s, not down for good after 28P01", c.State())
 		}
-		c.onEvict(netip.MustParseAddrPort("127.0.0.2:1"), errors.New("connection timed out"), evictDead)
+		c.onEvict(netip.MustParseAddrPort("127.0.0.2:1"), errors.New("connection timed out"), true)
 		synctest.Wait()
 		for i := 0; i < 2; i++ {
 			if err := c.core.checkout(context.Background(), tc); err != nil {
@@ -393,7 +394,7 @@ func TestProbeResultAndEvictionKeepTheirOrder(t *testing.T) {
 		h.mu.Unlock()
 		p[0].finish(netTimeout{}) // Down: the loop waits in the hook
 		p[1].finish(nil)
-		c.onEvict(netip.MustParseAddrPort("127.0.0.2:1"), errors.New("connection timed out"), evictDead)
+		c.onEvict(netip.MustParseAddrPort("127.0.0.2:1"), errors.New("connection timed out"), true)
 		close(hold)
 		synctest.Wait()
 		if st := c.State(); st != StateDown {

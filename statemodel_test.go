@@ -14,6 +14,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/pgfast/pgfast/internal/netx"
 )
 
 // "State follows reality", as a property: random interleavings of what a
@@ -257,7 +259,7 @@ type modelCallerKey struct{}
 // modelConn is a connection in use: its socket, its server's end, and what
 // the model knows of it.
 type modelConn struct {
-	tc  *trackedConn
+	tc  net.Conn
 	srv net.Conn
 	// handedOutAt: the failure count when it was last handed out while
 	// Down (-1: not since); answered: it read its server's answer since.
@@ -471,10 +473,7 @@ func (r *modelRun) evict(live []*modelConn) {
 	r.errID++
 	cause := fmt.Errorf("connection timed out #%d", r.errID)
 	down := r.rng.IntN(4) != 0
-	how := evictDead
-	if !down {
-		how = evictStale
-	}
+	how := down
 	if len(live) == 0 || r.rng.IntN(4) != 0 {
 		if !down {
 			return
@@ -485,8 +484,9 @@ func (r *modelRun) evict(live []*modelConn) {
 		r.c.onEvict(addr, cause, how)
 	} else {
 		mc := live[r.rng.IntN(len(live))]
-		r.note("eviction (down %v) of %s gen %d: %v", down, mc.tc.addr, mc.tc.gen, cause)
-		if !r.c.book.evict(mc.tc.addr, mc.tc.gen, cause, how) {
+		g, _ := netx.GenOf(mc.tc)
+		r.note("eviction (down %v) of %s gen %d: %v", down, g.Addr, g.Number(), cause)
+		if !netx.Evict(mc.tc, cause, how) {
 			r.fail("a live connection's generation was not current")
 			return
 		}
@@ -508,7 +508,7 @@ func (r *modelRun) newConn() {
 func (r *modelRun) checkout(mc *modelConn) {
 	if r.rng.IntN(5) == 0 {
 		r.note("checkout of %p: dead", mc.tc)
-		mc.tc.doomed.Store(true)
+		netx.Doom(mc.tc)
 		if err := r.c.core.checkout(context.Background(), mc.tc); err == nil {
 			r.fail("a dead connection passed its checkout")
 		}
@@ -619,7 +619,7 @@ func (r *modelRun) drop(mc *modelConn) {
 func (r *modelRun) liveConns() []*modelConn {
 	var live []*modelConn
 	for _, mc := range append([]*modelConn(nil), r.conns...) {
-		if mc.tc.evicted.Load() {
+		if netx.Evicted(mc.tc) {
 			r.drop(mc)
 			continue
 		}
@@ -719,9 +719,9 @@ func (r *modelRun) settle() {
 		switch cl, _ := a.ctx.Value(modelCallerKey{}).(*modelCaller); {
 		case cl != nil:
 			ma.kind, ma.caller = maCaller, cl
-		case isProbe(a.ctx) && r.m.st == StateReady:
+		case netx.IsNoSkip(a.ctx) && r.m.st == StateReady:
 			ma.kind = maWarm
-		case isProbe(a.ctx):
+		case netx.IsNoSkip(a.ctx):
 			ma.kind = maProbe
 		default:
 			ma.kind = maRole

@@ -59,7 +59,7 @@ func TestStateHookOrderUnderConcurrentTransitions(t *testing.T) {
 	for g := 0; g < 8; g++ {
 		wg.Go(func() {
 			for i := 0; i < 300; i++ {
-				c.onEvict(addr, errors.New("connection timed out"), evictDead)
+				c.onEvict(addr, errors.New("connection timed out"), true)
 				time.Sleep(time.Duration(rand.N(1000)) * time.Microsecond)
 			}
 		})
@@ -159,7 +159,7 @@ func TestEvictionsNeverWaitForTheStateHook(t *testing.T) {
 	go func() {
 		start := time.Now()
 		for i := 0; i < 1000; i++ {
-			c.onEvict(netip.MustParseAddrPort("127.0.0.1:1"), errors.New("connection timed out"), evictDead)
+			c.onEvict(netip.MustParseAddrPort("127.0.0.1:1"), errors.New("connection timed out"), true)
 		}
 		returned <- time.Since(start)
 	}()

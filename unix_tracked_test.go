@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgfast/pgfast/internal/netx"
 	"github.com/pgfast/pgfast/internal/testkit"
 )
 
@@ -35,7 +36,7 @@ func TestDialUnixSocketIsTracked(t *testing.T) {
 		accepted <- c
 	}()
 
-	d := newDialer(dialSettings{Keepalives: true, KeepalivesIdle: 10 * time.Second, TCPUserTimeout: time.Second, ConnectTimeout: time.Second}, nil)
+	d := netx.NewDialer(netx.Settings{Keepalives: true, KeepalivesIdle: 10 * time.Second, TCPUserTimeout: time.Second, ConnectTimeout: time.Second}, nil)
 	nc, err := d.DialContext(context.Background(), "unix", path)
 	if err != nil {
 		t.Fatal(err)
@@ -51,33 +52,32 @@ func TestDialUnixSocketIsTracked(t *testing.T) {
 		t.Fatal("accept failed")
 	}
 
-	tc := trackedOf(nc)
-	if tc == nil {
+	if !netx.Tracked(nc) {
 		t.Fatalf("the unix socket is not tracked: %T", nc)
 	}
-	if tc.book != nil {
+	if _, inBook := netx.GenOf(nc); inBook {
 		t.Errorf("a unix socket has an address book entry")
 	}
-	if n := writesOf(nc); n != 0 {
+	if n := netx.Writes(nc); n != 0 {
 		t.Errorf("writes before any Write: %d", n)
 	}
 	if _, err := nc.Write([]byte("Q")); err != nil {
 		t.Fatal(err)
 	}
-	if n := writesOf(nc); n != 1 {
+	if n := netx.Writes(nc); n != 1 {
 		t.Errorf("writes after one Write: %d, want 1", n)
 	}
-	if ok, why := socketState(nc); !ok {
+	if ok, why := netx.SocketState(nc); !ok {
 		t.Errorf("liveness check on an open unix socket: dead (%v)", why)
 	}
 
-	// The server goes away; the MSG_PEEK check (liveness_linux.go) sees it.
+	// The server goes away; the MSG_PEEK check (internal/netx/sys_linux.go) sees it.
 	peer.Close()
 	if runtime.GOOS == "linux" {
-		if !testkit.WaitFor(5*time.Second, func() bool { ok, _ := socketState(nc); return !ok }) {
+		if !testkit.WaitFor(5*time.Second, func() bool { ok, _ := netx.SocketState(nc); return !ok }) {
 			t.Error("liveness check still says alive after the peer closed")
 		}
-		if err := checkout(context.Background(), nc); !errors.Is(err, driver.ErrBadConn) {
+		if err := netx.Checkout(context.Background(), nc); !errors.Is(err, driver.ErrBadConn) {
 			t.Errorf("checkout after the peer closed: %v, want driver.ErrBadConn", err)
 		}
 	}
@@ -103,11 +103,11 @@ func TestPQNoRetryWithoutWriteCount(t *testing.T) {
 	defer b.Close()
 	for name, sock := range map[string]net.Conn{"nil": nil, "untracked": a} {
 		pc := &PQConn{sock: sock}
-		if got := pc.noRetry(writesOf(sock), driver.ErrBadConn); got != ErrConnLost {
+		if got := pc.noRetry(netx.Writes(sock), driver.ErrBadConn); got != ErrConnLost {
 			t.Errorf("%s socket: %v, want ErrConnLost", name, got)
 		}
 		other := errors.New("other")
-		if got := pc.noRetry(writesOf(sock), other); got != other {
+		if got := pc.noRetry(netx.Writes(sock), other); got != other {
 			t.Errorf("%s socket: other error changed: %v", name, got)
 		}
 	}

@@ -4,6 +4,8 @@ import (
 	"net"
 	"strconv"
 	"time"
+
+	"github.com/pgfast/pgfast/internal/netx"
 )
 
 // DSNInfo says what a DSN means to pgfast and to the raw backend driver.
@@ -192,10 +194,4 @@ func (a *AddrReport) Err() error {
 }
 
 // SocketOptions are the TCP options read back from a socket with getsockopt.
-type SocketOptions struct {
-	Keepalive          bool          // SO_KEEPALIVE
-	KeepalivesIdle     time.Duration // TCP_KEEPIDLE
-	KeepalivesInterval time.Duration // TCP_KEEPINTVL
-	KeepalivesCount    int           // TCP_KEEPCNT
-	TCPUserTimeout     time.Duration // TCP_USER_TIMEOUT; 0 means not set
-}
+type SocketOptions = netx.SocketOptions

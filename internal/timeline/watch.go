@@ -2,7 +2,7 @@ package timeline
 
 import "time"
 
-// pgfast's dead-peer watcher (pgfast's deadpeer.go holds the same values; a
+// pgfast's dead-peer watcher (pgfast's internal/netx/deadpeer.go holds the same values; a
 // test there keeps them equal).
 const (
 	// WatchTick is how often the watcher samples TCP_INFO of the sockets

@@ -1,0 +1,457 @@
+package netx
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Book is a connector's view of the server addresses it has dialled: each
+// address's latest outcome, its generation, and the sockets of the current
+// generation. Evicting an address bumps its generation and shuts down every
+// socket of the old one at once, so that in-flight queries fail immediately
+// instead of each waiting out its own timer, and marks the address to be
+// tried last until it is seen alive again.
+type Book struct {
+	mu    sync.Mutex
+	addrs map[netip.AddrPort]*addrEntry
+	hosts map[string][]netip.AddrPort // "host:port" → its latest resolution
+
+	evictions atomic.Int64
+	// onEvict is told about every eviction (once per generation), outside
+	// the lock (NewBook's callback; tests set it directly).
+	onEvict func(addr netip.AddrPort, cause error, how eviction)
+	// noPeek: the checkout does not peek at this book's sockets (a system
+	// without the peek keeps the raw driver's ping instead: SetNoPeek).
+	noPeek bool
+}
+
+// eviction says how an address's old generation goes.
+type eviction struct {
+	// down: the address is believed unusable now, so the connector goes
+	// Down (callers fail fast) and probes.
+	down bool
+	// soft: the old sockets are doomed rather than shut down: each is
+	// dropped at its next checkout, so queries in flight on a server that is
+	// still healthy (a DNS change) finish.
+	soft bool
+}
+
+var (
+	evictDead  = eviction{down: true} // current evidence the host is unreachable
+	evictStale = eviction{}           // a socket found dead at checkout: old evidence
+	evictMoved = eviction{soft: true} // DNS no longer lists the address
+	// evictRole: the server answers but no longer has the role asked for;
+	// fresh dials validate target_session_attrs and find another server.
+	evictRole = eviction{}
+)
+
+// addrEntry is one address's state.
+type addrEntry struct {
+	host    string
+	gen     uint64
+	pending int       // attempts in flight
+	since   time.Time // when the oldest pending attempt started, or the last outcome
+	err     error     // latest failure; nil after a success
+	bad     bool      // evicted or failing: tried last until seen alive
+	// unreachableAt: when the address was last evicted as unreachable
+	// (zero once a connection to it succeeds; dialer.go).
+	unreachableAt time.Time
+	// slow: an attempt was given up (another address won the race, or the
+	// caller ended) after waiting longer than the attempt delay for an
+	// answer; cleared by a success.
+	slow    bool
+	verify  bool                      // a role verification is running
+	conns   map[*trackedConn]struct{} // open sockets of the current generation
+	sockets int                       // open sockets of any generation
+}
+
+// NewBook returns an empty book. onEvict, when not nil, is told about every
+// eviction, outside the book's lock and possibly on a query's I/O path: down
+// says the address is believed unreachable now.
+func NewBook(onEvict func(addr netip.AddrPort, cause error, down bool)) *Book {
+	b := &Book{addrs: make(map[netip.AddrPort]*addrEntry), hosts: make(map[string][]netip.AddrPort)}
+	if onEvict != nil {
+		b.onEvict = func(addr netip.AddrPort, cause error, how eviction) { onEvict(addr, cause, how.down) }
+	}
+	return b
+}
+
+// SetNoPeek makes the checkout skip the peek at this book's sockets: on a
+// system without the peek (Platform.Peek), the raw driver's ping stays.
+func (b *Book) SetNoPeek(noPeek bool) { b.noPeek = noPeek }
+
+// Evictions returns how many address generations the book evicted.
+func (b *Book) Evictions() int64 { return b.evictions.Load() }
+
+// entry returns addr's entry, creating it. The caller holds b.mu.
+func (b *Book) entry(addr netip.AddrPort) *addrEntry {
+	e := b.addrs[addr]
+	if e == nil {
+		e = &addrEntry{conns: make(map[*trackedConn]struct{})}
+		b.addrs[addr] = e
+	}
+	return e
+}
+
+// resolved records host's latest answer (the targets carry the port).
+func (b *Book) resolved(host, port string, targets []netip.AddrPort) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.hosts[net.JoinHostPort(host, port)] = slices.Clone(targets)
+	for _, t := range targets {
+		b.entry(t).host = host
+	}
+	if len(targets) > 0 {
+		b.pruneLocked(host, targets[0].Port(), func(a netip.AddrPort) bool { return slices.Contains(targets, a) })
+	}
+}
+
+// prune forgets the addresses of host:port that its latest resolution no
+// longer lists (listed reports which it does) once nothing refers to them:
+// no attempt in flight, no open socket of any generation, no verification.
+// A process whose DNS name moves from address to address for months keeps
+// only the addresses it can still use or still has sockets to. A forgotten
+// address that comes back starts afresh, as one never seen.
+func (b *Book) prune(host string, port uint16, listed func(netip.AddrPort) bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.pruneLocked(host, port, listed)
+}
+
+func (b *Book) pruneLocked(host string, port uint16, listed func(netip.AddrPort) bool) {
+	for addr, e := range b.addrs {
+		if e.host == host && addr.Port() == port && !listed(addr) &&
+			e.pending == 0 && e.sockets == 0 && !e.verify {
+			delete(b.addrs, addr)
+		}
+	}
+}
+
+// preferHealthy reorders targets (a stable partition): first the addresses
+// with nothing against them, then those without an open socket whose latest
+// attempt was left unanswered for longer than slow, given up or still
+// pending (a SYN into a blackhole, most likely), then those known to be
+// bad. The race still tries every address; this only decides which one gets
+// the head start.
+func (b *Book) preferHealthy(targets []netip.AddrPort, now time.Time, slow time.Duration) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	rank := func(a netip.AddrPort) int {
+		e := b.addrs[a]
+		switch {
+		case e == nil:
+			return 0
+		case e.bad:
+			return 2
+		case e.sockets == 0 && (e.slow || e.pending > 0 && now.Sub(e.since) > slow):
+			return 1
+		}
+		return 0
+	}
+	slices.SortStableFunc(targets, func(x, y netip.AddrPort) int { return rank(x) - rank(y) })
+}
+
+func (b *Book) isBad(addr netip.AddrPort) bool {
+	e := b.addrs[addr]
+	return e != nil && e.bad
+}
+
+func boolRank(v bool) int {
+	if v {
+		return 1
+	}
+	return 0
+}
+
+// attemptStarted records a connection attempt to addr.
+func (b *Book) attemptStarted(addr netip.AddrPort) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e := b.entry(addr)
+	if e.pending == 0 {
+		e.since = time.Now()
+	}
+	e.pending++
+}
+
+// attemptDone records an attempt's outcome; a success is tracked and
+// returned wrapped so the book sees the socket's I/O errors.
+func (b *Book) attemptDone(addr netip.AddrPort, nc net.Conn, err error) net.Conn {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e := b.entry(addr)
+	e.pending--
+	if err != nil {
+		if !errors.Is(err, context.Canceled) {
+			e.err, e.bad, e.since = err, true, time.Now()
+		}
+		return nil
+	}
+	e.err, e.bad, e.since = nil, false, time.Now()
+	e.unreachableAt, e.slow = time.Time{}, false
+	e.sockets++
+	tc := &trackedConn{Conn: nc, book: b, addr: addr, gen: e.gen}
+	if rc, ok := rawConnOf(nc); ok && !b.noPeek {
+		tc.peek = newPeeker(rc)
+	}
+	e.conns[tc] = struct{}{}
+	return tc
+}
+
+// attemptAbandoned records an attempt the caller gave up on (another
+// address won the race, or the caller's context was cancelled or reached its
+// deadline before the attempt's own connect_timeout): it says nothing about
+// the server being down, so the address keeps its status; but an attempt
+// left unanswered for longer than the attempt delay (slow) makes the address
+// take second place in the next race (preferHealthy).
+func (b *Book) attemptAbandoned(addr netip.AddrPort, slow bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e := b.entry(addr)
+	e.pending--
+	if slow {
+		e.slow = true
+	}
+}
+
+// evict bumps addr's generation if it is still gen, and shuts down (or, soft,
+// dooms) every socket of the old generation. It reports whether it evicted.
+func (b *Book) evict(addr netip.AddrPort, gen uint64, cause error, how eviction) bool {
+	if b == nil {
+		return false // a unix socket's (trackUnix): no address to evict
+	}
+	b.mu.Lock()
+	e := b.addrs[addr]
+	if e == nil || e.gen != gen {
+		b.mu.Unlock()
+		return false
+	}
+	e.gen++
+	e.bad, e.err, e.since = true, cause, time.Now()
+	if how.down {
+		e.unreachableAt = e.since
+	}
+	old := e.conns
+	e.conns = make(map[*trackedConn]struct{})
+	b.mu.Unlock()
+
+	b.evictions.Add(1)
+	for tc := range old {
+		if how.soft {
+			tc.doomed.Store(true)
+		} else {
+			tc.shutdown()
+		}
+	}
+	if b.onEvict != nil {
+		b.onEvict(addr, cause, how)
+	}
+	return true
+}
+
+// evictWhere evicts every address with open sockets that match.
+func (b *Book) evictWhere(cause error, how eviction, match func(netip.AddrPort, *addrEntry) bool) {
+	type victim struct {
+		addr netip.AddrPort
+		gen  uint64
+	}
+	var victims []victim
+	b.mu.Lock()
+	for addr, e := range b.addrs {
+		if len(e.conns) > 0 && match(addr, e) {
+			victims = append(victims, victim{addr, e.gen})
+		}
+	}
+	b.mu.Unlock()
+	for _, v := range victims {
+		b.evict(v.addr, v.gen, cause, how)
+	}
+}
+
+// sweep closes the sockets of addr that the liveness check finds dead (after
+// one connection saw the server close it: a restart closes them all, a
+// terminated backend only its own). The socket that saw it (seen) is left to
+// its user, who gets its own error rather than a shutdown.
+func (b *Book) sweep(addr netip.AddrPort, seen *trackedConn) {
+	if b == nil {
+		return // a unix socket's (trackUnix): no siblings known
+	}
+	b.mu.Lock()
+	var conns []*trackedConn
+	if e := b.addrs[addr]; e != nil {
+		for tc := range e.conns {
+			if tc != seen {
+				conns = append(conns, tc)
+			}
+		}
+	}
+	b.mu.Unlock()
+	for _, tc := range conns {
+		if ok, _ := socketState(tc); !ok {
+			tc.shutdown()
+		}
+	}
+}
+
+// StartVerify claims g's role verification (one at a time per address
+// generation); false when one runs or g is no longer current.
+func (b *Book) StartVerify(g Gen) bool { return b.startVerify(g.Addr, g.gen) }
+
+// EndVerify ends the verification StartVerify claimed.
+func (b *Book) EndVerify(g Gen) { b.endVerify(g.Addr) }
+
+// ForgetMoved acts on host:port's latest resolution, current (unmapped
+// addresses): the sockets of the addresses it no longer lists are evicted
+// softly (dropped at their next checkout) with cause, and the addresses
+// nothing refers to any more are forgotten.
+func (b *Book) ForgetMoved(host string, port uint16, current map[netip.Addr]bool, cause error) {
+	b.evictWhere(cause, evictMoved, func(a netip.AddrPort, e *addrEntry) bool {
+		return e.host == host && a.Port() == port && !current[a.Addr().Unmap()]
+	})
+	b.prune(host, port, func(a netip.AddrPort) bool { return current[a.Addr().Unmap()] })
+}
+
+// startVerify claims addr's role verification for generation gen.
+func (b *Book) startVerify(addr netip.AddrPort, gen uint64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e := b.addrs[addr]
+	if e == nil || e.gen != gen || e.verify {
+		return false
+	}
+	e.verify = true
+	return true
+}
+
+func (b *Book) endVerify(addr netip.AddrPort) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if e := b.addrs[addr]; e != nil {
+		e.verify = false
+	}
+}
+
+// untrack forgets a socket that is closing; it runs once per socket.
+func (b *Book) untrack(tc *trackedConn) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if e := b.addrs[tc.addr]; e != nil {
+		delete(e.conns, tc)
+		e.sockets--
+	}
+}
+
+// hostBad reports whether every known address of name:port is bad (a host
+// never dialled is not).
+func (b *Book) hostBad(name string, port uint16) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	addrs := b.hosts[net.JoinHostPort(name, strconv.Itoa(int(port)))]
+	if len(addrs) == 0 {
+		if ip, err := netip.ParseAddr(name); err == nil {
+			addrs = []netip.AddrPort{netip.AddrPortFrom(ip.Unmap(), port)}
+			if _, known := b.addrs[addrs[0]]; !known {
+				return false
+			}
+		}
+	}
+	if len(addrs) == 0 {
+		return false
+	}
+	for _, a := range addrs {
+		if !b.isBad(a) {
+			return false
+		}
+	}
+	return true
+}
+
+// OrderHosts returns the order in which to try n hosts, as indexes:
+// shuffled when random (load_balance_hosts=random), then the hosts whose
+// every address is bad last, so that no connection pays a dead host's
+// timeout first. host(i) is the i-th host's name as the dialer sees it (its
+// hostaddr when given) and its port.
+func (b *Book) OrderHosts(n int, host func(i int) (name string, port uint16), random bool) []int {
+	order := make([]int, n)
+	for i := range order {
+		order[i] = i
+	}
+	if random {
+		rand.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+	}
+	bad := func(i int) int { return boolRank(b.hostBad(host(i))) }
+	slices.SortStableFunc(order, func(x, y int) int { return bad(x) - bad(y) })
+	return order
+}
+
+// Stats lists every address, in address order.
+func (b *Book) Stats() []AddrStats {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]AddrStats, 0, len(b.addrs))
+	for addr, e := range b.addrs {
+		st := "up"
+		switch {
+		case e.pending > 0 && len(e.conns) == 0 && e.err == nil:
+			st = "pending"
+		case e.bad && e.gen > 0 && len(e.conns) == 0:
+			st = "evicted"
+		case e.err != nil:
+			st = "failed"
+		}
+		out = append(out, AddrStats{Addr: addr.String(), Host: e.host, Generation: e.gen, Status: st,
+			OpenConns: len(e.conns), Err: e.err, Since: e.since})
+	}
+	slices.SortFunc(out, func(x, y AddrStats) int { return compareStrings(x.Addr, y.Addr) })
+	return out
+}
+
+// Progress describes each address's latest outcome for an error message,
+// including attempts still in flight.
+func (b *Book) Progress(now time.Time) []AddrStats {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []AddrStats
+	for addr, e := range b.addrs {
+		switch {
+		case e.pending > 0:
+			out = append(out, AddrStats{Addr: addr.String(), Status: "pending", Err: &PendingError{Since: now.Sub(e.since), Last: e.err}})
+		case e.err != nil:
+			out = append(out, AddrStats{Addr: addr.String(), Status: "failed", Err: e.err})
+		}
+	}
+	slices.SortFunc(out, func(x, y AddrStats) int { return compareStrings(x.Addr, y.Addr) })
+	return out
+}
+
+func compareStrings(x, y string) int {
+	switch {
+	case x < y:
+		return -1
+	case x > y:
+		return 1
+	}
+	return 0
+}
+
+// PendingError stands for an attempt that has not answered yet.
+type PendingError struct {
+	Since time.Duration // since the attempt started
+	Last  error         // what the address answered before, if anything
+}
+
+func (e *PendingError) Error() string {
+	s := "no answer yet after " + e.Since.Round(time.Millisecond).String()
+	if e.Last != nil {
+		s += " (before: " + e.Last.Error() + ")"
+	}
+	return s
+}

@@ -1,0 +1,272 @@
+package netx
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// trackedConn is a socket pgfast's dialer made, registered in its address's
+// generation. It sees every one of the socket's I/O errors and has each
+// classified (deadpeer.go): connection-level evidence drops the connection
+// and checks its siblings, host-level evidence evicts the address. While a
+// Read or Write is in progress the dead-peer watcher (deadpeer.go) looks at
+// it.
+type trackedConn struct {
+	net.Conn
+	book    *Book
+	addr    netip.AddrPort
+	gen     uint64
+	swept   atomic.Bool // the siblings were checked after this socket's first connection-level error
+	doomed  atomic.Bool // evicted softly: dropped at its next checkout
+	evicted atomic.Bool // shut down by an eviction
+	closed  atomic.Bool // Close ran
+	peek    *peeker     // the liveness check, nil when the socket has no fd
+	// inIO counts the Read and Write calls in progress: the watcher looks
+	// only at sockets waiting for the peer.
+	inIO atomic.Int32
+	// window is the dead-peer detection window (set before the socket is
+	// registered with the watcher).
+	window time.Duration
+	// silence is the watcher's state for this socket (its goroutine only).
+	silence silence
+	// writes counts Write calls that sent at least one byte: an adapter
+	// compares it before and after a call to know whether any byte of a
+	// statement left (then the statement must never be run again).
+	writes atomic.Uint64
+	// recent lets a checkout skip its system call right after a reply
+	// (checkout.go).
+	recent readRecency
+}
+
+// trackUnix wraps a unix socket pgfast's dialer made. It has no TCP address,
+// so it has no entry in the address book (book is nil): its I/O errors evict
+// nothing and check no siblings (a local socket has no path that can fail
+// apart from the server; the next dial decides), and the dead-peer watcher,
+// which reads TCP_INFO, never looks at it. What it shares with a TCP socket is
+// the write count (a statement whose bytes left is never run again) and the
+// liveness check at checkout.
+func trackUnix(nc net.Conn) *trackedConn {
+	tc := &trackedConn{Conn: nc}
+	if rc, ok := rawConnOf(nc); ok {
+		tc.peek = newPeeker(rc)
+	}
+	return tc
+}
+
+// NetConn returns the underlying socket.
+func (c *trackedConn) NetConn() net.Conn { return c.Conn }
+
+func (c *trackedConn) Read(p []byte) (int, error) {
+	c.inIO.Add(1)
+	n, err := c.Conn.Read(p)
+	c.inIO.Add(-1)
+	if err != nil {
+		return n, c.ioError(err)
+	}
+	if n > 0 {
+		c.recent.reads.Add(1)
+	}
+	return n, nil
+}
+
+func (c *trackedConn) Write(p []byte) (int, error) {
+	c.inIO.Add(1)
+	n, err := c.Conn.Write(p)
+	c.inIO.Add(-1)
+	if n > 0 {
+		c.writes.Add(1)
+	}
+	if err != nil {
+		err = c.ioError(err)
+	}
+	return n, err
+}
+
+// ioError reports err to the book, and turns any error of a socket pgfast shut
+// down into errConnEvicted.
+func (c *trackedConn) ioError(err error) error {
+	if c.evicted.Load() {
+		return errConnEvicted
+	}
+	c.failed(err)
+	return err
+}
+
+// Close closes the socket and takes it out of the book (once, however often
+// the driver calls it).
+func (c *trackedConn) Close() error {
+	if c.closed.CompareAndSwap(false, true) {
+		if c.book != nil {
+			c.book.untrack(c)
+		}
+		deadPeers.remove(c)
+	}
+	return c.Conn.Close()
+}
+
+// shutdown closes the socket under whoever uses it: blocked reads and writes
+// return at once, with errConnEvicted. That error is a timeout, which the
+// drivers report to the caller: pgx takes "use of closed network connection"
+// for a connection that never sent the statement and database/sql would run
+// it again on another connection, a duplicate write.
+func (c *trackedConn) shutdown() {
+	c.evicted.Store(true)
+	_ = c.Conn.SetDeadline(time.Unix(1, 0))
+	_ = c.Conn.Close()
+}
+
+// errConnEvicted is the I/O error of a socket pgfast shut down.
+var errConnEvicted error = evictedConnError{}
+
+type evictedConnError struct{}
+
+func (evictedConnError) Error() string   { return "pgfast: connection shut down: its server was evicted" }
+func (evictedConnError) Timeout() bool   { return true }
+func (evictedConnError) Temporary() bool { return false }
+
+// Is makes it match os.ErrDeadlineExceeded, as the deadline it stands for.
+func (evictedConnError) Is(target error) bool { return target == os.ErrDeadlineExceeded }
+
+// failed acts on every I/O error of the socket (not only the first): the
+// verdict depends on the error and the socket's TCP state alone.
+func (c *trackedConn) failed(err error) { c.judge(err, evictDead) }
+
+// judge acts on one piece of evidence about the socket, from its I/O or
+// from the checkout check: host-level evidence evicts its address's
+// generation (how: evictDead for current evidence, evictStale for what an
+// idle socket shows at checkout); connection-level evidence (the server
+// closed or reset this connection: restart, terminated backend, idle
+// timeout) closes its siblings that are dead too and keeps the rest, once
+// per socket, as the check is the same each time.
+func (c *trackedConn) judge(err error, how eviction) {
+	if c.book == nil {
+		return // a unix socket: no address to judge (trackUnix)
+	}
+	switch classify(err, c.tcpInfo, c.window) {
+	case hostLevel:
+		c.book.evict(c.addr, c.gen, err, how)
+	case connLevel:
+		if c.swept.CompareAndSwap(false, true) {
+			c.book.sweep(c.addr, c)
+		}
+	}
+}
+
+// tcpInfo reads the socket's TCP_INFO for the classifier.
+func (c *trackedConn) tcpInfo() (tcpSample, bool) { return tcpInfoOf(c) }
+
+// Finding pgfast's socket, or the file descriptor, under a driver's net.Conn
+// (TLS and NetConn layers unwrapped). The adapters turn a driver's conn into
+// its net.Conn (their socket methods); everything under that is here.
+
+// rawConnOf returns the syscall.RawConn under a connection pgfast's dialer
+// made, unwrapping TLS and pgfast's own wrapper.
+func rawConnOf(nc net.Conn) (syscall.RawConn, bool) {
+	for i := 0; i < 8; i++ {
+		switch c := nc.(type) {
+		case *tls.Conn:
+			nc = c.NetConn()
+			continue
+		case *trackedConn:
+			nc = c.Conn
+			continue
+		case syscall.Conn:
+			rc, err := c.SyscallConn()
+			return rc, err == nil
+		case interface{ NetConn() net.Conn }:
+			nc = c.NetConn()
+			continue
+		}
+		return nil, false
+	}
+	return nil, false
+}
+
+// trackedOf finds pgfast's wrapper under nc (TLS unwrapped).
+func trackedOf(nc net.Conn) *trackedConn {
+	for i := 0; i < 8 && nc != nil; i++ {
+		switch c := nc.(type) {
+		case *trackedConn:
+			return c
+		case *tls.Conn:
+			nc = c.NetConn()
+		default:
+			return nil
+		}
+	}
+	return nil
+}
+
+// Writes returns how many Write calls on nc (a socket pgfast's dialer
+// made, possibly under TLS) sent bytes so far, or 0 for another socket.
+func Writes(nc net.Conn) uint64 {
+	if tc := trackedOf(nc); tc != nil {
+		return tc.writes.Load()
+	}
+	return 0
+}
+
+// socketConnOf finds the socket behind c, unwrapping NetConn() layers.
+func socketConnOf(c net.Conn) (syscall.RawConn, error) {
+	const maxDepth = 8 // guards against a NetConn that returns itself
+	for range maxDepth {
+		if sc, ok := c.(syscall.Conn); ok {
+			return sc.SyscallConn()
+		}
+		w, ok := c.(interface{ NetConn() net.Conn })
+		if !ok || w.NetConn() == nil {
+			break
+		}
+		c = w.NetConn()
+	}
+	return nil, fmt.Errorf("pgfast: reading socket options: %T does not expose a socket", c)
+}
+
+// Tracked reports whether nc is (or wraps, under TLS) a socket pgfast's
+// dialer made.
+func Tracked(nc net.Conn) bool { return trackedOf(nc) != nil }
+
+// Doom marks nc, pgfast's socket, to be dropped at its next checkout.
+func Doom(nc net.Conn) {
+	if tc := trackedOf(nc); tc != nil {
+		tc.doomed.Store(true)
+	}
+}
+
+// Gen names the generation of the address a socket was dialled to: what an
+// eviction or a role verification is about.
+type Gen struct {
+	Addr netip.AddrPort
+	gen  uint64
+	book *Book
+}
+
+// GenOf returns the generation of nc's address; false when nc is not a
+// socket pgfast's dialer made with a book.
+func GenOf(nc net.Conn) (Gen, bool) {
+	tc := trackedOf(nc)
+	if tc == nil || tc.book == nil {
+		return Gen{}, false
+	}
+	return Gen{Addr: tc.addr, gen: tc.gen, book: tc.book}, true
+}
+
+// EvictRole evicts g because its server answers but no longer has the role
+// asked for (fresh dials validate target_session_attrs and find another
+// server). It reports whether it evicted: false once g is not current.
+func (g Gen) EvictRole(cause error) bool { return g.book.evict(g.Addr, g.gen, cause, evictRole) }
+
+// SocketOptions are the TCP options read back from a socket with getsockopt.
+type SocketOptions struct {
+	Keepalive          bool          // SO_KEEPALIVE
+	KeepalivesIdle     time.Duration // TCP_KEEPIDLE
+	KeepalivesInterval time.Duration // TCP_KEEPINTVL
+	KeepalivesCount    int           // TCP_KEEPCNT
+	TCPUserTimeout     time.Duration // TCP_USER_TIMEOUT; 0 means not set
+}

@@ -1,0 +1,259 @@
+//go:build linux
+
+package netx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// canPeek: Linux has recv with MSG_PEEK and MSG_DONTWAIT.
+const canPeek = true
+
+// peekState is the syscall-only liveness check: one non-blocking MSG_PEEK
+// read, no network round trip. A socket is dead when the peer closed it
+// (io.EOF), reset it, or the kernel killed it (keepalive or TCP_USER_TIMEOUT:
+// the pending socket error, ETIMEDOUT), or when the server's first
+// unsolicited byte is 'E': an idle PostgreSQL connection only receives an
+// ErrorResponse when the server is about to terminate it (shutdown, admin
+// command). TLS records never start with 'E' (0x45), so the check is sound
+// for TLS too.
+func peekState(rc syscall.RawConn) (bool, error) {
+	return newPeeker(rc).state()
+}
+
+// peeker runs peekState on one socket again and again without allocating:
+// the callback handed to RawConn.Control and its scratch space are made once,
+// when the dialer registers the socket, instead of at every checkout.
+type peeker struct {
+	mu   sync.Mutex // one check at a time (a checkout and a sweep may meet)
+	rc   syscall.RawConn
+	recv func(fd uintptr)
+	buf  [1]byte
+	n    int
+	err  error
+}
+
+func newPeeker(rc syscall.RawConn) *peeker {
+	p := &peeker{rc: rc}
+	p.recv = p.peek
+	return p
+}
+
+func (p *peeker) peek(fd uintptr) {
+	p.n, p.err = 0, nil
+	n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&p.buf[0])), 1,
+		unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+	if errno != 0 {
+		p.err = errno
+		return
+	}
+	p.n = int(n)
+}
+
+// state reports whether the socket looks usable, and why not.
+func (p *peeker) state() (bool, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if cerr := p.rc.Control(p.recv); cerr != nil {
+		return false, cerr // the socket is closed
+	}
+	switch {
+	case errors.Is(p.err, unix.EAGAIN) || errors.Is(p.err, unix.EINTR):
+		return true, nil // nothing to read: the normal idle state
+	case p.err != nil:
+		return false, p.err // ECONNRESET, ETIMEDOUT, ...
+	case p.n == 0:
+		return false, io.EOF
+	case p.buf[0] == 'E':
+		return false, errServerClosing
+	}
+	return true, nil
+}
+
+// tcpInfoOf reads the TCP_INFO of tc's socket; false when it has no file
+// descriptor or is closed.
+func tcpInfoOf(tc *trackedConn) (tcpSample, bool) {
+	if tc.peek == nil {
+		return tcpSample{}, false
+	}
+	var (
+		info *unix.TCPInfo
+		err  error
+	)
+	if cerr := tc.peek.rc.Control(func(fd uintptr) {
+		info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	}); cerr != nil || err != nil {
+		return tcpSample{}, false
+	}
+	return tcpSample{
+		lastAck:      time.Duration(info.Last_ack_recv) * time.Millisecond,
+		lastDataRecv: time.Duration(info.Last_data_recv) * time.Millisecond,
+		lastDataSent: time.Duration(info.Last_data_sent) * time.Millisecond,
+		unacked:      info.Unacked,
+		probes:       info.Probes,
+		backoff:      info.Backoff,
+		zeroWindow:   info.Snd_wnd == 0,
+	}, true
+}
+
+// watchesPeers reports whether this platform has the dead-peer watcher.
+const watchesPeers = true
+
+// configureSocketOptions makes nd apply s to every TCP socket before
+// connect(), so that TCP_USER_TIMEOUT also bounds the SYN phase.
+func configureSocketOptions(nd *net.Dialer, s Settings) {
+	nd.ControlContext = func(_ context.Context, network, _ string, rc syscall.RawConn) error {
+		if !strings.HasPrefix(network, "tcp") {
+			return nil
+		}
+		return setSocketOptions(rc, s)
+	}
+}
+
+// setSocketOptions applies s to the socket behind rc.
+func setSocketOptions(rc syscall.RawConn, s Settings) error {
+	var sockErr error
+	ctrlErr := rc.Control(func(fd uintptr) {
+		sockErr = setTCPOptions(int(fd), s)
+	})
+	if ctrlErr != nil {
+		return ctrlErr
+	}
+	return sockErr
+}
+
+// setTCPOptions sets SO_KEEPALIVE (explicitly off when keep-alives are
+// disabled), the keep-alive timings s asks for, and TCP_USER_TIMEOUT.
+func setTCPOptions(fd int, s Settings) error {
+	keepalive := 0
+	if s.Keepalives {
+		keepalive = 1
+	}
+	if err := setIntOpt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, "SO_KEEPALIVE", keepalive); err != nil {
+		return err
+	}
+	if s.Keepalives {
+		if err := setKeepaliveTimings(fd, s); err != nil {
+			return err
+		}
+	}
+	if ms := ceilUnits(s.TCPUserTimeout, time.Millisecond); ms > 0 {
+		return setIntOpt(fd, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, "TCP_USER_TIMEOUT", ms)
+	}
+	return nil
+}
+
+// setKeepaliveTimings sets TCP_KEEPIDLE, TCP_KEEPINTVL and TCP_KEEPCNT,
+// leaving those that are zero at the OS default.
+func setKeepaliveTimings(fd int, s Settings) error {
+	opts := []struct {
+		opt   int
+		name  string
+		value int
+	}{
+		{unix.TCP_KEEPIDLE, "TCP_KEEPIDLE", ceilUnits(s.KeepalivesIdle, time.Second)},
+		{unix.TCP_KEEPINTVL, "TCP_KEEPINTVL", ceilUnits(s.KeepalivesInterval, time.Second)},
+		{unix.TCP_KEEPCNT, "TCP_KEEPCNT", clampInt32(s.KeepalivesCount)},
+	}
+	for _, o := range opts {
+		if o.value <= 0 {
+			continue // OS default
+		}
+		if err := setIntOpt(fd, unix.IPPROTO_TCP, o.opt, o.name, o.value); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// setIntOpt sets one integer socket option, naming it in the error.
+func setIntOpt(fd, level, opt int, name string, value int) error {
+	if err := unix.SetsockoptInt(fd, level, opt, value); err != nil {
+		return os.NewSyscallError("setsockopt "+name, err)
+	}
+	return nil
+}
+
+// ceilUnits returns d in whole units, rounding a partial unit up; it is 0
+// for d <= 0 and at most math.MaxInt32 (the kernel rejects what it cannot
+// hold rather than our conversion wrapping around).
+func ceilUnits(d, unit time.Duration) int {
+	if d <= 0 {
+		return 0
+	}
+	n := d / unit
+	if d%unit != 0 {
+		n++
+	}
+	return clampInt32(int(n))
+}
+
+func clampInt32(n int) int {
+	return int(min(int64(n), math.MaxInt32))
+}
+
+// ReadSocketOptions reads the TCP options of the socket behind c with
+// getsockopt. c is a *net.TCPConn, or a connection that wraps one and
+// exposes it through a NetConn() net.Conn method, such as *tls.Conn.
+// The keep-alive timings are reported even when keep-alive is off; they are
+// then the values the kernel would use.
+func ReadSocketOptions(c net.Conn) (SocketOptions, error) {
+	rc, err := socketConnOf(c)
+	if err != nil {
+		return SocketOptions{}, err
+	}
+	var opts SocketOptions
+	var sockErr error
+	ctrlErr := rc.Control(func(fd uintptr) {
+		opts, sockErr = getTCPOptions(int(fd))
+	})
+	if ctrlErr != nil {
+		return SocketOptions{}, fmt.Errorf("pgfast: reading socket options: %w", ctrlErr)
+	}
+	if sockErr != nil {
+		return SocketOptions{}, fmt.Errorf("pgfast: reading socket options: %w", sockErr)
+	}
+	return opts, nil
+}
+
+// getTCPOptions reads the options SocketOptions holds from fd.
+func getTCPOptions(fd int) (SocketOptions, error) {
+	var vals [5]int
+	opts := []struct {
+		level, opt int
+		name       string
+	}{
+		{unix.SOL_SOCKET, unix.SO_KEEPALIVE, "SO_KEEPALIVE"},
+		{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, "TCP_KEEPIDLE"},
+		{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, "TCP_KEEPINTVL"},
+		{unix.IPPROTO_TCP, unix.TCP_KEEPCNT, "TCP_KEEPCNT"},
+		{unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, "TCP_USER_TIMEOUT"},
+	}
+	for i, o := range opts {
+		v, err := unix.GetsockoptInt(fd, o.level, o.opt)
+		if err != nil {
+			return SocketOptions{}, os.NewSyscallError("getsockopt "+o.name, err)
+		}
+		vals[i] = v
+	}
+	return SocketOptions{
+		Keepalive:          vals[0] != 0,
+		KeepalivesIdle:     time.Duration(vals[1]) * time.Second,
+		KeepalivesInterval: time.Duration(vals[2]) * time.Second,
+		KeepalivesCount:    vals[3],
+		TCPUserTimeout:     time.Duration(vals[4]) * time.Millisecond,
+	}, nil
+}

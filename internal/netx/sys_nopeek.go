@@ -1,0 +1,22 @@
+//go:build !linux && !darwin && !dragonfly && !freebsd && !netbsd && !openbsd && !solaris
+
+package netx
+
+import (
+	"syscall"
+)
+
+// canPeek: this system has no non-blocking peek pgfast can use (Windows has
+// no MSG_DONTWAIT), so pgx's ping before reusing an idle connection stays on
+// (platform.go) and the checkout reports every socket alive.
+const canPeek = false
+
+// peekState reports every socket alive: there is no peek here.
+func peekState(syscall.RawConn) (bool, error) { return true, nil }
+
+// peeker is the peek's per-socket state; newPeeker returns nil here.
+type peeker struct{}
+
+func newPeeker(syscall.RawConn) *peeker { return nil }
+
+func (*peeker) state() (bool, error) { return true, nil }

@@ -1,0 +1,104 @@
+package netx
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"time"
+)
+
+// This file's exports are for the root package's tests (those that need
+// PostgreSQL or a connector, and so cannot live here); the driver does not
+// call them.
+
+// WatchedSockets returns how many sockets the process's dead-peer watcher has.
+func WatchedSockets() int {
+	deadPeers.mu.Lock()
+	defer deadPeers.mu.Unlock()
+	return len(deadPeers.socks)
+}
+
+// WatcherDone returns the done channel of the running watcher goroutine, or
+// nil when none runs.
+func WatcherDone() <-chan struct{} { return deadPeers.running() }
+
+// ShutDown shuts nc, pgfast's socket, down as an eviction does.
+func ShutDown(nc net.Conn) {
+	if tc := trackedOf(nc); tc != nil {
+		tc.shutdown()
+	}
+}
+
+// Doomed reports whether nc, pgfast's socket, is to be dropped at its next
+// checkout.
+func Doomed(nc net.Conn) bool {
+	tc := trackedOf(nc)
+	return tc != nil && tc.doomed.Load()
+}
+
+// NewTestSocket wraps nc as a socket pgfast's dialer made, registered in no
+// book's generation (a book of its own, empty).
+func NewTestSocket(nc net.Conn) net.Conn { return &trackedConn{Conn: nc, book: NewBook(nil)} }
+
+// AttemptTimeout returns the error of an address attempt that connect_timeout
+// (after) ended.
+func AttemptTimeout(after time.Duration) error { return &attemptTimeoutError{after: after} }
+
+// IsBad reports whether addr is to be tried last (evicted or failing).
+func (b *Book) IsBad(addr netip.AddrPort) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.isBad(addr)
+}
+
+// Track records a successful attempt to addr that made nc, as the dialer
+// does, and returns the tracked socket.
+func (b *Book) Track(addr netip.AddrPort, nc net.Conn) net.Conn {
+	b.attemptStarted(addr)
+	return b.attemptDone(addr, nc, nil)
+}
+
+// Evict evicts the generation of nc's address as evidence does: down as
+// host-level evidence (the address is unreachable now), else as old
+// evidence found at checkout. It reports whether it evicted.
+func Evict(nc net.Conn, cause error, down bool) bool {
+	tc := trackedOf(nc)
+	if tc == nil || tc.book == nil {
+		return false
+	}
+	how := evictStale
+	if down {
+		how = evictDead
+	}
+	return tc.book.evict(tc.addr, tc.gen, cause, how)
+}
+
+// Evicted reports whether nc, pgfast's socket, was shut down by an eviction.
+func Evicted(nc net.Conn) bool {
+	tc := trackedOf(nc)
+	return tc != nil && tc.evicted.Load()
+}
+
+// Number returns g's generation number (for test logs).
+func (g Gen) Number() uint64 { return g.gen }
+
+// SocketState is the liveness check on nc: alive, or dead and why.
+func SocketState(nc net.Conn) (bool, error) { return socketState(nc) }
+
+// IsNoSkip reports whether ctx was marked by NoSkip.
+func IsNoSkip(ctx context.Context) bool { return noSkip(ctx) }
+
+// Verifying reports whether a role verification of addr is running.
+func (b *Book) Verifying(addr netip.AddrPort) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e := b.addrs[addr]
+	return e != nil && e.verify
+}
+
+// CanPeek reports whether this build has the checkout's peek (the root's
+// TestPlatformThisBuild compares it with PlatformOf).
+const CanPeek = canPeek
+
+// WatchesPeers reports whether this build runs the dead-peer watcher.
+const WatchesPeers = watchesPeers
