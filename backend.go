@@ -115,6 +115,10 @@ type core interface {
 	// (adapters that wrap connections call it); the core decides what the
 	// error says about the server (a demoted primary, a dead host).
 	onError(nc net.Conn, err error)
+	// ignoresErrors reports whether onError does nothing with any error
+	// on this connector's connections: then an adapter need not route
+	// them to it (lib/pq's rows are handed out unwrapped: pq_rows.go).
+	ignoresErrors() bool
 	// checkRole runs at checkout with the server's reported parameters
 	// (nil when the backend does not expose them, which passes): a server
 	// that no longer has the role target_session_attrs asked for is

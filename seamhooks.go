@@ -44,10 +44,6 @@ func (k *connectorCore) alive(nc net.Conn) bool { return netx.Alive(nc) }
 
 func (k *connectorCore) onError(nc net.Conn, err error) { k.c.onBackendError(nc, err) }
 
-var _ errorIgnorer = (*connectorCore)(nil)
-
-// ignoresErrors reports whether onError does nothing with any error (the
-// lib/pq adapter then hands out lib/pq's own rows: pq_rows.go).
 func (k *connectorCore) ignoresErrors() bool { return k.c.ignoresBackendErrors() }
 
 func (k *connectorCore) checkRole(nc net.Conn, params serverParams) error {
