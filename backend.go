@@ -3,6 +3,7 @@ package pgfast
 import (
 	"context"
 	"database/sql/driver"
+	"fmt"
 	"net"
 	"sync"
 	"time"
@@ -10,6 +11,8 @@ import (
 
 // Backend selects the driver pgfast wraps.
 type Backend int
+
+var _ fmt.Stringer = Backend(0)
 
 const (
 	// PGX wraps github.com/jackc/pgx/v5/stdlib (driver name "pgfast").

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql/driver"
 	"log/slog"
+	"net"
 	"net/netip"
 	"strconv"
 )
@@ -67,6 +68,8 @@ func WithStateHook(hook func(State, error)) Option { return func(o *options) { o
 type Resolver interface {
 	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
 }
+
+var _ Resolver = (*net.Resolver)(nil)
 
 // WithResolver makes the connector resolve host names with r instead of
 // net.DefaultResolver (service discovery, tests). Note that Go's own resolver

@@ -2,6 +2,7 @@ package pgfast
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -9,6 +10,8 @@ import (
 
 // State is a connector's readiness.
 type State int32
+
+var _ fmt.Stringer = State(0)
 
 // The connector's states: StateConnecting (no answer yet) → StateReady ⇄ StateDown; StateClosed.
 const (
