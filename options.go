@@ -13,13 +13,13 @@ import (
 type Option func(*options)
 
 type options struct {
-	backend   Backend
-	logger    *slog.Logger
-	minConns  int   // 0: from the DSN (pgfast_min_conns) or DefaultMinConns
-	waitReady *bool // nil: from the DSN (pgfast_wait_ready)
-	stateHook func(State, error)
-	resolver  Resolver // nil: net.DefaultResolver
-	noProbe   bool     // no background goroutine (Driver.Open)
+	backend      Backend
+	logger       *slog.Logger
+	minConns     int   // 0: from the DSN (pgfast_min_conns) or DefaultMinConns
+	waitReady    *bool // nil: from the DSN (pgfast_wait_ready)
+	stateHook    func(State, error)
+	resolver     Resolver // nil: net.DefaultResolver
+	noBackground bool     // no background goroutine (Driver.Open)
 	// testBackend replaces the backend's connector (tests only).
 	testBackend func(core) driver.Connector
 	// testDial wraps the core's dial function before the connector's

@@ -115,7 +115,7 @@ func (r *readiness) set(st State, err error, permanent bool) bool {
 	if st == StateDown && r.state != StateDown {
 		// Only the start of Down counts: a connection that answered since
 		// then proves the server, however many attempts failed meanwhile
-		// (a probe refused with 53300 says nothing about the sessions open).
+		// (an attempt refused with 53300 says nothing about the sessions open).
 		r.fails.Add(1) // before the state reads Down: a checkout that sees Down sees this failure
 	}
 	r.cause = err
