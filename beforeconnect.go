@@ -6,7 +6,7 @@ import (
 )
 
 // The core's side of an application's hook that runs before each connection
-// (a pgxpool's BeforeConnect; backend_pgx.go runs it): it may fail, and it
+// (a pgxpool's BeforeConnect; pgx_adapter.go runs it): it may fail, and it
 // may supply the credentials, which changes what a failed login means
 // (permanent.go).
 
