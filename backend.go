@@ -3,6 +3,7 @@ package pgfast
 import (
 	"context"
 	"database/sql/driver"
+	"fmt"
 	"net"
 	"sync"
 	"time"
@@ -10,6 +11,8 @@ import (
 
 // Backend selects the driver pgfast wraps.
 type Backend int
+
+var _ fmt.Stringer = Backend(0)
 
 const (
 	// PGX wraps github.com/jackc/pgx/v5/stdlib (driver name "pgfast").
@@ -115,6 +118,10 @@ type core interface {
 	// (adapters that wrap connections call it); the core decides what the
 	// error says about the server (a demoted primary, a dead host).
 	onError(nc net.Conn, err error)
+	// ignoresErrors reports whether onError does nothing with any error
+	// on this connector's connections: then an adapter need not route
+	// them to it (lib/pq's rows are handed out unwrapped: pq_rows.go).
+	ignoresErrors() bool
 	// checkRole runs at checkout with the server's reported parameters
 	// (nil when the backend does not expose them, which passes): a server
 	// that no longer has the role target_session_attrs asked for is

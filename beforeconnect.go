@@ -6,7 +6,7 @@ import (
 )
 
 // The core's side of an application's hook that runs before each connection
-// (a pgxpool's BeforeConnect; backend_pgx.go runs it): it may fail, and it
+// (a pgxpool's BeforeConnect; pgx_adapter.go runs it): it may fail, and it
 // may supply the credentials, which changes what a failed login means
 // (permanent.go).
 
@@ -50,15 +50,15 @@ func (c *Connector) retryFreshCredential(l *loop, pe *permanentError, n int) boo
 	c.setState(StateDown, pe)
 	now := time.Now()
 	l.lastDemand = now // the retry serves callers too
-	if l.inflight >= probeLimit(c.cfg.ConnectTimeout) {
+	if l.inflight >= attemptLimit(c.cfg.ConnectTimeout) {
 		l.next = now
 		return true
 	}
 	// Started here, not at the loop's next turn: a failure of another
 	// attempt with the old credential, applied in the same turn, would push
 	// the next attempt out by permanentRetry.
-	l.next, l.lastProbe = now.Add(l.bo.next()), now
-	c.startProbe(l, probeBackground)
+	l.next, l.lastAttempt = now.Add(l.bo.next()), now
+	c.startAttempt(l, attemptBackground)
 	return true
 }
 

@@ -106,6 +106,8 @@ type HostPort struct {
 	Addr string
 }
 
+var _ fmt.Stringer = HostPort{}
+
 // String returns host:port ("[::1]:5432"), or the socket directory and port.
 func (h HostPort) String() string {
 	return joinHostPort(h.Host, h.Port)

@@ -142,7 +142,7 @@ func TestRoleVerificationBudgetSaturates(t *testing.T) {
 		return errors.New("fake: no server")
 	})
 	const dsn = "host=127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4 port=1 user=u sslmode=disable connect_timeout=2147483647"
-	c, err := newConnector(dsn, options{noProbe: true, testBackend: func(core) driver.Connector { return fb }})
+	c, err := newConnector(dsn, options{noBackground: true, testBackend: func(core) driver.Connector { return fb }})
 	if err != nil {
 		t.Fatal(err)
 	}

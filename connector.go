@@ -41,13 +41,13 @@ type Connector struct {
 
 	stats counters
 
-	adapter adapter
-	in      inbox       // events for the connector's goroutine (loop.go)
-	inHook  atomic.Bool // the state hook is running
-	dnsBusy atomic.Bool // a DNS recheck is running
-	noProbe bool        // no background goroutine (Driver.Open)
+	adapter      adapter
+	in           inbox       // events for the connector's goroutine (loop.go)
+	inHook       atomic.Bool // the state hook is running
+	dnsBusy      atomic.Bool // a DNS recheck is running
+	noBackground bool        // no background goroutine (Driver.Open)
 
-	// resMu guards resClosed: once the goroutine has stopped, a probe that
+	// resMu guards resClosed: once the goroutine has stopped, an attempt that
 	// finishes late closes its own connection.
 	resMu     sync.Mutex
 	resClosed bool
@@ -58,7 +58,7 @@ type Connector struct {
 	ctx    context.Context // ends at Close: the background work's owner
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the background goroutine has stopped
-	bg     group         // short-lived background work (role verifications)
+	bg     workers       // short-lived background work (role verifications)
 	close  sync.Once
 }
 
@@ -98,15 +98,15 @@ func newConnectorWith(a adapter, cfg *Config, o options) (*Connector, error) {
 		cfg.WaitReady = *o.waitReady
 	}
 	c := &Connector{
-		backendKind: o.backend,
-		cfg:         cfg,
-		log:         o.logger,
-		stateHook:   o.stateHook,
-		ready:       newReadiness(),
-		adapter:     a,
-		noProbe:     o.noProbe,
-		in:          inbox{kick: make(chan struct{}, 1)},
-		done:        make(chan struct{}),
+		backendKind:  o.backend,
+		cfg:          cfg,
+		log:          o.logger,
+		stateHook:    o.stateHook,
+		ready:        newReadiness(),
+		adapter:      a,
+		noBackground: o.noBackground,
+		in:           inbox{kick: make(chan struct{}, 1)},
+		done:         make(chan struct{}),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.drv = &connectorDriver{c: c}
@@ -134,7 +134,7 @@ func newConnectorWith(a adapter, cfg *Config, o options) (*Connector, error) {
 		c.backend = o.testBackend(c.core)
 	}
 	c.started = time.Now()
-	if o.noProbe {
+	if o.noBackground {
 		close(c.done)
 	} else {
 		go c.run()
@@ -174,7 +174,7 @@ func (c *Connector) Ready(ctx context.Context) error {
 	}
 	start := time.Now()
 	if c.ready.current() == StateDown {
-		c.post(event{kind: evProbe})
+		c.post(event{kind: evAttemptNow})
 	}
 	st, err := c.ready.wait(ctx)
 	switch {
@@ -229,7 +229,7 @@ func (c *Connector) Connect(ctx context.Context) (driver.Conn, error) {
 			return nil, c.notReady(time.Since(start), nil)
 		}
 		if !asked && st == StateDown {
-			c.post(event{kind: evProbe})
+			c.post(event{kind: evAttemptNow})
 			asked = true
 		}
 		if st == StateDown && !c.cfg.WaitReady {
@@ -323,7 +323,7 @@ func (c *Connector) addWarm(dc driver.Conn) bool {
 func (c *Connector) Close() error {
 	c.close.Do(func() {
 		c.cancel()
-		if c.noProbe {
+		if c.noBackground {
 			// No goroutine: Close is the only writer left.
 			c.setState(StateClosed, ErrClosed)
 		}

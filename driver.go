@@ -38,7 +38,7 @@ func (d *Driver) OpenConnector(name string) (driver.Connector, error) {
 // connect_timeout per host. database/sql does not call it (it uses
 // OpenConnector); it exists for code that uses the driver directly.
 func (d *Driver) Open(name string) (driver.Conn, error) {
-	c, err := newConnector(name, options{backend: d.backend, noProbe: true})
+	c, err := newConnector(name, options{backend: d.backend, noBackground: true})
 	if err != nil {
 		return nil, err
 	}

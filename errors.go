@@ -44,6 +44,8 @@ type ConfigError struct {
 	in string
 }
 
+var _ error = (*ConfigError)(nil)
+
 // Error returns "pgfast: invalid DSN: key=\"value\": reason", without the
 // password; "invalid pgxpool config", "invalid *pgx.ConnConfig" or "invalid
 // option" instead of "invalid DSN" when the caller gave one of those.
@@ -89,6 +91,8 @@ type NotReadyError struct {
 	attempts, failed int64         // connection attempts started, and failed, so far
 	age              time.Duration // how long the connector has existed
 }
+
+var _ error = (*NotReadyError)(nil)
 
 func (e *NotReadyError) Error() string {
 	var b strings.Builder

@@ -52,6 +52,9 @@ func (f *fakeCore) onError(nc net.Conn, err error) {
 	}
 }
 
+// ignoresErrors is false: a test's core is told every error.
+func (f *fakeCore) ignoresErrors() bool { return false }
+
 func (f *fakeCore) checkRole(nc net.Conn, params serverParams) error {
 	if f.checkRoleFn == nil {
 		return nil

@@ -31,13 +31,13 @@ const (
 	// dial, a role verification's) or a connection in use that read its
 	// server's answer since the last failure (answered I/O).
 	evVerified
-	// evProbe: a caller wants a connection while the connector is not
-	// Ready: probe now rather than at the backoff's pace.
-	evProbe
-	// evProbeDone: one of the loop's own attempts ended (res). Results come
+	// evAttemptNow: a caller wants a connection while the connector is not
+	// Ready: attempt now rather than at the backoff's pace.
+	evAttemptNow
+	// evAttemptDone: one of the loop's own attempts ended (res). Results come
 	// through the same queue as every other report, so the loop applies all
 	// of them in the order they happened, even after a slow state hook.
-	evProbeDone
+	evAttemptDone
 )
 
 type event struct {
@@ -47,11 +47,11 @@ type event struct {
 	down  bool           // evEvicted
 	fresh bool           // evVerified
 	began attemptMark    // evDialFailed: when the dial began (0: unknown, taken as current)
-	res   probeResult    // evProbeDone
+	res   attemptResult  // evAttemptDone
 }
 
 // maxEvents bounds the queue while the loop is busy (a slow state hook):
-// the oldest events go first; the newest say the latest truth. A probe's
+// the oldest events go first; the newest say the latest truth. An attempt's
 // result is never dropped: it holds a connection and ends an attempt.
 const maxEvents = 256
 
@@ -65,7 +65,7 @@ type inbox struct {
 // post queues e and wakes the loop. It never blocks.
 func (c *Connector) post(e event) {
 	c.in.mu.Lock()
-	if n := len(c.in.q); n > 0 && c.in.q[n-1].kind == e.kind && (e.kind == evVerified || e.kind == evProbe) {
+	if n := len(c.in.q); n > 0 && c.in.q[n-1].kind == e.kind && (e.kind == evVerified || e.kind == evAttemptNow) {
 		// The same news again: one event, which is fresh when either was
 		// (a fresh login ends a Down that answered I/O cannot).
 		e.fresh = e.fresh || c.in.q[n-1].fresh
@@ -80,10 +80,10 @@ func (c *Connector) post(e event) {
 	c.wake()
 }
 
-// dropOldest removes the oldest event that is not a probe's result.
+// dropOldest removes the oldest event that is not an attempt's result.
 func dropOldest(q []event) []event {
 	for i, e := range q {
-		if e.kind != evProbeDone {
+		if e.kind != evAttemptDone {
 			return append(q[:i], q[i+1:]...)
 		}
 	}
@@ -107,27 +107,27 @@ func (c *Connector) takeEvents() []event {
 	return q
 }
 
-// demandInterval is the least time between two probes started for callers
+// demandInterval is the least time between two attempts started for callers
 // while the connector is not Ready.
 const demandInterval = 250 * time.Millisecond
 
 // loop is the state the connector's goroutine keeps between iterations.
 type loop struct {
-	bo         backoff
-	inflight   int
-	warmDials  int
-	next       time.Time // when the next background probe may start
-	lastProbe  time.Time // when the newest background probe started
-	demand     bool      // a probe started for a caller is in flight
-	lastDemand time.Time
-	asked      bool // a caller asked for a probe (evProbe)
-	permRetry  int  // retries since the first permanent error
+	bo          backoff
+	inflight    int
+	warmDials   int
+	next        time.Time // when the next background attempt may start
+	lastAttempt time.Time // when the newest background attempt started
+	demand      bool      // an attempt started for a caller is in flight
+	lastDemand  time.Time
+	asked       bool // a caller asked for an attempt (evAttemptNow)
+	permRetry   int  // retries since the first permanent error
 	// needFresh: an error waiting cannot fix was recorded and no fresh
 	// login has succeeded since: sessions opened before it (answered I/O)
 	// do not end Down, whatever failed in between.
 	needFresh bool
 	jitter    func(max time.Duration) time.Duration
-	probes    sync.WaitGroup
+	running   sync.WaitGroup
 }
 
 // jitterSource is implemented by a test backend that makes the loop's random
@@ -137,7 +137,7 @@ type jitterSource interface {
 }
 
 // run is the connector's background goroutine: it connects until StateReady,
-// keeps MinConns warm at the start, probes again whenever the connector goes
+// keeps MinConns warm at the start, attempts again whenever the connector goes
 // StateDown (with capped, jittered backoff, or at a caller's request), and
 // applies the events others post, until Close.
 func (c *Connector) run() {
@@ -147,7 +147,7 @@ func (c *Connector) run() {
 	}
 	l.bo.rand = l.jitter
 	defer c.shutdown(l)
-	limit := probeLimit(c.cfg.ConnectTimeout)
+	limit := attemptLimit(c.cfg.ConnectTimeout)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	var dnsTick <-chan time.Time
@@ -174,24 +174,24 @@ func (c *Connector) run() {
 			if perm, _ := c.ready.failedPermanently(); st == StateDown && !perm && !l.demand &&
 				now.Sub(l.lastDemand) >= demandInterval {
 				l.demand, l.lastDemand = true, now
-				c.startProbe(l, probeDemand)
+				c.startAttempt(l, attemptDemand)
 			}
 		}
-		// A probe starts when the backoff allows it and, while others are
-		// in flight, once the newest has been pending for probeOverlap:
+		// An attempt starts when the backoff allows it and, while others are
+		// in flight, once the newest has been pending for attemptOverlap:
 		// attempts overlap only when one is stuck (a blackholed address).
 		startAt := l.next
 		if l.inflight > 0 {
-			startAt = later(l.next, l.lastProbe.Add(probeOverlap))
+			startAt = later(l.next, l.lastAttempt.Add(attemptOverlap))
 		}
 		if st != StateReady && l.inflight < limit && !now.Before(startAt) {
-			l.next, l.lastProbe = now.Add(l.bo.next()), now
-			startAt = later(l.next, l.lastProbe.Add(probeOverlap))
-			c.startProbe(l, probeBackground)
+			l.next, l.lastAttempt = now.Add(l.bo.next()), now
+			startAt = later(l.next, l.lastAttempt.Add(attemptOverlap))
+			c.startAttempt(l, attemptBackground)
 		}
 		if st == StateReady && l.inflight == 0 && l.warmDials < c.cfg.MinConns && c.warmCount() < c.cfg.MinConns {
 			l.warmDials++
-			c.startProbe(l, probeWarming)
+			c.startAttempt(l, attemptWarming)
 		}
 		var wait <-chan time.Time
 		if st != StateReady && l.inflight < limit {
@@ -236,39 +236,39 @@ func (c *Connector) apply(l *loop, e event) {
 			return
 		}
 		c.succeeded(l, e.fresh)
-	case evProbe:
+	case evAttemptNow:
 		l.asked = true // started once every report is applied (run)
-	case evProbeDone:
+	case evAttemptDone:
 		l.inflight--
 		c.settle(l, e.res)
 	}
 }
 
-// probeKind says why a probe was started.
-type probeKind uint8
+// attemptKind says why an attempt was started.
+type attemptKind uint8
 
 const (
-	probeBackground probeKind = iota // the backoff's pace while not Ready
-	probeWarming                     // a warm connection while Ready
-	probeDemand                      // a caller asked while not Ready
+	attemptBackground attemptKind = iota // the backoff's pace while not Ready
+	attemptWarming                       // a warm connection while Ready
+	attemptDemand                        // a caller asked while not Ready
 )
 
-// probeResult is the outcome of one background connection attempt.
-type probeResult struct {
+// attemptResult is the outcome of one background connection attempt.
+type attemptResult struct {
 	conn  driver.Conn
 	err   error
-	kind  probeKind
+	kind  attemptKind
 	began attemptMark // when the attempt began
 }
 
-// startProbe dials in a goroutine of its own. Its result reaches the loop,
+// startAttempt dials in a goroutine of its own. Its result reaches the loop,
 // or, once the loop has stopped, is closed by the goroutine itself.
-func (c *Connector) startProbe(l *loop, kind probeKind) {
+func (c *Connector) startAttempt(l *loop, kind attemptKind) {
 	l.inflight++
-	l.probes.Add(1)
+	l.running.Add(1)
 	began := c.ready.mark()
 	go func() {
-		defer l.probes.Done()
+		defer l.running.Done()
 		dc, err := c.dial(netx.NoSkip(c.ctx)) // never skipped (netx.NoSkip)
 		c.resMu.Lock()
 		defer c.resMu.Unlock()
@@ -278,20 +278,20 @@ func (c *Connector) startProbe(l *loop, kind probeKind) {
 			}
 			return
 		}
-		c.post(event{kind: evProbeDone, res: probeResult{conn: dc, err: err, kind: kind, began: began}})
+		c.post(event{kind: evAttemptDone, res: attemptResult{conn: dc, err: err, kind: kind, began: began}})
 	}()
 }
 
-// settle applies a probe's outcome.
-func (c *Connector) settle(l *loop, r probeResult) {
-	if r.kind == probeDemand {
+// settle applies an attempt's outcome.
+func (c *Connector) settle(l *loop, r attemptResult) {
+	if r.kind == attemptDemand {
 		l.demand = false
 	}
 	if r.err != nil {
 		if c.ctx.Err() != nil || hookFailed(r.err) {
 			return // a hook's failure says nothing about the server
 		}
-		if r.kind == probeWarming {
+		if r.kind == attemptWarming {
 			// A warm dial is a fresh dial like a caller's: the database
 			// answered before, so only what a caller's failure would mean
 			// counts; warming stops either way.
@@ -304,7 +304,7 @@ func (c *Connector) settle(l *loop, r probeResult) {
 	}
 	if !c.addWarm(r.conn) {
 		_ = r.conn.Close()
-	} else if r.kind != probeWarming {
+	} else if r.kind != attemptWarming {
 		// The attempt's own connection is one of the min_conns made warm:
 		// once a query takes it, it is not dialled again (that would be a
 		// second server backend for an idle tenant).
@@ -391,25 +391,25 @@ func (c *Connector) setStateOf(st State, err error, permanent bool) {
 }
 
 // closeWait bounds how long Close waits for the connector's goroutine and for
-// the probes and verifications it started: a backend stuck in a loop that
+// the attempts and verifications it started: a backend stuck in a loop that
 // ignores its context (lib/pq's prefer-standby with every host down) is
 // abandoned; what it returns, if it ever does, is closed on arrival.
 const closeWait = 2 * time.Second
 
 // shutdown ends the connector's goroutine: StateClosed (reported to the
-// hook), then a bounded wait for the probes in flight, whose connections are
+// hook), then a bounded wait for the attempts in flight, whose connections are
 // closed.
 func (c *Connector) shutdown(l *loop) {
 	c.cancel()
 	c.setState(StateClosed, ErrClosed)
-	if !waitBounded(&l.probes, closeWait) {
+	if !waitBounded(&l.running, closeWait) {
 		c.abandoned.Store(true)
 	}
 	c.resMu.Lock()
 	c.resClosed = true
 	c.resMu.Unlock()
 	for _, e := range c.takeEvents() {
-		if e.kind == evProbeDone && e.res.conn != nil {
+		if e.kind == evAttemptDone && e.res.conn != nil {
 			_ = e.res.conn.Close()
 		}
 	}
@@ -434,9 +434,9 @@ func waitBounded(wg *sync.WaitGroup, d time.Duration) bool {
 	}
 }
 
-// probeOverlap is how long the newest background attempt must have been
+// attemptOverlap is how long the newest background attempt must have been
 // pending before another may start beside it.
-const probeOverlap = time.Second
+const attemptOverlap = time.Second
 
 func later(a, b time.Time) time.Time {
 	if a.After(b) {
@@ -445,11 +445,11 @@ func later(a, b time.Time) time.Time {
 	return b
 }
 
-// probeLimit is how many background attempts may be in flight at once: enough
+// attemptLimit is how many background attempts may be in flight at once: enough
 // that, with attempts started at most maxBackoff apart, an address that
 // blackholes for a whole connect_timeout never stops a fresh attempt from
 // starting within maxBackoff.
-func probeLimit(connectTimeout time.Duration) int {
+func attemptLimit(connectTimeout time.Duration) int {
 	return min(int(connectTimeout/maxBackoff)+2, 8)
 }
 

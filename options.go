@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql/driver"
 	"log/slog"
+	"net"
 	"net/netip"
 	"strconv"
 )
@@ -12,13 +13,13 @@ import (
 type Option func(*options)
 
 type options struct {
-	backend   Backend
-	logger    *slog.Logger
-	minConns  int   // 0: from the DSN (pgfast_min_conns) or DefaultMinConns
-	waitReady *bool // nil: from the DSN (pgfast_wait_ready)
-	stateHook func(State, error)
-	resolver  Resolver // nil: net.DefaultResolver
-	noProbe   bool     // no background goroutine (Driver.Open)
+	backend      Backend
+	logger       *slog.Logger
+	minConns     int   // 0: from the DSN (pgfast_min_conns) or DefaultMinConns
+	waitReady    *bool // nil: from the DSN (pgfast_wait_ready)
+	stateHook    func(State, error)
+	resolver     Resolver // nil: net.DefaultResolver
+	noBackground bool     // no background goroutine (Driver.Open)
 	// testBackend replaces the backend's connector (tests only).
 	testBackend func(core) driver.Connector
 	// testDial wraps the core's dial function before the connector's
@@ -67,6 +68,8 @@ func WithStateHook(hook func(State, error)) Option { return func(o *options) { o
 type Resolver interface {
 	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
 }
+
+var _ Resolver = (*net.Resolver)(nil)
 
 // WithResolver makes the connector resolve host names with r instead of
 // net.DefaultResolver (service discovery, tests). Note that Go's own resolver

@@ -63,7 +63,7 @@ func TestPlatformThisBuild(t *testing.T) {
 	if netx.WatchesPeers != p.DeadPeerWatch {
 		t.Errorf("%s: platformOf says dead-peer watch %v, the build has %v", runtime.GOOS, p.DeadPeerWatch, netx.WatchesPeers)
 	}
-	c, err := NewConnector("host=127.0.0.1 tcp_user_timeout=1500", withNoProbe())
+	c, err := NewConnector("host=127.0.0.1 tcp_user_timeout=1500", withNoBackground())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func TestPlatformThisBuild(t *testing.T) {
 }
 
 // withNoProbe makes a connector without its background goroutine.
-func withNoProbe() Option { return func(o *options) { o.noProbe = true } }
+func withNoBackground() Option { return func(o *options) { o.noBackground = true } }
 
 // TestNoPeekKeepsPgxPing: on a system without the checkout peek (Windows),
 // pgfast keeps pgx's own ping before it reuses a connection idle for over a

@@ -59,7 +59,7 @@ func NewPool(ctx context.Context, dsn string, opts ...Option) (*pgxpool.Pool, er
 // PrepareConn (or a deprecated BeforeAcquire) run first, then the
 // application's (a connection pgfast finds dead never reaches it). The
 // application's BeforeConnect also runs before each connection pgfast itself
-// makes for the pool (its probes), so one that supplies the password (IAM
+// makes for the pool (its background attempts), so one that supplies the password (IAM
 // tokens) works for both; it is bounded by connect_timeout (one that ignores
 // its context is abandoned and the attempt fails), and its error fails that
 // attempt, wrapped, without counting against the server. Its
@@ -128,17 +128,17 @@ func newPool(ctx context.Context, pc *pgxpool.Config, dsn string, opts []Option)
 		return nil, err // WithMinConns does not apply to a pool, but a bad one is still a mistake
 	}
 	// The pool keeps its own connections (pool_min_conns): the connector
-	// keeps none warm, its probes only say whether the database answers.
+	// keeps none warm, its attempts only say whether the database answers.
 	cfg.MinConns, o.minConns = 0, 0
-	// Every connection pgfast makes for the pool (probes, role
+	// Every connection pgfast makes for the pool (background attempts, role
 	// verifications) runs the application's BeforeConnect, as pgxpool runs
 	// it for the pool's own: it may supply the password (IAM tokens).
 	a.before = pc.BeforeConnect
-	// The connector's probes are pgfast's, not the pool's connections: the
+	// The connector's attempts are pgfast's, not the pool's connections: the
 	// application's tracer (like its AfterConnect) does not see them.
 	userTracer := pc.ConnConfig.Tracer
 	pc.ConnConfig.Tracer = nil
-	c, err := newConnectorWith(a, cfg, o) // copies pc.ConnConfig for its probes
+	c, err := newConnectorWith(a, cfg, o) // copies pc.ConnConfig for its attempts
 	pc.ConnConfig.Tracer = userTracer
 	if err != nil {
 		return nil, err

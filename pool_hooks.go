@@ -101,7 +101,7 @@ func (c *Connector) poolGate(ctx context.Context) error {
 			return nil
 		}
 		if !asked && st == StateDown {
-			c.post(event{kind: evProbe})
+			c.post(event{kind: evAttemptNow})
 			asked = true
 		}
 		if st == StateDown && !c.cfg.WaitReady {

@@ -77,8 +77,8 @@ func (c *PQConn) rowsFor(rows driver.Rows, ctx context.Context, w *cancelWatch) 
 }
 
 // quietRowErrors reports whether the core does nothing with the errors of
-// lib/pq calls on this connection: no core, or one that says so
-// (errorIgnorer). Worked out once per connection.
+// lib/pq calls on this connection: no core, or one that says so. Worked
+// out once per connection.
 func (c *PQConn) quietRowErrors() bool {
 	switch c.rowErrs.Load() {
 	case rowErrsQuiet:
@@ -86,10 +86,7 @@ func (c *PQConn) quietRowErrors() bool {
 	case rowErrsHeard:
 		return false
 	}
-	quiet := c.core == nil
-	if ig, ok := c.core.(errorIgnorer); ok {
-		quiet = ig.ignoresErrors()
-	}
+	quiet := c.core == nil || c.core.ignoresErrors()
 	v := uint32(rowErrsHeard)
 	if quiet {
 		v = rowErrsQuiet
@@ -104,13 +101,6 @@ const (
 	rowErrsQuiet
 	rowErrsHeard
 )
-
-// errorIgnorer is implemented by a core that can tell that its onError does
-// nothing with any error: then the errors of lib/pq's rows need not be
-// routed to it (rowsFor). A core without it is told every error.
-type errorIgnorer interface {
-	ignoresErrors() bool
-}
 
 func (r *pqRows) Columns() []string { return r.inner.Columns() }
 

@@ -15,11 +15,12 @@ import (
 	"github.com/pgfast/pgfast/internal/pgtest"
 )
 
-// TestIgnoresErrorsMatchesOnBackendError pins connectorCore.ignoresErrors to
-// what Connector.onBackendError does: where it says the core ignores errors,
-// onBackendError must leave the connection alone whatever the error; where
-// it does not, a 25006 must doom the connection. pgfast-pq hands lib/pq's
-// rows out unwrapped (rowsFor) only when ignoresErrors holds.
+// TestIgnoresErrorsMatchesOnBackendError pins what Connector.onBackendError
+// does for each target_session_attrs: where the core says it ignores errors
+// (onBackendError returns at once then) it leaves the connection alone
+// whatever the error; where it does not, a 25006 dooms the connection and
+// nothing else does. pgfast-pq hands lib/pq's rows out unwrapped (rowsFor)
+// only when ignoresErrors holds.
 func TestIgnoresErrorsMatchesOnBackendError(t *testing.T) {
 	errs := []error{
 		&pq.Error{Code: "25006", Message: "cannot execute INSERT in a read-only transaction"},

@@ -2,6 +2,7 @@ package pgfast
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -9,6 +10,8 @@ import (
 
 // State is a connector's readiness.
 type State int32
+
+var _ fmt.Stringer = State(0)
 
 // The connector's states: StateConnecting (no answer yet) → StateReady ⇄ StateDown; StateClosed.
 const (
@@ -112,7 +115,7 @@ func (r *readiness) set(st State, err error, permanent bool) bool {
 	if st == StateDown && r.state != StateDown {
 		// Only the start of Down counts: a connection that answered since
 		// then proves the server, however many attempts failed meanwhile
-		// (a probe refused with 53300 says nothing about the sessions open).
+		// (an attempt refused with 53300 says nothing about the sessions open).
 		r.fails.Add(1) // before the state reads Down: a checkout that sees Down sees this failure
 	}
 	r.cause = err

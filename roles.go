@@ -20,6 +20,12 @@ type serverParams interface {
 	ParameterStatus(key string) string
 }
 
+// wantsWritable reports whether tsa asks for a server that takes writes
+// (read-write, primary). It is the one statement of which roles read-only
+// evidence disqualifies: in_hot_standby=on at checkout (roleViolation), a
+// SQLSTATE 25006 answer on the query path (onBackendError).
+func wantsWritable(tsa string) bool { return tsa == "read-write" || tsa == "primary" }
+
 // roleViolation says why a server whose reported parameters are params no
 // longer suits tsa, or "" when it does; serverWide tells whether the reason
 // holds for the whole server (in_hot_standby) or may be this session's own
@@ -32,23 +38,20 @@ func roleViolation(tsa string, params serverParams) (why string, serverWide bool
 	}
 	standby := params.ParameterStatus("in_hot_standby")
 	readOnly := params.ParameterStatus("default_transaction_read_only")
-	switch tsa {
-	case "read-write":
+	switch {
+	case wantsWritable(tsa):
 		if standby == "on" {
 			return "server is in hot standby", true
 		}
-		if readOnly == "on" {
+		// primary asks about the server, not the session's default.
+		if tsa == "read-write" && readOnly == "on" {
 			return "default_transaction_read_only is on", false
 		}
-	case "primary":
-		if standby == "on" {
-			return "server is in hot standby", true
-		}
-	case "standby":
+	case tsa == "standby":
 		if standby == "off" {
 			return "server is no longer a standby", true
 		}
-	case "read-only":
+	case tsa == "read-only":
 		if standby == "off" && readOnly == "off" {
 			return "server is no longer read-only", false
 		}
@@ -85,11 +88,7 @@ func (c *Connector) checkRole(nc net.Conn, params serverParams) error {
 // in_hot_standby=on saw the server before a promotion that its validation
 // raced (its ParameterStatus update not read yet): re-checked, not kept.
 func evictAtOnce(tsa string, serverWide bool) bool {
-	switch tsa {
-	case "read-write", "primary":
-		return false
-	}
-	return serverWide
+	return serverWide && !wantsWritable(tsa)
 }
 
 // onBackendError looks at an error a connection returned: SQLSTATE 25006
@@ -99,24 +98,22 @@ func evictAtOnce(tsa string, serverWide bool) bool {
 // error itself reaches the caller unchanged) and the server is verified with
 // a fresh connection.
 func (c *Connector) onBackendError(nc net.Conn, err error) {
+	if c.ignoresBackendErrors() {
+		return
+	}
 	var coded interface{ SQLState() string }
 	if !errors.As(err, &coded) || coded.SQLState() != "25006" {
 		return
 	}
-	switch c.cfg.TargetSessionAttrs {
-	case "read-write", "primary":
-		netx.Doom(nc)
-		c.verifyRole(nc, fmt.Errorf("%w: %w", ErrWrongRole, err))
-	}
+	netx.Doom(nc)
+	c.verifyRole(nc, fmt.Errorf("%w: %w", ErrWrongRole, err))
 }
 
 // ignoresBackendErrors reports whether onBackendError does nothing with any
-// error: it acts only on SQLSTATE 25006 under target_session_attrs
-// read-write or primary. TestIgnoresErrorsMatchesOnBackendError keeps the
-// two in step.
+// error (it returns at once when this holds): only a connection that asked
+// for a writable server has anything to learn from one.
 func (c *Connector) ignoresBackendErrors() bool {
-	tsa := c.cfg.TargetSessionAttrs
-	return tsa != "read-write" && tsa != "primary"
+	return !wantsWritable(c.cfg.TargetSessionAttrs)
 }
 
 // evictSocket evicts the generation of the address nc is connected to.

@@ -44,10 +44,6 @@ func (k *connectorCore) alive(nc net.Conn) bool { return netx.Alive(nc) }
 
 func (k *connectorCore) onError(nc net.Conn, err error) { k.c.onBackendError(nc, err) }
 
-var _ errorIgnorer = (*connectorCore)(nil)
-
-// ignoresErrors reports whether onError does nothing with any error (the
-// lib/pq adapter then hands out lib/pq's own rows: pq_rows.go).
 func (k *connectorCore) ignoresErrors() bool { return k.c.ignoresBackendErrors() }
 
 func (k *connectorCore) checkRole(nc net.Conn, params serverParams) error {
@@ -111,7 +107,7 @@ func (c *Connector) verifiedCheckout(ctx context.Context, nc net.Conn) error {
 // onEvict is the address book's report of an eviction. It may run on a
 // query's read path, so it only tells the connector's goroutine, which logs
 // it and, when the address is believed unreachable, goes Down so that
-// callers fail fast while it probes for a usable server. It never blocks.
+// callers fail fast while it looks for a usable server. It never blocks.
 func (c *Connector) onEvict(addr netip.AddrPort, cause error, down bool) {
 	c.post(event{kind: evEvicted, addr: addr, err: cause, down: down})
 }

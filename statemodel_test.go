@@ -225,14 +225,14 @@ func isModelPermanent(err error) bool {
 type modelAttemptKind int
 
 const (
-	maProbe  modelAttemptKind = iota // the connector's own, while not Ready
-	maWarm                           // the connector's own, while Ready
-	maCaller                         // a caller's Connect
-	maRole                           // a role verification's fresh connection
+	maBackground modelAttemptKind = iota // the connector's own, while not Ready
+	maWarm                               // the connector's own, while Ready
+	maCaller                             // a caller's Connect
+	maRole                               // a role verification's fresh connection
 )
 
 func (k modelAttemptKind) String() string {
-	return [...]string{"probe", "warm", "caller", "role"}[k]
+	return [...]string{"background", "warm", "caller", "role"}[k]
 }
 
 type modelAttempt struct {
@@ -457,7 +457,7 @@ func (r *modelRun) endAttempt(ma *modelAttempt) {
 	r.note("attempt %d (%s, began after %d verifications) fails: %v", ma.a.id, ma.kind, ma.since, err)
 	ma.a.finish(err)
 	switch ma.kind {
-	case maProbe:
+	case maBackground:
 		r.m.report(modelEvent{kind: meFailed, err: err, since: ma.since, anyError: true})
 	case maWarm, maCaller:
 		r.m.report(modelEvent{kind: meFailed, err: err, since: ma.since})
@@ -722,7 +722,7 @@ func (r *modelRun) settle() {
 		case netx.IsNoSkip(a.ctx) && r.m.st == StateReady:
 			ma.kind = maWarm
 		case netx.IsNoSkip(a.ctx):
-			ma.kind = maProbe
+			ma.kind = maBackground
 		default:
 			ma.kind = maRole
 		}
@@ -869,7 +869,7 @@ func TestInboxKeepsWhatEveryReportSays(t *testing.T) {
 			case 1:
 				e = event{kind: evVerified}
 			case 2:
-				e = event{kind: evProbe}
+				e = event{kind: evAttemptNow}
 			case 3:
 				e = event{kind: evDialFailed, err: modelAuthError{len(want)}}
 			default:
@@ -910,8 +910,8 @@ func describeEvents(es []event) string {
 		switch e.kind {
 		case evVerified:
 			parts = append(parts, fmt.Sprintf("verified(fresh %v)", e.fresh))
-		case evProbe:
-			parts = append(parts, "probe-asked")
+		case evAttemptNow:
+			parts = append(parts, "attempt-asked")
 		case evDialFailed:
 			parts = append(parts, fmt.Sprintf("dial-failed(%v)", e.err))
 		case evEvicted:

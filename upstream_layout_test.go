@@ -116,7 +116,7 @@ func TestUpstreamLayout(t *testing.T) {
 			}
 			if got := pgxTargetSessionAttrs(cc.ValidateConnect); got != attrs {
 				layoutChanged(t, pgxMod, fmt.Sprintf("target_session_attrs=%s gives a ValidateConnect that is not pgconn.ValidateConnectTargetSessionAttrs* (read back as %q)", attrs, got),
-					"backend_pgx.go's pgxTargetSessionAttrs recovers the setting from the function's identity")
+					"pgx_adapter.go's pgxTargetSessionAttrs recovers the setting from the function's identity")
 			}
 		}
 	})

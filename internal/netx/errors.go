@@ -34,6 +34,8 @@ type DialError struct {
 	Attempts []AddrStats
 }
 
+var _ error = (*DialError)(nil)
+
 // Error returns e.g.
 // "dial db.example:5432: [::1]:5432: i/o timeout after 10s; 127.0.0.1:5432: connection refused".
 func (e *DialError) Error() string {
@@ -129,6 +131,8 @@ type AddrStats struct {
 	Generation uint64    // bumped by every eviction (Stats only)
 	Since      time.Time // when the status began (Stats only)
 }
+
+var _ fmt.Stringer = AddrStats{}
 
 // String returns the address and its latest outcome, e.g.
 // "127.0.0.1:5432: connection refused" or "127.0.0.1:5432: ok".

@@ -14,7 +14,7 @@ import (
 	"github.com/pgfast/pgfast/internal/netx"
 )
 
-// The probe's verdicts on what it saw (see backend_pgx_probe.go): causes,
+// The probe's verdicts on what it saw (see pgx_probe.go): causes,
 // the TLS in use, roles, redaction, dial outcomes and the pick.
 
 // tlsName names the TLS version and cipher suite of nc, or "" when nc is

@@ -28,7 +28,7 @@ type pgxAdapter struct {
 	// (pgx_config.go): pgfast's dialer resolves with it.
 	lookup pgconn.LookupFunc
 	// before is the application's hook run before each connection pgfast
-	// makes on this configuration (probes, warm connections, role
+	// makes on this configuration (background attempts, warm connections, role
 	// verifications, callers' dials, a pool's own connections), nil for
 	// none: a pgxpool's BeforeConnect, which may supply the password (IAM
 	// tokens). Set before the connector is built; read-only after.
