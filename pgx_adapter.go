@@ -67,7 +67,17 @@ func (a *pgxAdapter) runBefore(ctx context.Context, cc *pgx.ConnConfig, bound ti
 	defer cancel()
 	work := cc.Copy()
 	done := make(chan error, 1)
-	go func() { done <- a.before(hctx, work) }()
+	go func() {
+		// pgfast calls the hook where pgxpool might not (its own attempt
+		// as NewPool returns): a panic there fails that attempt instead of
+		// ending the process from a goroutine the application never made.
+		defer func() {
+			if p := recover(); p != nil {
+				done <- fmt.Errorf("panicked: %v", p)
+			}
+		}()
+		done <- a.before(hctx, work)
+	}()
 	select {
 	case err := <-done:
 		if err == nil {

@@ -327,3 +327,22 @@ func TestFreshCredentialRetryPaced(t *testing.T) {
 		})
 	}
 }
+
+// A hook that panics (pgxpool's own TestConstructorIgnoresContext has one
+// that calls a func variable set only after NewWithConfig returns) fails the
+// attempt pgfast makes with it; it does not end the process.
+func TestRunBeforeHookPanicFailsTheAttempt(t *testing.T) {
+	var cancel func()
+	a := &pgxAdapter{before: func(context.Context, *pgx.ConnConfig) error {
+		cancel() // nil: panics
+		return nil
+	}}
+	cc, err := pgx.ParseConfig("host=127.0.0.1 password=hunter2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = a.runBefore(context.Background(), cc, time.Second)
+	if err == nil || !hookFailed(err) || !strings.Contains(err.Error(), "panicked") {
+		t.Fatalf("runBefore with a panicking hook: %v, want the hook's failure saying it panicked", err)
+	}
+}
