@@ -105,15 +105,8 @@ func (e *peerSilentError) Error() string {
 
 func (e *peerSilentError) Is(target error) bool { return target == errPeerSilent }
 
-// DefaultDeadPeerWindow is how long the server may stay silent (no ACK, no
-// data) while a connection waits for it before pgfast declares its host dead,
-// when the DSN sets no tcp_user_timeout (which is the window instead).
-//
-// While a Read or Write is blocked, the watcher reads TCP_INFO every tick;
-// the server is silent when something is outstanding (unacked data, an
-// unanswered keep-alive or window probe) and nothing was received for the
-// window, confirmed for a second. A zero-window server waiting on a lock
-// still answers window probes: slow, not dead, and left alone.
+// DefaultDeadPeerWindow is the root package's DefaultDeadPeerWindow, whose
+// doc comment explains the dead-peer rule.
 const DefaultDeadPeerWindow = 10 * time.Second
 
 const (
