@@ -21,6 +21,7 @@ const (
 	LibPQ
 )
 
+// String returns "pgx" or "lib/pq".
 func (b Backend) String() string {
 	switch b {
 	case PGX:
