@@ -32,37 +32,27 @@ func (b Backend) String() string {
 	return "unknown"
 }
 
-// adapter is the one seam between pgfast's core and a backend driver. The
-// path through it, in order:
+// adapter is the one seam between pgfast's core and a backend driver:
 //
-//   - parse: the backend's parse function (parsePGX, parsePQ) runs the
-//     backend's own DSN parser and reports the DSN's host groups and a copy
-//     of its leftover settings (parsedDSN); configure takes pgfast's keys out
-//     of the leftovers into Config and hands the rest back (useLeftover).
-//   - connector(core): the adapter builds the backend's driver.Connector
-//     around core, the interface the Connector implements (connectorCore in
-//     seamhooks.go): every socket comes from core.dial, and the adapter calls
-//     core's other methods at the points only it can see (checkout, a
-//     backend error, the host order).
-//   - socket, refusedTLS: the core asks the adapter about a connection (its
-//     socket) or an error (the server refusing TLS) in the backend's terms.
+//   - parse (parsePGX, parsePQ) runs the backend's own DSN parser and reports
+//     host groups and a copy of its leftover settings; configure takes
+//     pgfast's keys out and hands the rest back (useLeftover).
+//   - connector(core) builds the backend's driver.Connector around core:
+//     every socket comes from core.dial, and the adapter calls core's other
+//     methods at the points only it can see.
+//   - socket, refusedTLS answer the core's questions in the backend's terms.
 type adapter interface {
-	// useLeftover replaces the settings the backend sends to the server as
-	// runtime parameters with leftover: the parse's copy, from which the
-	// core took its own keys.
+	// useLeftover replaces the backend's runtime parameters with leftover
+	// (the parse's copy minus the core's keys).
 	useLeftover(leftover map[string]string)
-	// connector builds the backend's driver.Connector on the core.
 	connector(co core) driver.Connector
 	// refusedTLS reports whether err itself (not what it wraps) is the
 	// backend's error for a server refusing the TLS sslmode requires.
 	refusedTLS(err error) bool
-	// socket returns the socket pgfast's dialer made for a connection of
-	// this backend, nil if dc is not one.
+	// socket returns pgfast's socket under dc, nil if dc is not one.
 	socket(dc driver.Conn) net.Conn
 }
 
-// parseDSN runs the chosen backend's parser and takes pgfast's settings out of
-// what it left over.
 func parseDSN(b Backend, dsn string) (adapter, *Config, error) {
 	var (
 		a   adapter
@@ -87,8 +77,8 @@ func parseDSN(b Backend, dsn string) (adapter, *Config, error) {
 	return a, cfg, nil
 }
 
-// configure builds pgfast's Config from what a's parse reported and hands
-// the adapter back the leftovers without pgfast's keys.
+// configure builds Config from a's parse and hands the adapter back the
+// leftovers without pgfast's keys.
 func configure(a adapter, p *parsedDSN) (*Config, error) {
 	cfg, err := buildConfig(p)
 	if err != nil {
@@ -98,44 +88,34 @@ func configure(a adapter, p *parsedDSN) (*Config, error) {
 	return cfg, nil
 }
 
-// core is what pgfast's core offers a backend adapter: the dial function
-// every connection must go through, and the hooks the adapter calls at the
-// points only it can see. The Connector implements it (connectorCore); tests
-// use a fake of their own.
+// core is what pgfast's core offers a backend adapter: the dial every
+// connection goes through and the hooks it calls. The Connector implements
+// it (connectorCore); tests use a fake.
 type core interface {
-	// config is the connector's Config.
 	config() *Config
 	// dial makes every socket of the backend's connections (and of
-	// lib/pq's cancel requests). A backend that wants a function value
-	// converts the method value: dialFunc(co.dial).
+	// lib/pq's cancel requests).
 	dial(ctx context.Context, network, address string) (net.Conn, error)
-	// checkout runs before database/sql reuses a connection; it returns
-	// driver.ErrBadConn for a dead one.
+	// checkout returns driver.ErrBadConn for a dead connection.
 	checkout(ctx context.Context, nc net.Conn) error
-	// alive reports whether the socket still looks usable (no I/O).
 	alive(nc net.Conn) bool
-	// onError is told every error a backend call on a connection returned
-	// (adapters that wrap connections call it); the core decides what the
-	// error says about the server (a demoted primary, a dead host).
+	// onError is told every error a backend call on a connection returned;
+	// the core decides what it says about the server.
 	onError(nc net.Conn, err error)
-	// ignoresErrors reports whether onError does nothing with any error
-	// on this connector's connections: then an adapter need not route
-	// them to it (lib/pq's rows are handed out unwrapped: pq_rows.go).
+	// ignoresErrors reports whether onError ignores every error here, so an
+	// adapter need not route them (lib/pq's rows are handed out unwrapped).
 	ignoresErrors() bool
-	// checkRole runs at checkout with the server's reported parameters
-	// (nil when the backend does not expose them, which passes): a server
-	// that no longer has the role target_session_attrs asked for is
-	// driver.ErrBadConn and its address is evicted.
+	// checkRole runs at checkout with the server's parameters (nil passes):
+	// a server that lost the target_session_attrs role is driver.ErrBadConn
+	// and its address is evicted.
 	checkRole(nc net.Conn, params serverParams) error
-	// orderHosts returns the order to try the DSN's hosts in, as indexes.
 	orderHosts(hosts []HostPort) []int
-	// platform is what the connector applies on this system; without the
-	// peek the backend keeps its own ping before reusing a connection.
+	// platform: without the peek the backend keeps its own ping.
 	platform() platform
 }
 
-// dialFunc is pgfast's dial function. Its methods make it a lib/pq Dialer and
-// DialerContext too.
+// dialFunc is pgfast's dial function; its methods make it a lib/pq Dialer
+// and DialerContext.
 type dialFunc func(ctx context.Context, network, address string) (net.Conn, error)
 
 // DialContext dials with ctx.
@@ -143,7 +123,7 @@ func (f dialFunc) DialContext(ctx context.Context, network, address string) (net
 	return f(ctx, network, address)
 }
 
-// Dial dials without a deadline of its own (pgfast's per-address deadline applies).
+// Dial dials without a deadline of its own (the per-address one applies).
 func (f dialFunc) Dial(network, address string) (net.Conn, error) {
 	return f(context.Background(), network, address)
 }
@@ -156,9 +136,9 @@ func (f dialFunc) DialTimeout(network, address string, timeout time.Duration) (n
 }
 
 // dialRecord remembers the sockets dialed under one Connect call, so an
-// adapter whose backend hides its socket (lib/pq) learns which one its
-// connection uses, and so that cancelling that call's context aborts a
-// handshake stuck on a dead network (lib/pq does not watch ctx after dialing).
+// adapter whose backend hides its socket (lib/pq) learns which one it uses,
+// and cancelling the call's context aborts a handshake stuck on a dead
+// network (lib/pq does not watch ctx after dialing).
 type dialRecord struct {
 	ctx   context.Context // the Connect call's context (not a per-dial one)
 	mu    sync.Mutex
@@ -173,8 +153,8 @@ func withDialRecord(ctx context.Context) (context.Context, *dialRecord) {
 	return context.WithValue(ctx, dialRecordKey{}, rec), rec
 }
 
-// add remembers nc and, until done is called, expires its deadline when the
-// Connect call's context ends.
+// add remembers nc and, until done, expires its deadline when the Connect
+// call's context ends.
 func (r *dialRecord) add(nc net.Conn) {
 	stop := context.AfterFunc(r.ctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
 	r.mu.Lock()
@@ -183,11 +163,10 @@ func (r *dialRecord) add(nc net.Conn) {
 	r.mu.Unlock()
 }
 
-// done disarms the context watch and returns the last socket dialed: the one
-// the backend kept (it dials hosts one after another and closes failures).
-// expired is set when the Connect call's context ended before the watch of
-// that socket could be disarmed: its deadline is (or is about to be) in the
-// past, so the connection must not be handed out.
+// done disarms the watch and returns the last socket dialed (the backend
+// dials hosts in turn and closes failures). expired: the context ended
+// before the watch was disarmed, so the socket's deadline is (about to be)
+// past and the connection must not be handed out.
 func (r *dialRecord) done() (nc net.Conn, expired bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -203,7 +182,7 @@ func (r *dialRecord) done() (nc net.Conn, expired bool) {
 	return r.conns[len(r.conns)-1], expired
 }
 
-// recording wraps dial so that sockets made under a withDialRecord context are
+// recording wraps dial so sockets made under a withDialRecord context are
 // remembered there.
 func recording(dial dialFunc) dialFunc {
 	return func(ctx context.Context, network, address string) (net.Conn, error) {

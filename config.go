@@ -14,18 +14,16 @@ import (
 )
 
 // DefaultDeadPeerWindow is how long the server may stay silent (no ACK, no
-// data) while a connection waits for it before pgfast declares the server's
-// host dead, when the DSN sets no tcp_user_timeout. A tcp_user_timeout in the
-// DSN is the window instead (and is also set on the socket, libpq's meaning).
+// data) while a connection waits for it before pgfast declares its host
+// dead, when the DSN sets no tcp_user_timeout (which is the window instead,
+// and is also set on the socket, libpq's meaning).
 //
-// The rule (pgfast explain prints its timeline): while a Read or Write is
-// blocked on a socket, pgfast looks at the socket's TCP_INFO about twice a
-// second; the server is silent when something is outstanding (data not
-// acknowledged, or a keep-alive or window probe unanswered), nothing was
-// received for the window (counted from the last ACK, or for data from when
-// pgfast first saw it waiting), and it stayed so for a second. A server that keeps a zero
-// window while it waits on a lock still answers every window probe: it is
-// slow, not dead, and its connection is left alone however long the wait.
+// While a Read or Write is blocked, pgfast reads the socket's TCP_INFO about
+// twice a second; the server is silent when something is outstanding (unacked
+// data, an unanswered keep-alive or window probe), nothing was received for
+// the window, and that held for a second (pgfast explain prints the
+// timeline). A server keeping a zero window while it waits on a lock still
+// answers window probes: slow, not dead, and left alone however long.
 const DefaultDeadPeerWindow = netx.DefaultDeadPeerWindow
 
 // Defaults pgfast applies where the DSN leaves a setting unset. libpq and the
@@ -35,34 +33,27 @@ const (
 	DefaultKeepalivesIdle     = 10 * time.Second
 	DefaultKeepalivesInterval = 5 * time.Second
 	DefaultKeepalivesCount    = 3
-	// DefaultTCPUserTimeout is 0: TCP_USER_TIMEOUT is not set unless the DSN
-	// sets tcp_user_timeout. Since Linux 5.1 it also aborts a connection
-	// whose server keeps a zero window while it waits on a lock; pgfast's
-	// dead-peer watcher (DefaultDeadPeerWindow) tells a silent server from
-	// a slow one instead.
+	// DefaultTCPUserTimeout is 0: TCP_USER_TIMEOUT is set only by the DSN.
+	// Since Linux 5.1 it also aborts a lock-waiting zero-window connection;
+	// the dead-peer watcher (DefaultDeadPeerWindow) tells silent from slow.
 	DefaultTCPUserTimeout = time.Duration(0)
 	DefaultMinConns       = 1
 	DefaultDNSRecheck     = 5 * time.Second
 )
 
-// Config holds the settings pgfast itself acts on. They are the part of the
-// DSN that the backend's own parser does not handle (libpq's TCP keys and the
-// pgfast_ keys), plus the few backend settings pgfast needs to know
-// (connect_timeout, target_session_attrs, load_balance_hosts, hosts).
+// Config holds the settings pgfast itself acts on: the part of the DSN the
+// backend's parser does not handle (libpq's TCP keys, pgfast_ keys) plus the
+// backend settings pgfast needs (connect_timeout, target_session_attrs,
+// load_balance_hosts, hosts). Read it with (*Connector).Config.
 //
-// A Config is produced by the connector from the DSN; read it with
-// (*Connector).Config. Durations are effective values: defaults applied,
-// and what the operating system applies. A setting it cannot apply reads as
-// its zero ("OS default", "not set"): tcp_user_timeout off Linux, macOS
-// (TCP_RXT_CONNDROPTIME, whole seconds, rounded up) and Windows
-// (TCP_MAXRTMS); the keep-alive timings on OpenBSD, which has only the
-// system-wide ones. `pgfast explain` lists what the DSN set but this system
-// does not apply.
+// Durations are effective values: defaults applied, and what the OS applies.
+// A setting the OS cannot apply reads as its zero: tcp_user_timeout off
+// Linux, macOS (whole seconds, rounded up) and Windows; keep-alive timings
+// on OpenBSD. `pgfast explain` lists what the DSN set but is not applied.
 type Config struct {
 	// ConnectTimeout bounds each address attempt (dial, TLS, startup, auth),
-	// as libpq's connect_timeout: at most 2147483647 s (libpq's int; a DSN
-	// value the drivers' own parsers would wrap around is refused, as is a
-	// larger Duration set on a *pgx.ConnConfig). Unset or 0:
+	// as libpq's connect_timeout: at most 2147483647 s (libpq's int; larger
+	// values the drivers would wrap are refused). Unset or 0:
 	// DefaultConnectTimeout.
 	ConnectTimeout time.Duration
 	// Keepalives enables TCP keepalives (libpq keepalives, default on).
@@ -71,16 +62,14 @@ type Config struct {
 	// At most 32767 s (Linux's limit, applied on every OS).
 	KeepalivesIdle time.Duration
 	// KeepalivesInterval is libpq's keepalives_interval; 0 means the OS
-	// default. At most 32767 s (Linux's limit, applied on every OS).
+	// default. At most 32767 s.
 	KeepalivesInterval time.Duration
 	// KeepalivesCount is libpq's keepalives_count; 0 means the OS default.
-	// At most 127 (Linux's limit, applied on every OS).
+	// At most 127.
 	KeepalivesCount int
-	// TCPUserTimeout is libpq's tcp_user_timeout (milliseconds, at most
-	// 2147483647, the kernel's int); 0 (the default) means the
-	// socket option is not set and the dead-peer window is
-	// DefaultDeadPeerWindow. When set, the socket gets exactly this and it is
-	// also the dead-peer window.
+	// TCPUserTimeout is libpq's tcp_user_timeout (at most 2147483647 ms); 0
+	// leaves the socket option unset. When set, it is also the dead-peer
+	// window.
 	TCPUserTimeout time.Duration
 	// TargetSessionAttrs is libpq's target_session_attrs ("any" when unset).
 	TargetSessionAttrs string
@@ -120,19 +109,16 @@ var libpqTCPKeys = []string{"keepalives", "keepalives_idle", "keepalives_interva
 // pgfastKeys are pgfast's own DSN keys.
 var pgfastKeys = []string{"pgfast_min_conns", "pgfast_wait_ready", "pgfast_dns_recheck"}
 
-// hostGroup is one host of the DSN (host, port, hostaddr) with the attempts
-// the backend makes to it, in order. Host ordering (load_balance_hosts=random,
-// bad hosts last) moves whole groups, so each host keeps its own attempt
-// order: TLS before the plaintext fallback of sslmode=prefer, as libpq.
+// hostGroup is one host of the DSN with the backend's attempts to it, in
+// order. Host ordering moves whole groups, so each host keeps its attempt
+// order: TLS before sslmode=prefer's plaintext fallback, as libpq.
 type hostGroup struct {
 	HostPort
-	// tls lists the TLS configurations the backend tries for this host, in
-	// order; a nil entry is a plaintext attempt. Empty when the backend
-	// negotiates TLS inside one attempt (lib/pq).
+	// tls lists the TLS configurations tried, in order; nil is plaintext.
+	// Empty when the backend negotiates TLS inside one attempt (lib/pq).
 	tls []*tls.Config
 }
 
-// hostPortsOf lists the groups' hosts, in the groups' order.
 func hostPortsOf(groups []hostGroup) []HostPort {
 	hosts := make([]HostPort, len(groups))
 	for i, g := range groups {
@@ -143,10 +129,9 @@ func hostPortsOf(groups []hostGroup) []HostPort {
 
 // parsedDSN is what a backend adapter's parser reports back to the core.
 type parsedDSN struct {
-	// leftover is a copy of the settings the backend would send to the server
-	// as runtime parameters. The core deletes the keys it consumes from it;
-	// the adapter then takes the cleaned copy back (adapter.useLeftover), so
-	// the server never sees them.
+	// leftover is what the backend would send as runtime parameters. The
+	// core deletes the keys it consumes; the adapter takes the cleaned copy
+	// back (useLeftover), so the server never sees them.
 	leftover map[string]string
 	// connectTimeout is the backend's parsed connect_timeout (0 when unset).
 	connectTimeout     time.Duration
@@ -154,20 +139,17 @@ type parsedDSN struct {
 	loadBalanceHosts   string
 	// groups lists the DSN's hosts in the order given.
 	groups []hostGroup
-	// secrets are the spellings of the DSN's password (secretFormsOf), to
-	// scrub from errors.
+	// secrets are the password's spellings, to scrub from errors.
 	secrets []string
-	// dsn is the connection string the backend parsed, if known; pgfast
-	// reads connect_timeout's own text from it (checkConnectTimeout).
+	// dsn is the connection string, if known (checkConnectTimeout reads it).
 	dsn string
 	// fresh says the backend parsed dsn just now: its connectTimeout is
 	// whole seconds unless the backend's arithmetic wrapped.
 	fresh bool
 }
 
-// buildConfig takes pgfast's settings out of what the backend's parser left
-// over, applies defaults and validates. It mutates p.leftover. Its errors
-// never hold the password.
+// buildConfig takes pgfast's settings out of p.leftover (mutating it),
+// applies defaults and validates. Its errors never hold the password.
 func buildConfig(p *parsedDSN) (*Config, error) {
 	cfg, err := buildSettings(p)
 	if err != nil {
@@ -262,7 +244,6 @@ func buildSettings(p *parsedDSN) (*Config, error) {
 	return cfg, nil
 }
 
-// take removes key from m and reports its value.
 func take(m map[string]string, key string) (string, bool) {
 	v, ok := m[key]
 	if ok {
@@ -271,8 +252,7 @@ func take(m map[string]string, key string) (string, bool) {
 	return v, ok
 }
 
-// numericKey is a numeric DSN key pgfast parses itself, with the range the
-// code and the kernel accept.
+// numericKey is a numeric DSN key pgfast parses itself, with its range.
 type numericKey struct {
 	name     string
 	min, max int64
@@ -280,10 +260,9 @@ type numericKey struct {
 	why      string        // where max comes from
 }
 
-// The numeric keys pgfast parses. The keep-alive limits are Linux's
-// (MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL, MAX_TCP_KEEPCNT: setsockopt fails
-// with EINVAL above them) and apply on every OS, so that a DSN means the
-// same everywhere; TCP_USER_TIMEOUT is an int of milliseconds.
+// The numeric keys pgfast parses. The keep-alive limits are Linux's (above
+// them setsockopt fails with EINVAL) and apply on every OS, so a DSN means
+// the same everywhere; TCP_USER_TIMEOUT is an int of milliseconds.
 var (
 	keyKeepalives         = numericKey{"keepalives", 0, 1, 0, "0 or 1"}
 	keyKeepalivesIdle     = numericKey{"keepalives_idle", 0, 32767, time.Second, "seconds; Linux's TCP_KEEPIDLE limit"}
@@ -314,12 +293,10 @@ func parseBounded(k numericKey, v string) (int64, error) {
 	return n, nil
 }
 
-// rangeText is " between min and max (why)".
 func (k numericKey) rangeText() string {
 	return fmt.Sprintf(" between %d and %d (%s)", k.min, k.max, k.why)
 }
 
-// unitsInto returns a setter that parses whole units of k into *d.
 func unitsInto(d *time.Duration, k numericKey) func(string) error {
 	return func(v string) error {
 		n, err := parseBounded(k, v)
@@ -328,7 +305,6 @@ func unitsInto(d *time.Duration, k numericKey) func(string) error {
 	}
 }
 
-// hasHostName reports whether any TCP host is a name rather than an address.
 func hasHostName(hosts []HostPort) bool {
 	for _, h := range hosts {
 		if h.Addr == "" && h.Host != "" && !isUnixHost(h.Host) && !isIPLiteral(h.Host) {
@@ -338,7 +314,6 @@ func hasHostName(hosts []HostPort) bool {
 	return false
 }
 
-// dialSettingsOf turns the config into the dialer's settings.
 func (c *Config) dialSettings() netx.Settings {
 	return netx.Settings{
 		ConnectTimeout:     c.ConnectTimeout,
@@ -350,7 +325,6 @@ func (c *Config) dialSettings() netx.Settings {
 	}
 }
 
-// joinHostPort formats a host and port as an address ("[::1]:5432").
 func joinHostPort(host string, port uint16) string {
 	return net.JoinHostPort(host, strconv.Itoa(int(port)))
 }
@@ -363,28 +337,24 @@ func hostKey(h HostPort) string {
 	return h.Host
 }
 
-// isUnixHost reports whether host names a Unix-domain socket directory.
 func isUnixHost(host string) bool {
 	return strings.HasPrefix(host, "/") || strings.HasPrefix(host, "@")
 }
 
-// isIPLiteral reports whether host is an IP address rather than a name.
 func isIPLiteral(host string) bool {
 	_, err := netip.ParseAddr(host)
 	return err == nil
 }
 
 // connectBudget bounds one connection through the backend, which may try
-// every host in turn: connect_timeout for each host and one more for the
-// rest of the login. It saturates rather than wrap.
+// every host in turn: connect_timeout per host plus one for the login. It
+// saturates rather than wraps.
 func (c *Config) connectBudget() time.Duration {
 	return mulDuration(c.ConnectTimeout, len(c.Hosts)+1)
 }
 
-// maxDuration is the longest time.Duration.
 const maxDuration = time.Duration(math.MaxInt64)
 
-// mulDuration returns d × n (d, n >= 0), at most maxDuration.
 func mulDuration(d time.Duration, n int) time.Duration {
 	if d <= 0 || n <= 0 {
 		return 0
@@ -395,7 +365,6 @@ func mulDuration(d time.Duration, n int) time.Duration {
 	return d * time.Duration(n)
 }
 
-// addDuration returns a + b (a, b >= 0), at most maxDuration.
 func addDuration(a, b time.Duration) time.Duration {
 	if a > maxDuration-b {
 		return maxDuration

@@ -10,11 +10,10 @@ import (
 	"time"
 )
 
-// connect_timeout is parsed by the backend, not by pgfast, and both pgx and
-// lib/pq multiply its seconds into a time.Duration without an overflow
-// check: 18446744074 becomes 290 ms, 2^55+5 becomes 5 s, and lib/pq takes a
-// negative value as "no timeout". libpq reads an int and refuses anything
-// else. pgfast finds the text the backend read (the DSN's own, or
+// connect_timeout is parsed by the backend, and both pgx and lib/pq multiply
+// its seconds into a Duration unchecked: 18446744074 becomes 290 ms, 2^55+5
+// becomes 5 s, lib/pq takes a negative value as "no timeout". libpq refuses
+// anything but an int. pgfast finds the text the backend read (the DSN's or
 // PGCONNECT_TIMEOUT) and holds it to libpq's range; a value from elsewhere
 // (a service file) is checked from the Duration alone.
 
@@ -22,9 +21,8 @@ import (
 const maxConnectTimeout = math.MaxInt32 * time.Second
 
 // checkConnectTimeout validates the backend's parsed connect_timeout d
-// against the text it was parsed from. fresh says the backend parsed the
-// DSN just now, so that d is the product of some whole number of seconds
-// (not a Duration the application set on a configuration).
+// against its text. fresh: the backend parsed the DSN just now, so d is some
+// whole number of seconds (not a Duration the application set).
 func checkConnectTimeout(d time.Duration, dsn string, fresh bool) error {
 	for _, v := range connectTimeoutTexts(dsn) {
 		n, err := strconv.ParseInt(v, 10, 64)
@@ -57,9 +55,8 @@ func backendSeconds(n int64) time.Duration {
 	return time.Duration(n) * time.Second
 }
 
-// connectTimeoutTexts lists the texts connect_timeout may have come from,
-// the one the backend prefers first: the DSN's occurrences from the last
-// (the last one wins), then PGCONNECT_TIMEOUT.
+// connectTimeoutTexts lists the texts connect_timeout may come from, the
+// backend's preference first: the DSN's from the last, then PGCONNECT_TIMEOUT.
 func connectTimeoutTexts(dsn string) []string {
 	vals := dsnValues(dsn, "connect_timeout")
 	for i, j := 0, len(vals)-1; i < j; i, j = i+1, j-1 {
@@ -71,9 +68,8 @@ func connectTimeoutTexts(dsn string) []string {
 	return vals
 }
 
-// dsnValues returns every value given to key in dsn, in order, read the way
-// libpq reads a URL's query or a key/value string. It is a finder, not a
-// validator: a malformed DSN yields what could be read.
+// dsnValues returns every value given to key in dsn, in order, as libpq
+// reads it. A finder, not a validator: a malformed DSN yields what it can.
 func dsnValues(dsn, key string) []string {
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
 		return urlValues(dsn, key)
@@ -146,7 +142,6 @@ func keywordValues(s, key string) []string {
 	return vals
 }
 
-// unescapeBackslashes drops each backslash and keeps the byte after it.
 func unescapeBackslashes(s string) string {
 	if !strings.Contains(s, `\`) {
 		return s

@@ -14,10 +14,9 @@ import (
 	"github.com/pgfast/pgfast/internal/netx"
 )
 
-// Connector is pgfast's driver.Connector. Opening one starts connecting in the
-// background and returns at once; Ready waits for a verified connection. Use it
-// with sql.OpenDB (db.Close closes it) or get it from a *sql.DB made by
-// sql.Open with ConnectorOf.
+// Connector is pgfast's driver.Connector. Making one starts connecting in
+// the background and returns at once; Ready waits for a verified connection.
+// Use it with sql.OpenDB, or find a *sql.DB's with ConnectorOf.
 type Connector struct {
 	backendKind Backend
 	cfg         *Config
@@ -47,12 +46,12 @@ type Connector struct {
 	dnsBusy      atomic.Bool // a DNS recheck is running
 	noBackground bool        // no background goroutine (Driver.Open)
 
-	// resMu guards resClosed: once the goroutine has stopped, an attempt that
-	// finishes late closes its own connection.
+	// resMu guards resClosed: once the goroutine stopped, a late attempt
+	// closes its own connection.
 	resMu     sync.Mutex
 	resClosed bool
-	// abandoned is set when Close gave up waiting for attempts in flight:
-	// their later dials pause before failing (closedPause).
+	// abandoned: Close gave up on attempts in flight; their later dials
+	// pause before failing (closedPause).
 	abandoned atomic.Bool
 
 	ctx    context.Context // ends at Close: the background work's owner
@@ -67,9 +66,9 @@ var (
 	_ io.Closer        = (*Connector)(nil)
 )
 
-// NewConnector parses dsn (URL or key=value, as the backend's own parser reads
-// it, libpq environment variables included), starts connecting in the
-// background and returns at once. A bad DSN is a *ConfigError.
+// NewConnector parses dsn (URL or key=value, as the backend reads it, libpq
+// environment variables included), starts connecting in the background and
+// returns at once. A bad DSN is a *ConfigError.
 func NewConnector(dsn string, opts ...Option) (*Connector, error) {
 	var o options
 	for _, opt := range opts {
@@ -86,7 +85,6 @@ func newConnector(dsn string, o options) (*Connector, error) {
 	return newConnectorWith(a, cfg, o)
 }
 
-// newConnectorWith starts a connector on a parsed and configured adapter.
 func newConnectorWith(a adapter, cfg *Config, o options) (*Connector, error) {
 	if err := o.check(); err != nil {
 		return nil, err
@@ -149,7 +147,7 @@ func (c *Connector) Config() Config { return *c.cfg }
 func (c *Connector) Backend() Backend { return c.backendKind }
 
 // Driver returns a driver value that belongs to this connector, so that
-// ConnectorOf can find the connector of a *sql.DB.
+// ConnectorOf can find it.
 func (c *Connector) Driver() driver.Driver { return c.drv }
 
 // State returns the connector's current state.
@@ -162,12 +160,10 @@ func (c *Connector) State() State {
 
 // Ready returns nil as soon as a verified connection exists. When ctx ends
 // first it returns a *NotReadyError (errors.Is ErrNotReady) saying what each
-// address answered; when every host answered with an error waiting cannot
-// fix (authentication, a missing database, TLS refused, a certificate that
-// fails verification) it returns that at once, as a *NotReadyError wrapping
-// the backend's error. After Close it returns ErrClosed. While the connector
-// is not Ready, Ready asks for a connection attempt at once rather than at
-// the background's pace.
+// address answered; an error waiting cannot fix (authentication, a missing
+// database, TLS refused, a bad certificate) on every host returns at once,
+// wrapped the same way. After Close: ErrClosed. While not Ready, it asks for
+// an attempt at once rather than at the background's pace.
 func (c *Connector) Ready(ctx context.Context) error {
 	if c.ctx.Err() != nil {
 		return ErrClosed
@@ -186,7 +182,6 @@ func (c *Connector) Ready(ctx context.Context) error {
 	return c.notReady(time.Since(start), err)
 }
 
-// notReady describes why no connection can be had now.
 func (c *Connector) notReady(waited time.Duration, ctxErr error) error {
 	st, _, cause := c.ready.load()
 	if cause == nil {
@@ -200,14 +195,12 @@ func (c *Connector) notReady(waited time.Duration, ctxErr error) error {
 		attempts: c.stats.dials.Load(), failed: c.stats.failures.Load(), age: time.Since(c.started)}
 }
 
-// Connect hands out a warm connection when there is one, else dials with ctx.
-// While the first attempt is in flight it waits for it (bounded by ctx)
-// instead of starting another. While the database is down it fails fast with
-// ErrNotReady wrapping the last cause (and asks for a connection attempt at
-// once, so that the application serves again as soon as the server does),
-// unless WaitReady is set, in which case it waits for readiness within ctx.
-// An error waiting cannot fix is returned at once either way. After Close it
-// returns ErrClosed.
+// Connect hands out a warm connection when there is one, else dials with ctx,
+// waiting for the first attempt in flight rather than starting another. While
+// the database is down it fails fast with ErrNotReady wrapping the last cause
+// (asking for an attempt at once, so service resumes as soon as the server
+// does), unless WaitReady is set, then it waits within ctx. An error waiting
+// cannot fix is returned at once either way. After Close: ErrClosed.
 func (c *Connector) Connect(ctx context.Context) (driver.Conn, error) {
 	start := time.Now()
 	asked := false
@@ -243,10 +236,9 @@ func (c *Connector) Connect(ctx context.Context) (driver.Conn, error) {
 	}
 }
 
-// dialNow makes a connection for a caller while StateReady and tells the
-// connector's goroutine the outcome: a network failure or an error waiting
-// cannot fix means the database went away (Down) unless a connection was
-// verified after this dial began; every success is a verification.
+// dialNow makes a connection for a caller while Ready and tells the
+// goroutine the outcome: a network or permanent failure means Down unless a
+// connection was verified after this dial began; a success is a verification.
 func (c *Connector) dialNow(ctx context.Context) (driver.Conn, error) {
 	began := c.ready.mark()
 	dc, err := c.dial(ctx)
@@ -259,7 +251,6 @@ func (c *Connector) dialNow(ctx context.Context) (driver.Conn, error) {
 	return dc, err
 }
 
-// dial makes one connection through the backend and counts it.
 func (c *Connector) dial(ctx context.Context) (driver.Conn, error) {
 	c.stats.dials.Add(1)
 	dc, err := c.backend.Connect(ctx)
@@ -271,7 +262,6 @@ func (c *Connector) dial(ctx context.Context) (driver.Conn, error) {
 	return dc, nil
 }
 
-// lastError returns the latest failed attempt's error, nil if none failed.
 func (c *Connector) lastError() error {
 	if p := c.lastErr.Load(); p != nil {
 		return *p
@@ -300,7 +290,7 @@ func (c *Connector) takeWarm() driver.Conn {
 	}
 }
 
-// addWarm keeps dc for the next caller unless enough are kept already or the
+// addWarm keeps dc for the next caller unless enough are kept or the
 // connector is closed; it reports whether it kept it.
 func (c *Connector) addWarm(dc driver.Conn) bool {
 	c.mu.Lock()
@@ -312,14 +302,12 @@ func (c *Connector) addWarm(dc driver.Conn) bool {
 	return true
 }
 
-// Close stops the background goroutine, waits (a bounded time) for it, and
-// closes the warm connections nobody took. Connections handed out stay open
-// (database/sql closes them). Close always returns: a backend stuck in a
-// connection attempt that ignores its context is abandoned after a few
-// seconds, and the connection it may return is closed when it arrives.
-// While the state hook runs (when the hook itself calls Close, say), Close
-// does not wait for the goroutine, which ends as soon as the hook returns. Close is idempotent; Connect and Ready
-// after Close return ErrClosed.
+// Close stops the background goroutine, waits a bounded time for it, and
+// closes unclaimed warm connections (handed-out ones are database/sql's).
+// Close always returns: an attempt ignoring its context is abandoned after a
+// few seconds and its connection closed on arrival. Called from the state
+// hook, it does not wait for the goroutine. Close is idempotent; Connect and
+// Ready after Close return ErrClosed.
 func (c *Connector) Close() error {
 	c.close.Do(func() {
 		c.cancel()
@@ -355,14 +343,13 @@ func (c *Connector) warmCount() int {
 }
 
 // isNetworkFailure reports whether err says the server could not be reached
-// or the connection broke (as opposed to the server answering with an error).
+// or the connection broke (not the server answering with an error).
 func isNetworkFailure(err error) bool {
 	var de *DialError
 	var ne net.Error
 	return errors.As(err, &de) || errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
-// counters are the connector's statistics, updated without locks.
 type counters struct {
 	dials, failures, handedOut, stateChanges atomic.Int64
 }
@@ -378,9 +365,8 @@ type Stats struct {
 	Evictions     int64     // address generations evicted
 	LastError     error     // the latest cause recorded with the state
 	StateSince    time.Time // when the current state began
-	// Addrs lists the server addresses the connector knows: every address
-	// dialled, except those that DNS no longer lists for their host once no
-	// socket to them is left (they are forgotten then).
+	// Addrs lists every address dialled, except those DNS no longer lists
+	// once no socket to them is left.
 	Addrs []AddrStats
 }
 

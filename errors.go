@@ -18,21 +18,14 @@ var ErrClosed = errors.New("pgfast: connector closed")
 var ErrNotReady = errors.New("pgfast: database not ready")
 
 // ConfigError reports a bad DSN, or a bad configuration or option given to
-// NewPoolWithConfig or NewConnectorFromConfig. It never contains the
-// password, nor does any error it wraps. pgfast reads the DSN every way the
-// backends and libpq may (a URL's user information up to any '@', its query's
-// password, key=value quoted or backslash-escaped, PGPASSWORD, the service
-// and password files) and scrubs every spelling of each password it finds
-// (raw, decoded, percent-encoded, quoted, escaped) from the message and the
-// chain. A backend parse error that held one (in its message or a field) is
-// replaced by a copy: *pgconn.ParseConfigError, *url.Error and
-// *strconv.NumError keep their type (ParseConfigError's ConnString is the
-// DSN with the password replaced by "xxxxx"); another such error becomes a
-// plain error with the scrubbed message, wrapping its own scrubbed causes.
-// Errors that never held the password are kept as they are. When parsers
-// could disagree on where the password ends (an unencoded '@', '/', '?', '#'
-// or '&' in a URL, key=value text that does not split into pairs), nothing
-// the backend said is kept: Reason is pgfast's own and Err is nil.
+// NewPoolWithConfig or NewConnectorFromConfig. Neither it nor any error it
+// wraps contains the password: pgfast reads the DSN every way the backends
+// and libpq may and scrubs every spelling of each password from the message
+// and the chain. A backend error that held one is replaced by a scrubbed
+// copy of the same type (*pgconn.ParseConfigError, *url.Error,
+// *strconv.NumError) or a plain error. When parsers could disagree on where
+// the password ends, nothing the backend said is kept: Reason is pgfast's
+// own and Err is nil.
 type ConfigError struct {
 	Key    string // the offending key, when known
 	Value  string // its value (empty for secrets)
@@ -46,9 +39,8 @@ type ConfigError struct {
 
 var _ error = (*ConfigError)(nil)
 
-// Error returns "pgfast: invalid DSN: key=\"value\": reason", without the
-// password; "invalid pgxpool config", "invalid *pgx.ConnConfig" or "invalid
-// option" instead of "invalid DSN" when the caller gave one of those.
+// Error returns "pgfast: invalid DSN: key=\"value\": reason" (or "invalid
+// pgxpool config", "*pgx.ConnConfig", "option"), without the password.
 func (e *ConfigError) Error() string {
 	var b strings.Builder
 	b.WriteString("pgfast: invalid ")
@@ -84,8 +76,7 @@ type NotReadyError struct {
 	Cause error
 	// Err is the caller's context error when the wait ended with it.
 	Err error
-	// Addrs describes each address tried with its latest outcome (Addr,
-	// Status, Err).
+	// Addrs describes each address tried with its latest outcome.
 	Addrs []AddrStats
 
 	attempts, failed int64         // connection attempts started, and failed, so far
@@ -103,7 +94,6 @@ func (e *NotReadyError) Error() string {
 	}
 	b.WriteString(")")
 	if causeTellsAll(e.Cause, e.Addrs) {
-		// The backend's own text, as the raw driver would have returned it.
 		b.WriteString(": ")
 		b.WriteString(e.Cause.Error())
 		return b.String()
@@ -117,8 +107,8 @@ func (e *NotReadyError) Error() string {
 			b.WriteString(a.String())
 		}
 	}
-	// The cause is worth repeating when the addresses do not already say it
-	// (an authentication failure, a wrong role, ...).
+	// Repeat the cause when the addresses do not already say it (an
+	// authentication failure, a wrong role, ...).
 	if e.Cause != nil && (len(e.Addrs) == 0 || !onlyDialFailures(e.Cause)) {
 		b.WriteString(": last error: ")
 		b.WriteString(e.Cause.Error())
@@ -134,34 +124,22 @@ func (e *NotReadyError) Error() string {
 }
 
 // DialError is returned when every address of a host failed. It names the
-// host (Host), the port (Port) and every address tried, in the order tried,
-// with the reason it failed (Attempts: each with Addr, Status "failed" and
-// Err, the cause, e.g. a *net.OpError wrapping ECONNREFUSED, or a timeout).
-// Its Error names them all, e.g. "dial db.example:5432: [::1]:5432: i/o
-// timeout after 10s; 127.0.0.1:5432: connection refused"; its Unwrap returns
-// every attempt's cause, so that errors.Is and errors.As look into all of
-// them.
+// host, the port and every address tried with its cause (Attempts), e.g.
+// "dial db.example:5432: [::1]:5432: i/o timeout after 10s; 127.0.0.1:5432:
+// connection refused"; Unwrap returns every attempt's cause.
 type DialError = netx.DialError
 
-// AddrStats is what pgfast knows of one server address. It is the one
-// per-address type of the API: Stats.Addrs (every field), NotReadyError.Addrs
-// (each address's latest outcome: Addr, Status, Err) and DialError.Attempts
-// (every address one dial tried: Addr, Status "failed", Err) use it.
+// AddrStats is what pgfast knows of one server address, the one per-address
+// type of the API (Stats.Addrs, NotReadyError.Addrs, DialError.Attempts).
 //
-// Addr is ip:port or the socket path (the host when it could not be
-// resolved); Host the name it was resolved from, if any; Status "up",
-// "pending" (an attempt in flight), "failed" (the latest attempt failed) or
-// "evicted" (pgfast shut its sockets down); Err the latest failure, nil after
-// a success (in a NotReadyError an attempt in flight is an error saying so,
-// with what the address answered before, if anything). OpenConns (sockets of
-// the current generation), Generation (bumped by every eviction) and Since
-// (when the status began) are set in Stats only. Its String returns e.g.
-// "127.0.0.1:5432: connection refused" or "127.0.0.1:5432: ok".
+// Addr is ip:port or the socket path; Host the name it was resolved from;
+// Status "up", "pending", "failed" or "evicted"; Err the latest failure, nil
+// after a success. OpenConns, Generation (bumped by every eviction) and
+// Since are set in Stats only.
 type AddrStats = netx.AddrStats
 
-// describeProgress rewords the address book's attempts in flight for a
-// NotReadyError: what the address last answered comes first, then that it is
-// being retried.
+// describeProgress rewords the book's attempts in flight for a
+// NotReadyError: what the address last answered, then that it is retried.
 func describeProgress(addrs []AddrStats) []AddrStats {
 	for i, a := range addrs {
 		if pe, ok := a.Err.(*netx.PendingError); ok {
@@ -189,8 +167,7 @@ func (e *inFlightError) Error() string {
 }
 
 // Is makes errors.Is(err, ErrNotReady) true, and matches the caller's
-// context error (context.Canceled, context.DeadlineExceeded) as well as
-// everything in Cause.
+// context error and everything in Cause.
 func (e *NotReadyError) Is(target error) bool {
 	return target == ErrNotReady || (e.Cause != nil && (target == e.Cause || e.Err != nil && errors.Is(e.Err, target)))
 }
@@ -202,16 +179,11 @@ func (e *NotReadyError) As(target any) bool {
 }
 
 // Unwrap returns the latest connection error as the backend returned it
-// (pgx's *pgconn.ConnectError, a *pq.Error, an x509 or tls error, ...); with
-// no Cause, the caller's context error. A NotReadyError stands in for the
-// raw driver's error: Unwrap leaves out pgfast's own texts around it (a
-// hint, the addresses dialled), and when the raw error is only a text
-// around one error (made by fmt.Errorf with one %w, as lib/pq's "pq: could
-// not connect to any of the hosts" around its error joining every host's
-// failure), Unwrap returns what that text wraps, as errors.Unwrap of the raw
-// driver's error would. The message keeps every text.
-// errors.Is and errors.As see the Cause and the context error whole (see Is
-// and As).
+// (*pgconn.ConnectError, *pq.Error, ...); with no Cause, the context error.
+// It leaves out pgfast's own texts, and when the raw error is one
+// fmt.Errorf %w around another (lib/pq's "could not connect to any of the
+// hosts"), returns what that wraps, as errors.Unwrap of the raw error would.
+// errors.Is and errors.As see the Cause and context error whole.
 func (e *NotReadyError) Unwrap() error {
 	if e.Cause != nil {
 		return unwrapText(e.Cause)
@@ -230,8 +202,8 @@ var libpqKeys = []string{
 	"options", "port", "host", "user",
 }
 
-// configErrorIn marks err, when it is a *ConfigError about no other thing
-// yet, as being about what (see ConfigError.in), and returns it.
+// configErrorIn marks err, a *ConfigError about no other thing yet, as
+// about what (ConfigError.in), and returns it.
 func configErrorIn(err error, what string) error {
 	if ce, ok := err.(*ConfigError); ok && ce.in == "" {
 		ce.in = what
@@ -239,14 +211,11 @@ func configErrorIn(err error, what string) error {
 	return err
 }
 
-// configErrorFrom turns a backend parse error into a *ConfigError: the
-// backend's reason without the DSN it quotes, every spelling of every secret
-// behind the DSN (secretsOfDSN) scrubbed from the reason and from every
-// error in the chain; the backend's error types stay in the chain, rebuilt
-// with their fields scrubbed (pgconn.ParseConfigError's ConnString is the
-// DSN with its password replaced). When the DSN is ambiguous (parsers may
-// disagree on where its password ends), nothing the backend said is kept:
-// any of it may quote a piece of the password.
+// configErrorFrom turns a backend parse error into a *ConfigError with
+// every secret behind the DSN scrubbed from the reason and the chain; the
+// backend's error types stay, rebuilt with scrubbed fields. For an
+// ambiguous DSN nothing the backend said is kept: any of it may quote a
+// piece of the password.
 func configErrorFrom(dsn string, err error) *ConfigError {
 	s := secretsOfDSN(dsn)
 	if s.ambiguous {
@@ -275,8 +244,7 @@ func ambiguousDSNError(dsn string) *ConfigError {
 		"(the parser's own message is left out: it may quote the password)"}
 }
 
-// backendReason returns a backend parse error's text without the DSN it
-// quotes.
+// backendReason returns a backend parse error's text without the DSN.
 func backendReason(err error) string {
 	for _, k := range backendErrorKinds {
 		if k.reason == nil {
@@ -293,7 +261,6 @@ func backendReason(err error) string {
 	return err.Error()
 }
 
-// containsWord reports whether s contains w not embedded in a longer name.
 func containsWord(s, w string) bool {
 	for i := 0; ; {
 		j := strings.Index(s[i:], w)

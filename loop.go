@@ -12,31 +12,24 @@ import (
 )
 
 // The connector's goroutine (run) is the only writer of its state and the
-// only caller of the state hook, so hook calls arrive one at a time, in the
-// order the changes happen. Everything else that learns something about the
-// database (an eviction on a query's read path, a caller's dial, a checkout,
-// Close) posts an event: a mutex-guarded queue and a non-blocking kick, so
-// the poster never waits for the loop nor runs user code.
+// only caller of the state hook, so hook calls arrive one at a time, in
+// order. Everything else posts an event (a mutex-guarded queue and a
+// non-blocking kick): the poster never waits for the loop nor runs user code.
 
-// eventKind is what an event reports.
 type eventKind uint8
 
 const (
 	// evEvicted: an address was evicted (down: as unreachable).
 	evEvicted eventKind = iota
-	// evDialFailed: a caller's dial (begun at mark began) failed with err
-	// (the loop decides whether it means Down).
+	// evDialFailed: a caller's dial (begun at mark began) failed with err.
 	evDialFailed
-	// evVerified: a connection works: a fresh login (fresh: a caller's
-	// dial, a role verification's) or a connection in use that read its
-	// server's answer since the last failure (answered I/O).
+	// evVerified: a connection works: a fresh login, or one in use that
+	// read its server's answer since the last failure.
 	evVerified
-	// evAttemptNow: a caller wants a connection while the connector is not
-	// Ready: attempt now rather than at the backoff's pace.
+	// evAttemptNow: a caller wants a connection while not Ready.
 	evAttemptNow
-	// evAttemptDone: one of the loop's own attempts ended (res). Results come
-	// through the same queue as every other report, so the loop applies all
-	// of them in the order they happened, even after a slow state hook.
+	// evAttemptDone: one of the loop's own attempts ended (res); through
+	// the same queue so all reports apply in the order they happened.
 	evAttemptDone
 )
 
@@ -50,12 +43,10 @@ type event struct {
 	res   attemptResult  // evAttemptDone
 }
 
-// maxEvents bounds the queue while the loop is busy (a slow state hook):
-// the oldest events go first; the newest say the latest truth. An attempt's
-// result is never dropped: it holds a connection and ends an attempt.
+// maxEvents bounds the queue while the loop is busy (a slow state hook): the
+// oldest go first, but an attempt's result (it holds a connection) never.
 const maxEvents = 256
 
-// inbox is the loop's event queue.
 type inbox struct {
 	mu   sync.Mutex
 	q    []event
@@ -66,8 +57,8 @@ type inbox struct {
 func (c *Connector) post(e event) {
 	c.in.mu.Lock()
 	if n := len(c.in.q); n > 0 && c.in.q[n-1].kind == e.kind && (e.kind == evVerified || e.kind == evAttemptNow) {
-		// The same news again: one event, which is fresh when either was
-		// (a fresh login ends a Down that answered I/O cannot).
+		// Merged: fresh when either was (a fresh login ends a Down that
+		// answered I/O cannot).
 		e.fresh = e.fresh || c.in.q[n-1].fresh
 		c.in.q[n-1] = e
 	} else {
@@ -80,7 +71,6 @@ func (c *Connector) post(e event) {
 	c.wake()
 }
 
-// dropOldest removes the oldest event that is not an attempt's result.
 func dropOldest(q []event) []event {
 	for i, e := range q {
 		if e.kind != evAttemptDone {
@@ -90,7 +80,6 @@ func dropOldest(q []event) []event {
 	return q
 }
 
-// wake makes the loop look at its inputs again.
 func (c *Connector) wake() {
 	select {
 	case c.in.kick <- struct{}{}:
@@ -98,7 +87,6 @@ func (c *Connector) wake() {
 	}
 }
 
-// takeEvents empties the queue.
 func (c *Connector) takeEvents() []event {
 	c.in.mu.Lock()
 	defer c.in.mu.Unlock()
@@ -111,7 +99,6 @@ func (c *Connector) takeEvents() []event {
 // while the connector is not Ready.
 const demandInterval = 250 * time.Millisecond
 
-// loop is the state the connector's goroutine keeps between iterations.
 type loop struct {
 	bo          backoff
 	inflight    int
@@ -123,23 +110,22 @@ type loop struct {
 	asked       bool // a caller asked for an attempt (evAttemptNow)
 	permRetry   int  // retries since the first permanent error
 	// needFresh: an error waiting cannot fix was recorded and no fresh
-	// login has succeeded since: sessions opened before it (answered I/O)
-	// do not end Down, whatever failed in between.
+	// login succeeded since, so answered I/O on older sessions does not
+	// end Down.
 	needFresh bool
 	jitter    func(max time.Duration) time.Duration
 	running   sync.WaitGroup
 }
 
-// jitterSource is implemented by a test backend that makes the loop's random
-// delays reproducible from its seed.
+// jitterSource lets a test backend make the loop's random delays
+// reproducible from its seed.
 type jitterSource interface {
 	jitter(max time.Duration) time.Duration
 }
 
-// run is the connector's background goroutine: it connects until StateReady,
-// keeps MinConns warm at the start, attempts again whenever the connector goes
-// StateDown (with capped, jittered backoff, or at a caller's request), and
-// applies the events others post, until Close.
+// run is the connector's goroutine: it connects until Ready, keeps MinConns
+// warm at the start, attempts again when Down (capped jittered backoff, or
+// on demand) and applies posted events, until Close.
 func (c *Connector) run() {
 	l := &loop{next: time.Now(), jitter: jitter}
 	if s, ok := c.backend.(jitterSource); ok {
@@ -157,8 +143,7 @@ func (c *Connector) run() {
 		dnsTick = t.C
 	}
 	for {
-		// Every report is applied before the loop decides what to start,
-		// so an attempt begins after all the news that came before it.
+		// Apply every report first, so an attempt begins after all earlier news.
 		for evs := c.takeEvents(); len(evs) > 0; evs = c.takeEvents() {
 			for _, e := range evs {
 				c.apply(l, e)
@@ -177,9 +162,8 @@ func (c *Connector) run() {
 				c.startAttempt(l, attemptDemand)
 			}
 		}
-		// An attempt starts when the backoff allows it and, while others are
-		// in flight, once the newest has been pending for attemptOverlap:
-		// attempts overlap only when one is stuck (a blackholed address).
+		// While others are in flight, a new attempt starts only once the
+		// newest has been pending for attemptOverlap (one is stuck).
 		startAt := l.next
 		if l.inflight > 0 {
 			startAt = later(l.next, l.lastAttempt.Add(attemptOverlap))
@@ -217,7 +201,6 @@ func (c *Connector) run() {
 	}
 }
 
-// apply handles one posted event.
 func (c *Connector) apply(l *loop, e event) {
 	switch e.kind {
 	case evEvicted:
@@ -244,7 +227,6 @@ func (c *Connector) apply(l *loop, e event) {
 	}
 }
 
-// attemptKind says why an attempt was started.
 type attemptKind uint8
 
 const (
@@ -253,7 +235,6 @@ const (
 	attemptDemand                        // a caller asked while not Ready
 )
 
-// attemptResult is the outcome of one background connection attempt.
 type attemptResult struct {
 	conn  driver.Conn
 	err   error
@@ -282,7 +263,6 @@ func (c *Connector) startAttempt(l *loop, kind attemptKind) {
 	}()
 }
 
-// settle applies an attempt's outcome.
 func (c *Connector) settle(l *loop, r attemptResult) {
 	if r.kind == attemptDemand {
 		l.demand = false
@@ -292,9 +272,8 @@ func (c *Connector) settle(l *loop, r attemptResult) {
 			return // a hook's failure says nothing about the server
 		}
 		if r.kind == attemptWarming {
-			// A warm dial is a fresh dial like a caller's: the database
-			// answered before, so only what a caller's failure would mean
-			// counts; warming stops either way.
+			// A warm dial fails like a caller's (the database answered
+			// before); warming stops either way.
 			l.warmDials = c.cfg.MinConns
 			c.attemptFailed(l, r.err, r.began, false)
 			return
@@ -305,23 +284,20 @@ func (c *Connector) settle(l *loop, r attemptResult) {
 	if !c.addWarm(r.conn) {
 		_ = r.conn.Close()
 	} else if r.kind != attemptWarming {
-		// The attempt's own connection is one of the min_conns made warm:
-		// once a query takes it, it is not dialled again (that would be a
-		// second server backend for an idle tenant).
+		// This connection counts as warm: dialling it again once a query
+		// takes it would be a second backend for an idle tenant.
 		l.warmDials++
 	}
 	c.succeeded(l, true)
 }
 
-// attemptFailed applies the failure of a connection attempt that began at
-// mark began. Evidence is ordered by when the attempt
-// began, not by when it reported: a connection verified after this attempt
-// began (a newer attempt's, a caller's, a checkout's) is newer news than its
-// failure, which then changes nothing (an older attempt stuck on a
-// blackholed address times out after a newer one succeeded). Otherwise an
-// error waiting cannot fix is Down for good; a network failure is Down; any
-// other error is Down only for a background attempt (nothing verified), not
-// for a fresh dial (the server answered: "too many clients").
+// attemptFailed applies the failure of an attempt begun at mark began.
+// Evidence is ordered by when the attempt began: a connection verified since
+// is newer news (an old attempt stuck on a blackholed address times out
+// after a newer one succeeded), and the failure changes nothing. Otherwise an
+// error waiting cannot fix is Down for good, a network failure is Down, and
+// any other error is Down only for a background attempt, not a fresh dial
+// (the server answered: "too many clients").
 func (c *Connector) attemptFailed(l *loop, err error, began attemptMark, anyError bool) {
 	if hookFailed(err) || c.ready.outdated(began) {
 		return // the application's hook failed, or newer evidence already spoke
@@ -333,8 +309,7 @@ func (c *Connector) attemptFailed(l *loop, err error, began attemptMark, anyErro
 	}
 }
 
-// succeeded records a verified connection (fresh: a fresh login): Ready, and
-// the backoffs start over.
+// succeeded records a verified connection: Ready, backoffs start over.
 func (c *Connector) succeeded(l *loop, fresh bool) {
 	l.bo.reset()
 	l.permRetry = 0
@@ -345,9 +320,8 @@ func (c *Connector) succeeded(l *loop, fresh bool) {
 	c.setState(StateReady, nil)
 }
 
-// failPermanently records an error waiting cannot fix: Down at once (Ready
-// and Connect return it), and the next background attempt only after
-// permanentRetry.
+// failPermanently records an error waiting cannot fix: Down at once, the next
+// background attempt only after permanentRetry.
 func (c *Connector) failPermanently(l *loop, pe *permanentError) {
 	l.permRetry++
 	l.needFresh = true
@@ -360,17 +334,15 @@ func (c *Connector) failPermanently(l *loop, pe *permanentError) {
 
 func jitter(max time.Duration) time.Duration { return rand.N(max + 1) }
 
-// permanent classifies err with the backend's help.
 func (c *Connector) permanent(err error) *permanentError {
 	return permanent(err, c.adapter.refusedTLS)
 }
 
-// setState moves to st with cause err (a transient one).
 func (c *Connector) setState(st State, err error) { c.setStateOf(st, err, false) }
 
-// setStateOf moves to st with cause err, and logs and reports the change
+// setStateOf moves to st with cause err, logging and reporting the change
 // once. Only the connector's goroutine calls it (and Close, for a connector
-// without one), so the hook sees changes one at a time, in order.
+// without one).
 func (c *Connector) setStateOf(st State, err error, permanent bool) {
 	if !c.ready.set(st, err, permanent) {
 		return
@@ -390,15 +362,13 @@ func (c *Connector) setStateOf(st State, err error, permanent bool) {
 	}
 }
 
-// closeWait bounds how long Close waits for the connector's goroutine and for
-// the attempts and verifications it started: a backend stuck in a loop that
-// ignores its context (lib/pq's prefer-standby with every host down) is
-// abandoned; what it returns, if it ever does, is closed on arrival.
+// closeWait bounds Close's wait for the goroutine and its attempts: a backend
+// ignoring its context (lib/pq's prefer-standby with every host down) is
+// abandoned, and what it returns later is closed on arrival.
 const closeWait = 2 * time.Second
 
-// shutdown ends the connector's goroutine: StateClosed (reported to the
-// hook), then a bounded wait for the attempts in flight, whose connections are
-// closed.
+// shutdown ends the goroutine: StateClosed, then a bounded wait for the
+// attempts in flight, whose connections are closed.
 func (c *Connector) shutdown(l *loop) {
 	c.cancel()
 	c.setState(StateClosed, ErrClosed)
@@ -417,7 +387,6 @@ func (c *Connector) shutdown(l *loop) {
 	close(c.done)
 }
 
-// waitBounded waits for wg, at most d.
 func waitBounded(wg *sync.WaitGroup, d time.Duration) bool {
 	done := make(chan struct{})
 	go func() {
@@ -434,8 +403,8 @@ func waitBounded(wg *sync.WaitGroup, d time.Duration) bool {
 	}
 }
 
-// attemptOverlap is how long the newest background attempt must have been
-// pending before another may start beside it.
+// attemptOverlap is how long the newest background attempt must be pending
+// before another may start beside it.
 const attemptOverlap = time.Second
 
 func later(a, b time.Time) time.Time {
@@ -445,15 +414,13 @@ func later(a, b time.Time) time.Time {
 	return b
 }
 
-// attemptLimit is how many background attempts may be in flight at once: enough
-// that, with attempts started at most maxBackoff apart, an address that
-// blackholes for a whole connect_timeout never stops a fresh attempt from
-// starting within maxBackoff.
+// attemptLimit is how many background attempts may be in flight: enough that
+// an address blackholing for a whole connect_timeout never stops a fresh
+// attempt from starting within maxBackoff.
 func attemptLimit(connectTimeout time.Duration) int {
 	return min(int(connectTimeout/maxBackoff)+2, 8)
 }
 
-// resetTimer makes t fire after d.
 func resetTimer(t *time.Timer, d time.Duration) {
 	t.Stop()
 	t.Reset(d)

@@ -10,10 +10,8 @@ import (
 )
 
 // causeTellsAll reports whether a NotReadyError's message can be the
-// backend's own error text alone: there is a cause, no address has an
-// attempt in flight, and the cause names every address listed. The raw
-// driver would have returned that text, so a log grep written for it keeps
-// matching.
+// backend's text alone (a cause, nothing in flight, every address named in
+// it), so a log grep written for the raw driver keeps matching.
 func causeTellsAll(cause error, addrs []AddrStats) bool {
 	if cause == nil {
 		return false
@@ -56,11 +54,8 @@ func onlyDialFailures(err error) bool {
 // textWrapper is the type of fmt.Errorf's error with a single %w.
 var textWrapper = reflect.TypeOf(fmt.Errorf("%w", errors.New("")))
 
-// unwrapText returns the raw driver's error inside err: without pgfast's own
-// texts around it (a hint for an error waiting cannot fix, pgx's error with
-// the addresses dialled), and when what is left is fmt.Errorf's text around
-// one error (lib/pq's "could not connect to any of the hosts"), what that
-// wraps, as errors.Unwrap of the raw driver's error gives.
+// unwrapText returns the raw driver's error inside err, as NotReadyError's
+// Unwrap describes.
 func unwrapText(err error) error {
 	for {
 		switch e := err.(type) {
@@ -81,7 +76,6 @@ func unwrapText(err error) error {
 	return err
 }
 
-// addrStatusesOf lists the addresses named by a connection error.
 func addrStatusesOf(err error) []AddrStats {
 	var out []AddrStats
 	for _, de := range dialErrorsIn(err) {

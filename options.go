@@ -22,8 +22,7 @@ type options struct {
 	noBackground bool     // no background goroutine (Driver.Open)
 	// testBackend replaces the backend's connector (tests only).
 	testBackend func(core) driver.Connector
-	// testDial wraps the core's dial function before the connector's
-	// goroutine starts (tests only).
+	// testDial wraps the core's dial function (tests only).
 	testDial func(dialFunc) dialFunc
 	// testPlatform replaces what this system applies (tests only).
 	testPlatform *platform
@@ -40,8 +39,7 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l 
 // warm for the first callers (default 1; overrides pgfast_min_conns).
 func WithMinConns(n int) Option { return func(o *options) { o.minConns = n } }
 
-// check validates the numeric options against keyMinConns' range (0 leaves
-// the DSN's value).
+// check validates the numeric options (0 leaves the DSN's value).
 func (o *options) check() error {
 	if o.minConns != 0 && (o.minConns < int(keyMinConns.min) || o.minConns > int(keyMinConns.max)) {
 		return &ConfigError{Key: "WithMinConns", Value: strconv.Itoa(o.minConns), Reason: "out of range:" + keyMinConns.rangeText(), in: "option"}
@@ -54,13 +52,11 @@ func (o *options) check() error {
 // pgfast_wait_ready).
 func WithWaitReady(wait bool) Option { return func(o *options) { o.waitReady = &wait } }
 
-// WithStateHook calls hook on every state change, with the cause of the change
-// (nil when becoming StateReady). The connector's own goroutine makes every
-// call, one at a time, in the order the changes happen, StateClosed last;
-// while the hook runs the connector applies no other change, so keep it
-// short. The hook may call the connector's methods, Close included; a
-// Ready (or a waiting Connect) made from the hook waits out its context,
-// since the state cannot change before the hook returns.
+// WithStateHook calls hook on every state change with its cause (nil for
+// StateReady), from the connector's goroutine, one at a time and in order,
+// StateClosed last. No other change applies while it runs, so keep it short.
+// It may call the connector's methods, Close included; a Ready made from it
+// waits out its context, as the state cannot change until it returns.
 func WithStateHook(hook func(State, error)) Option { return func(o *options) { o.stateHook = hook } }
 
 // Resolver resolves host names; *net.Resolver satisfies it. pgfast asks it on
@@ -72,6 +68,5 @@ type Resolver interface {
 var _ Resolver = (*net.Resolver)(nil)
 
 // WithResolver makes the connector resolve host names with r instead of
-// net.DefaultResolver (service discovery, tests). Note that Go's own resolver
-// caches /etc/hosts for up to 5 s.
+// net.DefaultResolver. Go's own resolver caches /etc/hosts for up to 5 s.
 func WithResolver(r Resolver) Option { return func(o *options) { o.resolver = r } }

@@ -15,9 +15,8 @@ import (
 // every permanentBackoff (a fixed password or role is still picked up, and a
 // fleet of pools does not trip account lockout).
 
-// permanentError is a connection error that waiting cannot fix, with what to
-// do about it when that is known. It wraps the backend's error unchanged
-// (errors.As reaches *pgconn.PgError, *pq.Error, the x509 and tls errors).
+// permanentError is a connection error waiting cannot fix, with the fix when
+// known. It wraps the backend's error unchanged.
 type permanentError struct {
 	hint string
 	err  error
@@ -32,9 +31,8 @@ func (e *permanentError) Error() string {
 
 func (e *permanentError) Unwrap() error { return e.err }
 
-// permanent returns err as a *permanentError when waiting cannot fix it,
-// else nil. refusedTLS is the backend's test for its own "the server refused
-// the TLS that sslmode requires" error (the core imports no driver).
+// permanent returns err as a *permanentError when waiting cannot fix it, else
+// nil. refusedTLS is the backend's test for its TLS-refused error.
 func permanent(err error, refusedTLS func(error) bool) *permanentError {
 	if err == nil {
 		return nil
@@ -50,9 +48,8 @@ func permanent(err error, refusedTLS func(error) bool) *permanentError {
 }
 
 // permanentHint reports whether every attempt in err's tree failed for a
-// reason waiting cannot fix (a multi-host error joins one error per host: a
-// host that might still come up makes the whole error transient), and the
-// fix for the last such reason.
+// permanent reason (one host that might come up makes it transient), and the
+// fix for the last one.
 func permanentHint(err error, refusedTLS func(error) bool) (string, bool) {
 	if hint, ok := permanentNode(err, refusedTLS); ok {
 		return hint, true
@@ -75,8 +72,7 @@ func permanentHint(err error, refusedTLS func(error) bool) (string, bool) {
 		}
 		return hint, true
 	case *beforeConnectError:
-		// The application's hook failed: nothing about the server, whatever
-		// its error wraps.
+		// The application's hook failed: nothing about the server.
 	case interface{ Unwrap() error }:
 		if inner := u.Unwrap(); inner != nil {
 			return permanentHint(inner, refusedTLS)
@@ -130,8 +126,6 @@ const (
 	permanentBackoff    = 30 * time.Second
 )
 
-// permanentRetry returns the delay before the n-th retry (n from 1) after a
-// permanent error.
 func permanentRetry(n int, jitter func(time.Duration) time.Duration) time.Duration {
 	d := permanentFirstRetry
 	if n > 1 {

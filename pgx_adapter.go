@@ -17,44 +17,34 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
-// pgxAdapter builds pgx's stdlib connector. With it pgfast hands out pgx's own
+// pgxAdapter builds pgx's stdlib connector: pgfast hands out pgx's own
 // *stdlib.Conn, unwrapped, and attaches its behaviour through pgx's hooks.
 type pgxAdapter struct {
 	cfg *pgx.ConnConfig
-	// groups is the DSN's hosts, each with the TLS attempts pgx makes for
-	// it; cfg's host list is rebuilt from them (pgxFallbacks).
+	// groups is the DSN's hosts with pgx's TLS attempts for each.
 	groups []hostGroup
-	// lookup is a *pgx.ConnConfig's own LookupFunc, nil for pgx's default
-	// (pgx_config.go): pgfast's dialer resolves with it.
+	// lookup is a *pgx.ConnConfig's own LookupFunc, nil for pgx's default.
 	lookup pgconn.LookupFunc
-	// before is the application's hook run before each connection pgfast
-	// makes on this configuration (background attempts, warm connections, role
-	// verifications, callers' dials, a pool's own connections), nil for
-	// none: a pgxpool's BeforeConnect, which may supply the password (IAM
-	// tokens). Set before the connector is built; read-only after.
+	// before is the application's hook (a pgxpool's BeforeConnect, which
+	// may supply IAM tokens) run before each connection pgfast makes on
+	// this configuration, nil for none. Read-only once the connector is built.
 	before beforeConnectFunc
 }
 
 // beforeConnectFunc is pgxpool's BeforeConnect (and stdlib's
-// OptionBeforeConnect): it may change the attempt's own configuration, and
-// its error fails the attempt.
+// OptionBeforeConnect); its error fails the attempt.
 type beforeConnectFunc = func(context.Context, *pgx.ConnConfig) error
 
-// hasBeforeConnect reports whether an application's hook runs before each
-// connection (and may supply the credentials): the core asks it about a
-// failed login (beforeconnect.go).
+// hasBeforeConnect reports whether an application hook may supply the
+// credentials (the core asks about a failed login).
 func (a *pgxAdapter) hasBeforeConnect() bool { return a.before != nil }
 
-// runBefore runs the application's hook on cc, this attempt's own
-// configuration, before anything is dialled, as pgxpool runs BeforeConnect
-// for its connections: on a copy of its own (pgxpool hands the hook a deep
-// copy; stdlib's is shallow, so its RuntimeParams map would be shared), and
-// an error fails the attempt. The hook is bounded by ctx and by bound
-// (connect_timeout): one that ignores its context is abandoned there, the
-// attempt fails, and its goroutine ends when it returns (what it writes
-// then goes to a copy nobody reads). Its error is a *beforeConnectError,
-// never evidence about the server, with the password it was given or set
-// scrubbed.
+// runBefore runs the application's hook on a copy of cc before anything is
+// dialled, as pgxpool does (pgxpool deep-copies; stdlib's copy is shallow,
+// sharing RuntimeParams). The hook is bounded by ctx and bound
+// (connect_timeout): one that ignores its context is abandoned and writes
+// only to a copy nobody reads. Its error is a *beforeConnectError, never
+// evidence about the server, with the password scrubbed.
 func (a *pgxAdapter) runBefore(ctx context.Context, cc *pgx.ConnConfig, bound time.Duration) error {
 	if a.before == nil {
 		return nil
@@ -95,16 +85,15 @@ func (a *pgxAdapter) runBefore(ctx context.Context, cc *pgx.ConnConfig, bound ti
 			}
 		default:
 		}
-		// work may be the hook's still: only ctx's cause is reported.
+		// work may still be the hook's: report only ctx's cause.
 		return &beforeConnectError{err: context.Cause(hctx), abandoned: true}
 	}
 }
 
 var _ adapter = (*pgxAdapter)(nil)
 
-// parsePGX parses dsn with pgx.ParseConfig; a copy of its RuntimeParams is
-// the leftovers.
-// A name from RegisterConnConfig stands for its registered configuration.
+// parsePGX parses dsn with pgx.ParseConfig (a RegisterConnConfig name stands
+// for its configuration); a copy of RuntimeParams is the leftovers.
 func parsePGX(dsn string) (*pgxAdapter, *parsedDSN, error) {
 	if a, p, ok, err := registeredPgxAdapter(dsn); ok {
 		return a, p, err
@@ -120,8 +109,8 @@ func parsePGX(dsn string) (*pgxAdapter, *parsedDSN, error) {
 	return a, p, err
 }
 
-// pgxAdapterFor makes the adapter for cc, which it then owns, and reports
-// what the core needs from it; secrets are the password's spellings.
+// pgxAdapterFor makes the adapter for cc, which it then owns; secrets are
+// the password's spellings.
 func pgxAdapterFor(cc *pgx.ConnConfig, secrets []string) (*pgxAdapter, *parsedDSN, error) {
 	a := &pgxAdapter{cfg: cc, groups: pgxHostGroups(&cc.Config)}
 	p := &parsedDSN{
@@ -144,13 +133,10 @@ func (a *pgxAdapter) useLeftover(leftover map[string]string) {
 	a.cfg.RuntimeParams = maps.Clone(leftover)
 }
 
-// pgxHostGroups groups pgx's attempt list by host. pgconn.ParseConfig makes,
-// for each host of the DSN in order, either one entry (a Unix socket, or
-// sslmode disable, require, verify-ca or verify-full) or two entries for the
-// same host and port of which exactly one has TLS (sslmode=prefer: TLS
-// first; allow: plaintext first). sslmode is the same for every host, so an
-// entry starts a new group unless it completes such a pair; two hosts of a
-// single entry each never pair, as they are both TLS or both plaintext.
+// pgxHostGroups groups pgx's attempt list by host. For each host,
+// pgconn.ParseConfig makes one entry, or two for the same host and port of
+// which exactly one has TLS (sslmode prefer or allow). sslmode is the same
+// for every host, so an entry starts a new group unless it completes a pair.
 func pgxHostGroups(c *pgconn.Config) []hostGroup {
 	all := append([]*pgconn.FallbackConfig{{Host: c.Host, Port: c.Port, TLSConfig: c.TLSConfig}}, c.Fallbacks...)
 	var groups []hostGroup
@@ -192,10 +178,9 @@ func applyHostaddr(groups []hostGroup, v string) error {
 	return nil
 }
 
-// pgxFallbacks lays the groups out as pgx's attempt list, in the given order
-// (indexes into groups): each host's attempts stay together and in their
-// order. A host with a hostaddr is dialled at that address; its TLS
-// configuration still names the host (pgx set ServerName from it at parse).
+// pgxFallbacks lays the groups out as pgx's attempt list in order (indexes),
+// each host's attempts together. A hostaddr is dialled directly; its TLS
+// config still names the host (ServerName was set at parse).
 func pgxFallbacks(groups []hostGroup, order []int) []*pgconn.FallbackConfig {
 	var out []*pgconn.FallbackConfig
 	for _, i := range order {
@@ -211,13 +196,11 @@ func pgxFallbacks(groups []hostGroup, order []int) []*pgconn.FallbackConfig {
 	return out
 }
 
-// setPgxHosts makes fbs cc's attempt list.
 func setPgxHosts(cc *pgconn.Config, fbs []*pgconn.FallbackConfig) {
 	cc.Host, cc.Port, cc.TLSConfig = fbs[0].Host, fbs[0].Port, fbs[0].TLSConfig
 	cc.Fallbacks = fbs[1:]
 }
 
-// inOrder returns the indexes 0..n-1.
 func inOrder(n int) []int {
 	idx := make([]int, n)
 	for i := range idx {
@@ -226,8 +209,8 @@ func inOrder(n int) []int {
 	return idx
 }
 
-// pgxTargetSessionAttrs recovers the target_session_attrs value from the
-// validator pgx.ParseConfig chose for it.
+// pgxTargetSessionAttrs recovers target_session_attrs from the validator
+// pgx.ParseConfig chose for it.
 func pgxTargetSessionAttrs(v pgconn.ValidateConnectFunc) string {
 	if v == nil {
 		return "any"
@@ -247,8 +230,8 @@ func pgxTargetSessionAttrs(v pgconn.ValidateConnectFunc) string {
 	return "custom"
 }
 
-// lookup hands pgx the host name (or hostaddr) itself, so pgx calls the dial
-// function once per attempt and pgfast's dialer races all of its addresses.
+// lookup hands pgx the host name itself, so pgx dials once per attempt and
+// pgfast's dialer races all of its addresses.
 func lookup(_ context.Context, host string) ([]string, error) {
 	return []string{host}, nil
 }
@@ -266,10 +249,9 @@ func (a *pgxAdapter) connector(co core) driver.Connector {
 		}),
 	}
 	if co.platform().Peek {
-		// The syscall-only liveness check in checkout replaces pgx's
-		// ping-after-one-second-idle, which is a round trip per checkout and
-		// hangs on a zombie connection. Where the system has no peek, pgx's
-		// ping stays: a stale connection is dropped and retried, as raw.
+		// The syscall-only checkout check replaces pgx's ping after a second
+		// idle (a round trip per checkout, which hangs on a zombie). Without
+		// the peek, pgx's ping stays.
 		opts = append(opts, stdlib.OptionShouldPing(func(context.Context, stdlib.ShouldPingParams) bool { return false }))
 	}
 	if len(a.groups) > 1 || a.before != nil {
@@ -277,9 +259,7 @@ func (a *pgxAdapter) connector(co core) driver.Connector {
 		bound := co.config().ConnectTimeout
 		opts = append(opts, stdlib.OptionBeforeConnect(func(ctx context.Context, cc *pgx.ConnConfig) error {
 			if len(groups) > 1 {
-				// cc is this connection's own copy: pgx tries whole hosts
-				// in the order pgfast chose (load_balance_hosts, bad hosts
-				// last).
+				// cc is this connection's own copy: hosts in pgfast's order.
 				setPgxHosts(&cc.Config, pgxFallbacks(groups, co.orderHosts(hosts)))
 			}
 			// Then the application's hook, as in a pool (pool_hooks.go).
@@ -289,9 +269,8 @@ func (a *pgxAdapter) connector(co core) driver.Connector {
 	return pgxNamingConnector{stdlib.GetConnector(*cc, opts...)}
 }
 
-// wire points cc at the core: pgfast's dialer, the hosts in the DSN's order,
-// the per-address deadline and the error hook (the stdlib connector and the
-// pgxpool front end share it).
+// wire points cc at the core: pgfast's dialer, hosts in the DSN's order, the
+// per-address deadline and the error hook (stdlib and pgxpool share it).
 func (a *pgxAdapter) wire(cc *pgx.ConnConfig, co core) {
 	setPgxHosts(&cc.Config, pgxFallbacks(a.groups, inOrder(len(a.groups))))
 	cc.DialFunc = recordingPgxDial(dialFunc(co.dial))
@@ -304,7 +283,6 @@ func (a *pgxAdapter) wire(cc *pgx.ConnConfig, co core) {
 	}
 }
 
-// socket returns the socket under a pgx stdlib connection.
 func (a *pgxAdapter) socket(dc driver.Conn) net.Conn {
 	if c, ok := dc.(*stdlib.Conn); ok {
 		return c.Conn().PgConn().Conn()

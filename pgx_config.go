@@ -15,18 +15,11 @@ import (
 )
 
 // NewConnectorFromConfig starts a connector (pgx backend) on a copy of cc,
-// which must come from pgx.ParseConfig, as for pgx.ConnectConfig. Everything
-// cc holds is used as pgx would use it (Tracer, TLSConfig, OnNotice,
-// OnNotification, AfterConnect, ValidateConnect, AfterNetConnect, OnPgError,
-// Fallbacks, RuntimeParams, ...), except:
-//   - pgfast's settings (keepalives_idle, pgfast_min_conns, ...) are taken
-//     out of cc.RuntimeParams, as from a DSN, and not sent to the server;
-//   - pgfast dials every connection itself, so a DialFunc other than pgx's
-//     default is refused with a *ConfigError (Key "DialFunc");
-//   - a LookupFunc other than pgx's default resolves host names for
-//     pgfast's dialer (unless WithResolver is given too, which wins).
-//
-// Use it with sql.OpenDB; db.Close closes the connector.
+// which must come from pgx.ParseConfig. Everything cc holds is used as pgx
+// would, except: pgfast's settings are taken out of cc.RuntimeParams; a
+// DialFunc other than pgx's default is refused (*ConfigError, Key
+// "DialFunc"), as pgfast dials itself; a custom LookupFunc resolves for
+// pgfast's dialer unless WithResolver is given. Use it with sql.OpenDB.
 func NewConnectorFromConfig(cc *pgx.ConnConfig, opts ...Option) (*Connector, error) {
 	var o options
 	for _, opt := range opts {
@@ -41,7 +34,6 @@ func NewConnectorFromConfig(cc *pgx.ConnConfig, opts ...Option) (*Connector, err
 	}
 	cfg, err := configure(a, p)
 	if err != nil {
-		// pgfast's keys come from cc.RuntimeParams.
 		return nil, configErrorIn(err, pgxConnConfigName)
 	}
 	return newConnectorWith(a, cfg, o)
@@ -51,7 +43,6 @@ func NewConnectorFromConfig(cc *pgx.ConnConfig, opts ...Option) (*Connector, err
 const pgxConnConfigName = "*pgx.ConnConfig"
 
 // pgxAdapterFromConfig checks cc and makes the adapter for a copy of it.
-// Its *ConfigErrors are about the *pgx.ConnConfig.
 func pgxAdapterFromConfig(cc *pgx.ConnConfig) (*pgxAdapter, *parsedDSN, error) {
 	if cc == nil {
 		return nil, nil, &ConfigError{Reason: "nil *pgx.ConnConfig", in: pgxConnConfigName}
@@ -76,10 +67,8 @@ func pgxAdapterFromConfig(cc *pgx.ConnConfig) (*pgxAdapter, *parsedDSN, error) {
 	return a, p, nil
 }
 
-// madeByParseConfig reports whether pgx.ParseConfig made cc: pgx panics when
-// asked to connect with a configuration built by hand. pgx keeps that in an
-// unexported field, read here; when a pgx version has no such field, cc is
-// taken as good.
+// madeByParseConfig reports whether pgx.ParseConfig made cc (pgx panics on a
+// hand-built one), from an unexported field; a pgx without it passes.
 func madeByParseConfig(cc *pgx.ConnConfig) bool {
 	for _, v := range []reflect.Value{reflect.ValueOf(cc).Elem(), reflect.ValueOf(&cc.Config).Elem()} {
 		f := v.FieldByName("createdByParseConfig")
@@ -90,7 +79,6 @@ func madeByParseConfig(cc *pgx.ConnConfig) bool {
 	return true
 }
 
-// pgxPasswordForms returns the spellings of pw to scrub from errors.
 func pgxPasswordForms(pw string) []string {
 	return withPassword(nil, pw)
 }
@@ -103,7 +91,6 @@ func (a *pgxAdapter) resolver() Resolver {
 	return lookupResolver(a.lookup)
 }
 
-// lookupResolver adapts a pgx LookupFunc to Resolver.
 type lookupResolver pgconn.LookupFunc
 
 // LookupNetIP asks the LookupFunc; every answer must be an IP address.
@@ -130,12 +117,9 @@ var pgxRegistry = struct {
 }{m: make(map[string]*pgx.ConnConfig)}
 
 // RegisterConnConfig registers cc under a name that both sql.Open("pgfast",
-// name) and sql.Open("pgx", name) accept: it is stdlib.RegisterConnConfig's
-// name, and pgfast keeps cc under it too. It replaces stdlib.RegisterConnConfig
-// for code that moves to pgfast (pgx keeps its registered configurations to
-// itself, so pgfast cannot read names that only pgx's stdlib knows).
-// sql.Open("pgfast", name) uses a copy of cc taken then, as
-// NewConnectorFromConfig does.
+// name) and sql.Open("pgx", name) accept (stdlib.RegisterConnConfig's, which
+// it replaces: pgx keeps its registry to itself). sql.Open("pgfast", name)
+// uses a copy of cc taken now.
 func RegisterConnConfig(cc *pgx.ConnConfig) string {
 	name := stdlib.RegisterConnConfig(cc)
 	pgxRegistry.Lock()
@@ -156,9 +140,8 @@ func UnregisterConnConfig(name string) {
 // stdlibRegisteredName matches the names stdlib.RegisterConnConfig makes.
 var stdlibRegisteredName = regexp.MustCompile(`^registeredConnConfig[0-9]+$`)
 
-// registeredPgxAdapter makes the adapter for a name from RegisterConnConfig
-// (ok set). A name only pgx's stdlib.RegisterConnConfig made is a
-// *ConfigError saying what to call instead.
+// registeredPgxAdapter makes the adapter for a RegisterConnConfig name (ok
+// set); a name only pgx's registry knows is a *ConfigError saying what to do.
 func registeredPgxAdapter(name string) (a *pgxAdapter, p *parsedDSN, ok bool, err error) {
 	pgxRegistry.Lock()
 	cc := pgxRegistry.m[name]

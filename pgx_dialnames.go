@@ -12,12 +12,10 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// pgx names each attempt in its connect error by the address its LookupFunc
-// returned ("localhost:5432 (localhost): server error: ..."). pgfast's
-// lookup returns the host itself, so that its dialer can race the host's
-// addresses, and pgx would name the host twice. pgxNamingConnector puts
-// back the address pgfast actually dialled, as raw pgx names it
-// ("127.0.0.1:5432 (localhost): ...").
+// pgxNamingConnector: pgx names each attempt in its connect error by what
+// its LookupFunc returned; pgfast's returns the host itself (to race its
+// addresses), so pgx would name the host twice. This puts back the address
+// dialled, as raw pgx does ("127.0.0.1:5432 (localhost): ...").
 type pgxNamingConnector struct {
 	driver.Connector
 }
@@ -44,7 +42,6 @@ func (d *dialledAddrs) add(asked, got string) {
 	d.m[asked] = got
 }
 
-// Connect connects through pgx and, on failure, names the addresses dialled.
 func (c pgxNamingConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	d := &dialledAddrs{}
 	dc, err := c.Connector.Connect(context.WithValue(ctx, dialledKey{}, d))
@@ -75,8 +72,8 @@ func (c pgxNamingConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	return nil, &pgxConnectError{err: ce, text: renamed}
 }
 
-// recordingPgxDial is pgfast's dial function for pgx: it also tells the
-// Connect call which address each host's attempt dialled.
+// recordingPgxDial is pgfast's dial for pgx, also telling the Connect call
+// which address each host's attempt dialled.
 func recordingPgxDial(dial dialFunc) pgconn.DialFunc {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		nc, err := dial(ctx, network, addr)
@@ -97,9 +94,8 @@ func recordingPgxDial(dial dialFunc) pgconn.DialFunc {
 	}
 }
 
-// pgxConnectError is pgx's *pgconn.ConnectError with each attempt named by
-// the address dialled. It is only a text around it: errors.Unwrap (and
-// NotReadyError's Unwrap) give the *pgconn.ConnectError itself.
+// pgxConnectError is pgx's *pgconn.ConnectError with attempts named by the
+// address dialled; only a text around it (Unwrap gives it).
 type pgxConnectError struct {
 	err  *pgconn.ConnectError
 	text string
@@ -107,5 +103,4 @@ type pgxConnectError struct {
 
 func (e *pgxConnectError) Error() string { return e.text }
 
-// Unwrap returns pgx's error.
 func (e *pgxConnectError) Unwrap() error { return e.err }

@@ -13,13 +13,10 @@ import (
 	"github.com/pgfast/pgfast/internal/netx"
 )
 
-// This file is the pgx adapter's side of internal/diag, what the pgfast command
-// (cmd/pgfast) needs: the DSN's meaning without connecting (inspectDSN) and
-// a diagnostic connection to every address of every host (probe). They are
-// installed into internal/diag at init (see that package's doc); nothing
-// here is exported. The probe is built from the driver's own pieces: the pgx
-// adapter's parse and host groups, the dialer with its socket options, the
-// core's role rule (roleViolation) and its evidence classifier (classify).
+// The pgx adapter's side of internal/diag for cmd/pgfast: the DSN's meaning
+// (inspectDSN) and a diagnostic connection to every address (probe),
+// installed at init. The probe is built from the driver's own pieces, so it
+// judges as the driver does.
 
 func init() {
 	diag.Install(diag.Impl{
@@ -36,9 +33,8 @@ func init() {
 	})
 }
 
-// inspectDSN parses dsn with backend b's parser, as NewConnector does, and
-// also reports what the raw backend driver would make of it. A bad DSN is a
-// *ConfigError.
+// inspectDSN parses dsn as NewConnector does, and also reports what the raw
+// driver would make of it. A bad DSN is a *ConfigError.
 func inspectDSN(dsn string, b Backend) (*diag.DSNInfo, error) {
 	info := &diag.DSNInfo{Backend: b}
 	var p *parsedDSN
@@ -75,7 +71,6 @@ func inspectDSN(dsn string, b Backend) (*diag.DSNInfo, error) {
 	return info, nil
 }
 
-// probeOptions configures probe.
 type probeOptions struct {
 	progress func(diag.Event)
 	resolver Resolver // nil: net.DefaultResolver
@@ -111,7 +106,6 @@ func probe(ctx context.Context, dsn string, o probeOptions) (*diag.Report, error
 	return rep, ctx.Err()
 }
 
-// prober holds what probing every address needs.
 type prober struct {
 	a       *pgxAdapter
 	cfg     *Config
@@ -120,14 +114,12 @@ type prober struct {
 	secrets []string
 }
 
-// probeTarget is one address to probe.
 type probeTarget struct {
 	network string // "tcp" or "unix"
 	addr    string // ip:port, or the socket path
 	ip      string // the IP address alone, for tcp
 }
 
-// host probes every address of one host.
 func (pr *prober) host(ctx context.Context, g hostGroup) diag.HostReport {
 	hr := diag.HostReport{Host: g.Host, Port: g.Port, HostAddr: g.Addr}
 	pr.emit(diag.Event{Stage: diag.Resolving, Host: hr.String()})
@@ -147,8 +139,8 @@ func (pr *prober) host(ctx context.Context, g hostGroup) diag.HostReport {
 	return hr
 }
 
-// targets resolves a host the way pgfast's dialer does (a fresh lookup,
-// families interleaved); a hostaddr or an IP literal is used as is.
+// targets resolves a host as pgfast's dialer does; a hostaddr or IP literal
+// is used as is.
 func (pr *prober) targets(ctx context.Context, g hostGroup, hostaddr string) ([]probeTarget, error) {
 	if strings.HasPrefix(g.Host, "/") {
 		network, addr := pgconn.NetworkAddress(g.Host, g.Port)
@@ -177,8 +169,7 @@ func (pr *prober) addr(ctx context.Context, g hostGroup, t probeTarget) (ar diag
 	start := time.Now()
 	ar = diag.AddrReport{Network: t.network, Addr: t.addr}
 	defer func() { ar.Elapsed = time.Since(start) }()
-	// connect_timeout bounds the whole attempt (dial, TLS, startup, auth),
-	// as in the driver; the dialer applies it to connect() as well.
+	// connect_timeout bounds the whole attempt, as in the driver.
 	ctx, cancel := context.WithTimeoutCause(ctx, pr.cfg.ConnectTimeout, errProbeConnectTimeout)
 	defer cancel()
 	emit := func(st diag.Stage) {
@@ -230,9 +221,8 @@ func (pr *prober) addr(ctx context.Context, g hostGroup, t probeTarget) (ar diag
 		ar.Dial, ar.TLSErr = diag.DialConnected, pr.redact(probeCause(err, t.addr, true))
 		return ar
 	default:
-		// Startup or authentication failed after the connection was made:
-		// say whether that last attempt ran over TLS (its handshake is
-		// complete once the server answered the startup).
+		// Failed after connecting: say whether over TLS (the handshake
+		// is complete once the server answered the startup).
 		ar.Dial, ar.StartupErr = diag.DialConnected, pr.redact(probeCause(err, t.addr, false))
 		ar.TLS = tlsName(lastNet)
 		return ar

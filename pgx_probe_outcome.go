@@ -14,11 +14,10 @@ import (
 	"github.com/pgfast/pgfast/internal/netx"
 )
 
-// The probe's verdicts on what it saw (see pgx_probe.go): causes,
-// the TLS in use, roles, redaction, dial outcomes and the pick.
+// The probe's verdicts: causes, TLS, roles, redaction, dial outcomes, pick.
 
-// tlsName names the TLS version and cipher suite of nc, or "" when nc is
-// not a TLS connection whose handshake completed.
+// tlsName names nc's TLS version and cipher suite, or "" without a completed
+// handshake.
 func tlsName(nc net.Conn) string {
 	tc, ok := nc.(*tls.Conn)
 	if !ok {
@@ -31,10 +30,9 @@ func tlsName(nc net.Conn) string {
 	return tls.VersionName(st.Version) + " " + tls.CipherSuiteName(st.CipherSuite)
 }
 
-// probeCause strips what pgconn wraps around the cause of a failed attempt:
-// the user, database and address, which the report holds anyway. With
-// several attempts (sslmode=prefer: TLS, then without) the first one's
-// cause is kept when first is set, else the last one's.
+// probeCause strips what pgconn wraps around an attempt's cause (user,
+// database, address: the report has them). With several attempts
+// (sslmode=prefer) the first's cause is kept when first is set, else the last's.
 func probeCause(err error, addr string, first bool) error {
 	var ce *pgconn.ConnectError
 	if !errors.As(err, &ce) {
@@ -58,12 +56,10 @@ func probeCause(err error, addr string, first bool) error {
 	return inner
 }
 
-// errProbeConnectTimeout is the cause of a probe attempt's deadline.
 var errProbeConnectTimeout = errors.New("pgfast: connect_timeout reached")
 
 // role finds out whether the server is a standby and whether sessions are
-// read-only: from the parameters PostgreSQL 14+ reports at startup, else
-// with a query.
+// read-only: from PostgreSQL 14+'s startup parameters, else a query.
 func (pr *prober) role(ctx context.Context, conn *pgconn.PgConn, ar *diag.AddrReport) {
 	standby := conn.ParameterStatus("in_hot_standby")
 	readOnly := conn.ParameterStatus("default_transaction_read_only")
@@ -96,8 +92,7 @@ func (pr *prober) emit(e diag.Event) {
 	pr.opts.progress(e)
 }
 
-// redact returns err, or an error with the same chain whose message has the
-// DSN's password scrubbed if it quoted it.
+// redact returns err, or the same chain with its message scrubbed.
 func (pr *prober) redact(err error) error {
 	if err == nil {
 		return nil
@@ -118,18 +113,15 @@ type probeRedactedError struct {
 func (e *probeRedactedError) Error() string { return e.msg }
 func (e *probeRedactedError) Unwrap() error { return e.err }
 
-// probeClose closes conn, waiting at most a second for the server.
 func probeClose(conn *pgconn.PgConn) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	_ = conn.Close(ctx)
 }
 
-// dialOutcomeOf names how a connect() ended, with the core's evidence
-// classifier (internal/netx/deadpeer.go) deciding what the error says about the server:
-// host-level evidence is a refusal, an unreachable host or the kernel giving
-// up; a deadline pgfast or the caller set is a timeout; the caller's
-// cancellation is its own outcome; anything else is a plain failure.
+// dialOutcomeOf names how a connect() ended, by the core's evidence
+// classifier: host-level is a refusal, an unreachable host or the kernel
+// giving up; a deadline is a timeout; cancellation its own outcome.
 func dialOutcomeOf(err error) diag.DialOutcome {
 	if err == nil {
 		return diag.DialConnected
@@ -175,9 +167,8 @@ func probePick(hosts []diag.HostReport, attrs string) *diag.Pick {
 	return first(attrs)
 }
 
-// probeAccepts reports whether target_session_attrs=want accepts a, by the
-// rule the driver applies to its connections (roleViolation). A role the
-// probe could not find out is accepted only where no role is asked for.
+// probeAccepts applies the driver's rule (roleViolation); a role the probe
+// could not find out is accepted only where no role is asked for.
 func probeAccepts(a *diag.AddrReport, want string) bool {
 	if !a.Authenticated {
 		return false
@@ -193,11 +184,9 @@ func probeAccepts(a *diag.AddrReport, want string) bool {
 	return why == ""
 }
 
-// reportedRole gives a probed server's role as the ParameterStatus values
-// roleViolation reads.
+// reportedRole is a probed role as roleViolation's ParameterStatus values.
 type reportedRole struct{ standby, readOnly bool }
 
-// ParameterStatus answers in_hot_standby and default_transaction_read_only.
 func (r reportedRole) ParameterStatus(key string) string {
 	on := map[bool]string{true: "on", false: "off"}
 	switch key {

@@ -9,15 +9,14 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// equipPool wires c's core into pc: the connection settings as the driver's,
-// then pgfast's pool hooks before the application's.
+// equipPool wires c's core into pc: the driver's connection settings, then
+// pgfast's pool hooks before the application's.
 func equipPool(pc *pgxpool.Config, a *pgxAdapter, c *Connector) {
 	co := c.core
 	a.wire(pc.ConnConfig, co)
 
-	// The application's BeforeConnect is a.before (newPool): the connector's
-	// own connections run it too. Here it runs after pgfast's gate and host
-	// order, bounded as theirs is.
+	// The application's BeforeConnect (a.before) runs after pgfast's gate
+	// and host order.
 	groups, hosts := a.groups, hostPortsOf(a.groups)
 	bound := c.cfg.ConnectTimeout
 	pc.BeforeConnect = func(ctx context.Context, cc *pgx.ConnConfig) error {
@@ -25,7 +24,6 @@ func equipPool(pc *pgxpool.Config, a *pgxAdapter, c *Connector) {
 			return err
 		}
 		if len(groups) > 1 {
-			// cc is this connection's own copy.
 			setPgxHosts(&cc.Config, pgxFallbacks(groups, co.orderHosts(hosts)))
 		}
 		return a.runBefore(ctx, cc, bound)
@@ -53,28 +51,21 @@ func equipPool(pc *pgxpool.Config, a *pgxAdapter, c *Connector) {
 	}
 
 	if pc.ShouldPing == nil && c.plat.Peek {
-		// The syscall-only check in PrepareConn replaces pgxpool's ping
-		// after one second idle: a round trip per checkout that hangs on a
-		// zombie connection. Where the system has no peek, pgxpool's ping
-		// stays (platform.go).
+		// The peek in PrepareConn replaces pgxpool's ping after a second
+		// idle, as in pgxAdapter.connector.
 		pc.ShouldPing = func(context.Context, pgxpool.ShouldPingParams) bool { return false }
 	}
 
 	pc.ConnConfig.Tracer = composeTracer(&connectTracer{c: c}, pc.ConnConfig.Tracer)
 }
 
-// poolGate is the pool's BeforeConnect check, the Connector's Connect
-// without the dial: Ready connects; Down fails fast with ErrNotReady (asking
-// for a connection attempt at once) unless WaitReady, which waits; an error
-// waiting cannot fix is returned at once. While the connector's first
-// attempt is in flight (StateConnecting) the pool dials too, without waiting
-// for it: the driver hands that first connection to its first caller, but a
-// pool cannot take it, so waiting would make a new pool's first Acquire pay
-// two connects one after the other (raw pgxpool pays one); the pool's own
-// attempt is evidence like any other (connectTracer). pgxpool's constructor
-// context does not end with the Acquire that asked (Acquire returns at its
-// own context's end without waiting), so a wait is bounded by the connect
-// timeout too.
+// poolGate is the pool's BeforeConnect, Connect without the dial: Ready
+// connects; Down fails fast (asking for an attempt) unless WaitReady; a
+// permanent error returns at once. While StateConnecting the pool dials
+// without waiting: it cannot take the connector's first connection, so
+// waiting would make a new pool's first Acquire pay two connects (raw
+// pgxpool pays one). pgxpool's constructor context outlives the Acquire that
+// asked, so a wait is bounded by the connect timeout too.
 func (c *Connector) poolGate(ctx context.Context) error {
 	if c.ready.current() == StateReady && c.ctx.Err() == nil {
 		return nil
@@ -117,11 +108,8 @@ func (c *Connector) poolGate(ctx context.Context) error {
 	}
 }
 
-// connectTracer sees the end of every connection attempt the pool makes and
-// tells the connector's goroutine, as dialNow does for the driver: a failure
-// may mean Down (the goroutine decides, by when the attempt began), a success
-// is a verified connection (the database is back, or still there). It traces
-// nothing else.
+// connectTracer tells the connector's goroutine how each pool connection
+// attempt ended, as dialNow does for the driver; it traces nothing else.
 type connectTracer struct{ c *Connector }
 
 var (
@@ -140,8 +128,7 @@ func (t *connectTracer) TraceConnectStart(ctx context.Context, _ pgx.TraceConnec
 	return context.WithValue(ctx, attemptBeganKey{}, t.c.ready.mark())
 }
 
-// attemptBeganKey holds, in a pool's connection attempt's context, its mark
-// (loop.go's attemptFailed).
+// attemptBeganKey holds a pool attempt's mark in its context.
 type attemptBeganKey struct{}
 
 func (t *connectTracer) TraceConnectEnd(ctx context.Context, data pgx.TraceConnectEndData) {
@@ -160,9 +147,8 @@ func (t *connectTracer) TraceConnectEnd(ctx context.Context, data pgx.TraceConne
 	}
 }
 
-// composeTracer returns ours alone, or, with the application's tracer, a
-// multitracer that calls ours first and then every tracer interface the
-// application's implements (pgxpool's included).
+// composeTracer returns ours alone, or a multitracer calling ours first and
+// then every tracer interface the application's implements.
 func composeTracer(ours *connectTracer, user pgx.QueryTracer) pgx.QueryTracer {
 	if user == nil {
 		return ours

@@ -10,19 +10,17 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// poolRegistry maps each pool NewPool made to its connector. It holds the
-// pool weakly, so that the pool can be garbage collected.
+// poolRegistry maps each NewPool pool to its connector, holding the pool
+// weakly so it can be collected.
 var poolRegistry struct {
 	mu sync.Mutex
 	m  map[weak.Pointer[pgxpool.Pool]]*Connector
 }
 
 // PoolConnector returns the connector of a pool made by NewPool or
-// NewPoolWithConfig: its Ready, State, Stats and Config are the pool's
-// (the same meanings and error texts as for a *sql.DB). It returns nil for
-// any other pool, and for a pgfast pool once it is closed. Closing the
-// connector makes the pool's new connections fail with ErrClosed; close the
-// pool instead, which stops the connector.
+// NewPoolWithConfig: its Ready, State, Stats and Config are the pool's. It
+// returns nil for any other pool, and once the pool is closed. Close the
+// pool, not the connector (that makes new connections fail with ErrClosed).
 func PoolConnector(p *pgxpool.Pool) *Connector {
 	if p == nil {
 		return nil
@@ -63,8 +61,6 @@ func registerPool(p *pgxpool.Pool, c *Connector) {
 	}
 }
 
-// unregisterPool forgets key's pool and returns its connector, nil if it was
-// forgotten already.
 func unregisterPool(key weak.Pointer[pgxpool.Pool]) *Connector {
 	poolRegistry.mu.Lock()
 	defer poolRegistry.mu.Unlock()
@@ -73,11 +69,9 @@ func unregisterPool(key weak.Pointer[pgxpool.Pool]) *Connector {
 	return c
 }
 
-// poolClosed returns the channel pgxpool closes in Pool.Close. pgxpool has
-// no close hook and no public way to learn it was closed; its unexported
-// closeChan field (present in the pinned v5.12.0; TestUpstreamLayout fails,
-// naming pgx's version, when an upgrade moves it) is read, never written. When the field is missing
-// (another pgx version) it returns nil and the connector stops when the
+// poolClosed returns the channel pgxpool closes in Pool.Close, read from its
+// unexported closeChan (pgxpool has no close hook; TestUpstreamLayout catches
+// a move). Without the field it returns nil and the connector stops when the
 // pool is collected.
 func poolClosed(p *pgxpool.Pool) <-chan struct{} {
 	f := reflect.ValueOf(p).Elem().FieldByName("closeChan")

@@ -12,7 +12,7 @@ import (
 )
 
 // pqAdapter builds lib/pq's connector. lib/pq's connection type is unexported
-// and has no hooks, so its connections are wrapped in *PQConn (pq_conn.go).
+// and has no hooks, so its connections are wrapped in *PQConn.
 type pqAdapter struct {
 	cfg pq.Config
 }
@@ -49,7 +49,6 @@ func (a *pqAdapter) useLeftover(leftover map[string]string) {
 	a.cfg.Runtime = maps.Clone(leftover)
 }
 
-// socket returns the socket under a *PQConn.
 func (a *pqAdapter) socket(dc driver.Conn) net.Conn {
 	if pc, ok := dc.(*PQConn); ok {
 		return pc.sock
@@ -69,8 +68,7 @@ func (a *pqAdapter) connector(co core) driver.Connector {
 	cfg.ConnectTimeout = co.config().ConnectTimeout
 	pc := &pqConnector{cfg: cfg, core: co, passes: pqPasses(cfg.TargetSessionAttrs)}
 	if len(cfg.Multi) > 0 {
-		// pgfast orders the hosts itself per connection (random first when
-		// load_balance_hosts=random, bad hosts last).
+		// pgfast orders the hosts itself per connection.
 		pc.cfg.LoadBalanceHosts = pq.LoadBalanceHostsDisable
 		pc.reorder = true
 	}
@@ -83,10 +81,9 @@ func (a *pqAdapter) connector(co core) driver.Connector {
 }
 
 // pqPasses returns the target_session_attrs of each pass over the hosts.
-// prefer-standby is never handed to lib/pq: with every host down its open
-// loop retries without end (it clears the setting in a local variable but
-// tests its config). pgfast makes two passes instead, each bounded by
-// connect_timeout per host: standby, then any.
+// prefer-standby is never handed to lib/pq: with every host down its loop
+// never ends (it clears the setting locally but tests its config). pgfast
+// makes two bounded passes instead: standby, then any.
 func pqPasses(tsa pq.TargetSessionAttrs) []pq.TargetSessionAttrs {
 	if tsa == pq.TargetSessionAttrsPreferStandby {
 		return []pq.TargetSessionAttrs{pq.TargetSessionAttrsStandby, pq.TargetSessionAttrsAny}
@@ -111,8 +108,7 @@ func (c *pqConnector) connectorFor(cfg pq.Config) *pq.Connector {
 	return inner
 }
 
-// ordered returns the connector of pass i whose host list is in the order
-// pgfast chose.
+// ordered returns pass i's connector with hosts in pgfast's order.
 func (c *pqConnector) ordered(i int) *pq.Connector {
 	if !c.reorder {
 		return c.fixed[i]
@@ -157,7 +153,7 @@ func (c *pqConnector) connectPass(ctx context.Context, pass int) (driver.Conn, e
 	if err != nil {
 		if cerr := ctx.Err(); cerr != nil && errors.Is(err, cerr) {
 			// The caller's context ended the dial: its error, as
-			// database/sql returns it when it ends before Connect.
+			// database/sql returns it.
 			return nil, cerr
 		}
 		return nil, err

@@ -13,35 +13,25 @@ import (
 
 // Cancel requests (pgfast-pq).
 //
-// lib/pq's statement calls wait for their own cancel request to finish
-// before returning, so on a dead network a cancelled statement would block
-// until connect_timeout; its connection calls do not wait, but then discard
-// the connection. pgfast therefore calls lib/pq (queries, statements,
-// Prepare, Ping) with a context that never ends and sends the cancel request
-// itself, from its own goroutine: when the caller's context ends, pgfast
-// dials the address the connection's socket is connected to (through
-// pgfast's dialer, bounded by connect_timeout), sends the CancelRequest with
-// the backend's PID and secret key, and reads until the server closes. The
-// call waits for the server's answer (lib/pq's 57014 error, wrapped so that
-// errors.Is finds the context's error too; the connection stays usable) for
-// cancelGrace after the context ended, and answerGrace more once the server
-// handled the cancel request; then the socket's deadline is expired, the call
-// returns and the connection is discarded, while the cancel request still
-// goes on in the background (bounded by connect_timeout), so a statement
-// never keeps running on a reachable server after its caller gave up. A call
-// that returns after its context ended waits for its cancel request to
-// finish, so that it cannot hit the connection's next statement.
+// lib/pq's statement calls wait for their own cancel request before
+// returning, so on a dead network a cancelled statement blocks until
+// connect_timeout. pgfast calls lib/pq with a context that never ends and
+// sends the cancel itself from its own goroutine, through its dialer to the
+// connection's address. The call waits for the server's answer (57014, the
+// connection stays usable) for cancelGrace, plus answerGrace once the server
+// handled the cancel; then the socket's deadline is expired and the
+// connection discarded, while the cancel goes on in the background, so a
+// statement never keeps running after its caller gave up. A call returning
+// after its context ended waits for its cancel, so it cannot hit the next
+// statement.
 //
-// lib/pq learns the PID and secret key from the server's BackendKeyData
-// message and keeps them in unexported fields of its connection; pgfast reads
-// them once, right after the connection is made (pqCancelKey). Like pgx's
-// CancelRequest (and libpq before PostgreSQL 17), the request is sent without
-// TLS: the server reads cancel requests before any authentication or
-// pg_hba.conf check.
+// The PID and secret key are read once from lib/pq's unexported fields
+// (pqCancelKey). As pgx's (and libpq's before PostgreSQL 17), the request is
+// sent without TLS: the server reads it before any authentication.
 
-// pqCancelKey reads the backend PID and secret key lib/pq's connection dc
-// received at startup. ok is false when dc is not lib/pq's connection (or a
-// future lib/pq keeps them elsewhere): statements then get no cancel request.
+// pqCancelKey reads the backend PID and secret key lib/pq's dc received at
+// startup. ok is false when dc is not lib/pq's (or a future lib/pq keeps them
+// elsewhere): statements then get no cancel request.
 func pqCancelKey(dc driver.Conn) (pid uint32, key []byte, ok bool) {
 	v := reflect.ValueOf(dc)
 	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
@@ -63,12 +53,10 @@ func pqCancelKey(dc driver.Conn) (pid uint32, key []byte, ok bool) {
 // cancelRequestCode is the protocol's CancelRequest code (1234 << 16 | 5678).
 const cancelRequestCode = 80877102
 
-// errNoCancelKey is sendCancel's error for a connection whose key is unknown.
 var errNoCancelKey = errors.New("pgfast: no cancel key for this connection")
 
-// sendCancel asks the server to cancel whatever the connection's backend is
-// running: one connection through pgfast's dialer to the address the
-// connection's socket is connected to, bounded by connect_timeout.
+// sendCancel asks the server to cancel what the connection's backend runs,
+// through pgfast's dialer, bounded by connect_timeout.
 func (c *PQConn) sendCancel() error {
 	if c.cancelKey == nil || c.sock == nil || c.core == nil {
 		return errNoCancelKey
@@ -100,8 +88,8 @@ func (c *PQConn) sendCancel() error {
 	return err
 }
 
-// cancelWatch watches one statement call's context (for a query, until its
-// rows are closed) and sends the cancel request when it ends.
+// cancelWatch watches one statement call's context (a query's until its rows
+// close) and sends the cancel request when it ends.
 type cancelWatch struct {
 	c    *PQConn
 	ctx  context.Context
@@ -125,9 +113,8 @@ const (
 	watchDone
 )
 
-// watchCall arms ctx for one statement call. It returns nil for a
-// context that never ends, and ctx's error (arming nothing) for one that
-// already has. Every watch it returns must be ended with end.
+// watchCall arms ctx for one statement call: nil for a context that never
+// ends, ctx's error for one already ended. Every watch must be ended with end.
 func (c *PQConn) watchCall(ctx context.Context) (*cancelWatch, error) {
 	if err := c.usable(); err != nil {
 		return nil, err
@@ -146,8 +133,7 @@ func (c *PQConn) watchCall(ctx context.Context) (*cancelWatch, error) {
 	return w, nil
 }
 
-// fire runs when the context ends during the call: it starts the cancel
-// request and the timer that gives up on the server's answer.
+// fire starts the cancel request and the timer giving up on the answer.
 func (w *cancelWatch) fire() {
 	defer close(w.fired)
 	w.mu.Lock()
@@ -172,10 +158,9 @@ func (w *cancelWatch) fire() {
 	}()
 }
 
-// graceOver runs cancelGrace after the context ended. A cancel request the
-// server has not handled by then means a network gone silent (or a server
-// too slow to matter): the call is interrupted. One the server handled gets
-// answerGrace more for the statement's answer.
+// graceOver runs cancelGrace after the context ended. A cancel the server
+// has not handled by then means a silent network: interrupt. One it handled
+// gets answerGrace more.
 func (w *cancelWatch) graceOver() {
 	w.mu.Lock()
 	if w.delivered && !w.extended && w.state == watchCancelling {
@@ -188,13 +173,12 @@ func (w *cancelWatch) graceOver() {
 	w.interrupt()
 }
 
-// answerGrace is how long, beyond cancelGrace, a call waits for the
-// statement's answer once the server handled its cancel request (a busy
-// backend may take a while to reach a point where it can be interrupted);
-// raw lib/pq waits for that answer without a bound.
+// answerGrace is how long beyond cancelGrace a call waits for the answer once
+// the server handled its cancel (a busy backend may take a while to reach an
+// interruptible point); raw lib/pq waits without a bound.
 const answerGrace = time.Second
 
-// interrupt gives up on the server's answer: the blocked call returns and the
+// interrupt gives up on the server's answer: the call returns and the
 // connection is discarded.
 func (w *cancelWatch) interrupt() {
 	w.mu.Lock()
@@ -206,11 +190,9 @@ func (w *cancelWatch) interrupt() {
 	w.settleOne.Do(func() { close(w.settled) })
 }
 
-// end disarms the watch once the call (or its rows) finished. When the
-// context ended during the call, it waits until the cancel request finished
-// (so it cannot hit a later statement) or the socket was interrupted, at most
-// cancelGrace after the context ended. It reports whether the context ended
-// during the call.
+// end disarms the watch once the call (or its rows) finished. If the context
+// ended during the call, it waits until the cancel finished (so it cannot hit
+// a later statement) or the socket was interrupted, and reports true.
 func (w *cancelWatch) end() bool {
 	if w == nil {
 		return false

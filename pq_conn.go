@@ -11,42 +11,34 @@ import (
 )
 
 // PQConn is the connection "pgfast-pq" hands to database/sql: lib/pq's own
-// connection, passed through unchanged, with pgfast's health checks around
-// it. lib/pq offers no hooks, so unlike "pgfast" (which hands out pgx's
-// *stdlib.Conn itself) the connection is wrapped; in sql.Conn.Raw, Unwrap
+// connection with pgfast's health checks around it. lib/pq offers no hooks,
+// so unlike "pgfast" the connection is wrapped; in sql.Conn.Raw, Unwrap
 // returns lib/pq's connection:
 //
 //	conn.Raw(func(dc any) error { inner := dc.(*pgfast.PQConn).Unwrap(); ... })
 //
-// A call's context always unblocks it: when the context ends while a call
-// runs (a query until its rows are closed, a transaction until Commit or
-// Rollback), pgfast sends the server's cancel request and returns the
-// server's answer (SQLSTATE 57014) when it comes in time; otherwise the call
-// returns shortly after the context ended and the connection is discarded.
-// A statement whose bytes reached the socket is never run again by
-// database/sql (ErrConnLost). Network errors lib/pq returns count as
-// evidence about the server's address, as on "pgfast".
+// A call's context always unblocks it: pgfast sends the cancel request and
+// returns the server's answer (SQLSTATE 57014) if it comes in time, else
+// the call returns shortly after and the connection is discarded. A
+// statement whose bytes reached the socket is never run again (ErrConnLost).
 type PQConn struct {
 	inner driver.Conn
 	sock  net.Conn
 	core  core // nil in some tests: no hooks, no cancel requests
 
-	// interrupted is set, to the error of the context that ended, once a
-	// context's end has put a past deadline on sock: the connection is
-	// unusable from then on.
+	// interrupted holds the ended context's error once a past deadline was
+	// put on sock: the connection is unusable from then on.
 	interrupted atomic.Pointer[error]
 
-	// cancelPID and cancelKey identify the backend in a cancel request
-	// (pq_cancel.go); cancelKey is nil when unknown.
+	// cancelPID and cancelKey identify the backend in a cancel request;
+	// cancelKey is nil when unknown.
 	cancelPID uint32
 	cancelKey []byte
 
-	// txWatches counts the transactions whose context is watched (BeginTx
-	// to Commit or Rollback): while one is, a query's rows stay wrapped
-	// (rowsFor).
+	// txWatches counts watched transactions: while any is, a query's rows
+	// stay wrapped (rowsFor).
 	txWatches atomic.Int32
-	// rowErrs caches quietRowErrors: rowErrsUnknown, rowErrsQuiet or
-	// rowErrsHeard.
+	// rowErrs caches quietRowErrors.
 	rowErrs atomic.Uint32
 }
 
@@ -68,7 +60,7 @@ func (c *PQConn) Unwrap() driver.Conn { return c.inner }
 // NetConn returns the socket pgfast's dialer made for this connection.
 func (c *PQConn) NetConn() net.Conn { return c.sock }
 
-// Prepare passes through; the statement is wrapped (pq_stmt.go).
+// Prepare passes through; the statement is wrapped.
 func (c *PQConn) Prepare(query string) (driver.Stmt, error) {
 	if err := c.usable(); err != nil {
 		return nil, err
@@ -81,7 +73,7 @@ func (c *PQConn) Prepare(query string) (driver.Stmt, error) {
 }
 
 // Close passes through. It never waits on the network once a context ended a
-// call (the socket's deadline has passed).
+// call.
 func (c *PQConn) Close() error {
 	err := c.inner.Close()
 	if err != nil && c.interrupted.Load() == nil {
@@ -154,8 +146,7 @@ func (c *PQConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx,
 }
 
 // ExecContext passes through; driver.ErrSkip makes database/sql prepare
-// instead. lib/pq gets a context that never ends: when ctx ends during the
-// call, pgfast sends the cancel request itself (pq_cancel.go).
+// instead. When ctx ends during the call pgfast sends the cancel request.
 func (c *PQConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
 	e, ok := c.inner.(driver.ExecerContext)
 	if !ok {
@@ -212,10 +203,9 @@ func (c *PQConn) CheckNamedValue(nv *driver.NamedValue) error {
 }
 
 // ResetSession reports a connection a context interrupted as bad, then runs
-// pgfast's checkout check, then lib/pq's own. There is no role check here:
-// it judges the server's ParameterStatus values, which lib/pq does not
-// expose (target_session_attrs is enforced by lib/pq when it connects, and a
-// 25006 answer on a read-write pool dooms the connection: onError).
+// pgfast's checkout check, then lib/pq's own. No role check: lib/pq does not
+// expose ParameterStatus (it enforces target_session_attrs at connect, and a
+// 25006 answer on a read-write pool dooms the connection).
 func (c *PQConn) ResetSession(ctx context.Context) error {
 	if c.interrupted.Load() != nil {
 		return driver.ErrBadConn
@@ -231,12 +221,10 @@ func (c *PQConn) ResetSession(ctx context.Context) error {
 	return nil
 }
 
-// IsValid reports false when a context interrupted a call on the connection,
-// or when pgfast's liveness check or lib/pq finds it unusable. database/sql
-// calls it as it takes the connection back; one that read its server's reply
-// since its checkout check skips pgfast's check (readSinceCheck): the next
-// checkout makes it anyway before the connection is used again (raw lib/pq
-// checks nothing here).
+// IsValid reports false when a context interrupted a call, or pgfast's or
+// lib/pq's check finds the connection unusable. One that read its server's
+// reply since its checkout check skips pgfast's (the next checkout checks
+// anyway before use; raw lib/pq checks nothing here).
 func (c *PQConn) IsValid() bool {
 	if c.interrupted.Load() != nil {
 		return false

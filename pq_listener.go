@@ -12,21 +12,14 @@ import (
 
 // LISTEN/NOTIFY with lib/pq's Listener, through pgfast (pgfast-pq).
 //
-// pq.NewListener dials on its own and hands the DSN to the server as it is:
-// the keys only pgfast understands (keepalives, keepalives_idle,
-// keepalives_interval, keepalives_count, tcp_user_timeout, pgfast_*) reach
-// the server as runtime parameters, which it refuses (42704), and Listen
-// then blocks. PQListenerDialer gives pq.NewDialListener what it needs
-// instead: a pq.Dialer that dials as pgfast does (its resolver use, TCP
-// keepalives and user timeout from the DSN, connect_timeout per address),
-// and the DSN without pgfast's keys. NewPQListener does both in one call.
-//
-// On pgx ("pgfast"), LISTEN works on the connection sql.Conn.Raw gives
-// (*stdlib.Conn: Conn().WaitForNotification).
+// pq.NewListener dials on its own and sends the DSN as is: keys only pgfast
+// understands reach the server as runtime parameters, which it refuses
+// (42704), and Listen blocks. PQListenerDialer gives pq.NewDialListener a
+// dialer that dials as pgfast does and the DSN without pgfast's keys.
+// On pgx, use sql.Conn.Raw's *stdlib.Conn (Conn().WaitForNotification).
 
-// PQListenerDialer returns a pq.Dialer that dials with the TCP settings dsn
-// gives pgfast, and dsn without the keys only pgfast understands, for
-// pq.NewDialListener. A DSN pgfast-pq would refuse is a *ConfigError.
+// PQListenerDialer returns, for pq.NewDialListener, a pq.Dialer using dsn's
+// TCP settings and dsn without pgfast's keys. A bad DSN is a *ConfigError.
 func PQListenerDialer(dsn string) (pq.Dialer, string, error) {
 	_, cfg, err := parseDSN(LibPQ, dsn)
 	if err != nil {
@@ -49,8 +42,7 @@ func NewPQListener(dsn string, minReconnect, maxReconnect time.Duration, cb pq.E
 	return pq.NewDialListener(d, clean, minReconnect, maxReconnect, cb), nil
 }
 
-// isPgfastKey reports the DSN keys that pgfast consumes and a raw lib/pq
-// connection would send to the server.
+// isPgfastKey reports the keys pgfast consumes that raw lib/pq would send.
 func isPgfastKey(k string) bool {
 	if strings.HasPrefix(k, "pgfast_") {
 		return true
@@ -63,8 +55,7 @@ func isPgfastKey(k string) bool {
 	return false
 }
 
-// withoutPgfastKeys returns dsn (URL or key=value) without pgfast's keys;
-// everything else is kept as written.
+// withoutPgfastKeys returns dsn without pgfast's keys, the rest as written.
 func withoutPgfastKeys(dsn string) (string, error) {
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
 		base, query, ok := strings.Cut(dsn, "?")
@@ -106,7 +97,6 @@ func withoutPgfastKeys(dsn string) (string, error) {
 	return strings.Join(texts, " "), nil
 }
 
-// kvPair is one key=value setting of a key=value DSN, with its original text.
 type kvPair struct {
 	key  string
 	text string

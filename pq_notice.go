@@ -14,24 +14,17 @@ import (
 // Notices and notifications on lib/pq connections, raw or through pgfast-pq.
 //
 // lib/pq's pq.SetNoticeHandler and pq.SetNotificationHandler assert lib/pq's
-// own connection type, so they panic on the *PQConn that sql.Conn.Raw gives
-// with "pgfast-pq". SetNoticeHandler and SetNotificationHandler here accept
-// both (one code path serves both drivers), and ConnectorWithNoticeHandler
-// and ConnectorWithNotificationHandler wrap a pgfast *Connector (LibPQ
-// backend) as well as a lib/pq connector. lib/pq calls the handlers
-// synchronously while it reads the connection: keep them short.
-//
-// On pgx, notices and notifications come through pgconn's OnNotice and
-// OnNotification, and LISTEN works through sql.Conn.Raw's *stdlib.Conn.
+// own connection type, so they panic on a *PQConn; the functions here accept
+// both. lib/pq calls the handlers synchronously while it reads: keep them
+// short. On pgx, use pgconn's OnNotice and OnNotification.
 
 // ErrNotLibPQ is returned by SetNoticeHandler and SetNotificationHandler for
 // a connection that is neither lib/pq's nor a *PQConn (pgx's, for example).
 var ErrNotLibPQ = errors.New("pgfast: not a lib/pq connection")
 
 // SetNoticeHandler sets lib/pq's notice handler (see pq.SetNoticeHandler) on
-// driverConn, the value sql.Conn.Raw passes to its function: a *PQConn from
-// "pgfast-pq" or lib/pq's own connection from "postgres". nil removes the
-// handler. Any other connection is ErrNotLibPQ.
+// driverConn, sql.Conn.Raw's value: a *PQConn or lib/pq's own connection.
+// nil removes the handler; another connection is ErrNotLibPQ.
 //
 //	err := conn.Raw(func(dc any) error { return pgfast.SetNoticeHandler(dc, h) })
 func SetNoticeHandler(driverConn any, handler func(*pq.Error)) error {
@@ -54,7 +47,6 @@ func SetNotificationHandler(driverConn any, handler func(*pq.Notification)) erro
 	return nil
 }
 
-// libpqConn returns lib/pq's own connection behind v.
 func libpqConn(v any) (driver.Conn, error) {
 	if pc, ok := v.(*PQConn); ok {
 		v = pc.Unwrap()
@@ -66,10 +58,8 @@ func libpqConn(v any) (driver.Conn, error) {
 	return dc, nil
 }
 
-// isLibPQConn reports whether dc is lib/pq's (unexported) connection type:
-// lib/pq has no public way to tell (pq.SetNoticeHandler panics on another
-// type). TestUpstreamLayout fails, naming lib/pq's version, when an upgrade
-// renames it.
+// isLibPQConn reports whether dc is lib/pq's unexported connection type
+// (lib/pq has no public test; TestUpstreamLayout catches a rename).
 func isLibPQConn(dc driver.Conn) bool {
 	t := reflect.TypeOf(dc)
 	return t != nil && t.Kind() == reflect.Pointer &&
@@ -77,27 +67,24 @@ func isLibPQConn(dc driver.Conn) bool {
 }
 
 // ConnectorWithNoticeHandler returns a connector whose connections get
-// handler as their lib/pq notice handler (pgfast's pq.ConnectorWithNoticeHandler):
-// c is a pgfast *Connector made with WithBackend(LibPQ), a lib/pq connector,
-// or a connector these functions returned. Closing it (sql.DB.Close does)
-// closes c.
+// handler as their lib/pq notice handler. c is a LibPQ pgfast *Connector, a
+// lib/pq connector, or one these functions returned; closing it closes c.
 func ConnectorWithNoticeHandler(c driver.Connector, handler func(*pq.Error)) driver.Connector {
 	h := handlersOf(c)
 	h.notice = handler
 	return h
 }
 
-// ConnectorWithNotificationHandler returns a connector whose connections get
-// handler as their lib/pq notification handler (pgfast's
-// pq.ConnectorWithNotificationHandler), as ConnectorWithNoticeHandler does.
+// ConnectorWithNotificationHandler is ConnectorWithNoticeHandler for the
+// notification handler.
 func ConnectorWithNotificationHandler(c driver.Connector, handler func(*pq.Notification)) driver.Connector {
 	h := handlersOf(c)
 	h.notification = handler
 	return h
 }
 
-// handlersOf returns a copy of c's handlers when c is already one of ours, so
-// that the two wrappers compose.
+// handlersOf returns a copy of c's handlers when c is ours, so the two
+// wrappers compose.
 func handlersOf(c driver.Connector) *handlerConnector {
 	if h, ok := c.(*handlerConnector); ok {
 		cp := *h
@@ -106,9 +93,8 @@ func handlersOf(c driver.Connector) *handlerConnector {
 	return &handlerConnector{Connector: c}
 }
 
-// handlerConnector sets lib/pq handlers on every connection its connector
-// makes. Driver is the inner connector's, so pgfast.ConnectorOf and Ready
-// still find a pgfast connector behind it.
+// handlerConnector sets lib/pq handlers on every connection. Driver is the
+// inner connector's, so ConnectorOf and Ready still find pgfast's.
 type handlerConnector struct {
 	driver.Connector
 	notice       func(*pq.Error)
@@ -120,8 +106,8 @@ var (
 	_ io.Closer        = (*handlerConnector)(nil)
 )
 
-// Connect connects through the inner connector, then sets the handlers. A
-// connection that is not lib/pq's is closed and the error is ErrNotLibPQ.
+// Connect connects through the inner connector, then sets the handlers; a
+// connection that is not lib/pq's is closed (ErrNotLibPQ).
 func (h *handlerConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	dc, err := h.Connector.Connect(ctx)
 	if err != nil {

@@ -11,15 +11,9 @@ import (
 )
 
 // pqRows wraps lib/pq's rows: a query's context stays watched until its rows
-// are closed (database/sql closes them when the caller is done, or when the
-// context ends), and errors met while reading rows are told to the core.
-//
-// It implements exactly the optional interfaces lib/pq's rows implement:
-// RowsNextResultSet and RowsColumnTypeScanType, ...DatabaseTypeName,
-// ...Length and ...PrecisionScale (not RowsColumnTypeNullable), and
-// lib/pq's Result and Tag (resultTagger). When the
-// inner rows lack one at run time, the answer is database/sql's default for a
-// driver without it.
+// close, and errors met while reading are told to the core. It implements
+// exactly the optional interfaces lib/pq's rows do; when the inner rows lack
+// one at run time, the answer is database/sql's default.
 type pqRows struct {
 	c     *PQConn
 	inner driver.Rows
@@ -37,38 +31,28 @@ var (
 	_ resultTagger                          = (*pqRows)(nil)
 )
 
-// resultTagger is the interface lib/pq's rows offer for the command's result
-// and tag (lib/pq's own tests call it ResultTag).
+// resultTagger is lib/pq's rows' Result and Tag (its tests call it ResultTag).
 type resultTagger interface {
 	Result() driver.Result
 	Tag() string
 }
 
-// isPQError reports whether the server's error is in err's chain.
 func isPQError(err error) bool {
 	var pe *pq.Error
 	return errors.As(err, &pe)
 }
 
-// rowsFor returns what a query hands to database/sql: lib/pq's rows
-// themselves when pgfast's wrapper would have nothing to do, else the wrapper
-// (one 48-byte allocation and a forwarding call per method: ~1 % of a
-// cheap query's CPU, BENCHMARKS.md). w is the query's watch (nil for a context
-// that never ends), ended when the rows close.
+// rowsFor returns lib/pq's rows themselves when the wrapper would have
+// nothing to do, else the wrapper (one 48-byte allocation and a forwarding
+// call per method: ~1 % of a cheap query's CPU, BENCHMARKS.md). w is the
+// query's watch, ended when the rows close.
 //
-// The wrapper has nothing to do when all of these hold, checked when the
-// query returns:
-//   - no watch: the query's context never ends (w == nil), and no
-//     transaction's context is watched on the connection (txWatches), so
-//     nothing can interrupt the connection while the rows are open (a
-//     statement's watch ends with its call, CopyData's with CopyData);
-//     then the wrapper's Close and Next would pass lib/pq's errors
-//     through unchanged;
-//   - the core ignores every error (quietRowErrors): the wrapper would have
-//     told it of each one the rows return, to no effect.
+// The wrapper has nothing to do when, at the query's return:
+//   - no watch can interrupt the connection while the rows are open (w ==
+//     nil and no transaction's context is watched: txWatches);
+//   - and the core ignores every error (quietRowErrors).
 //
-// The socket's own errors still reach the core either way: pgfast's
-// trackedConn classifies every I/O error where it happens.
+// The socket's own errors reach the core either way (trackedConn).
 func (c *PQConn) rowsFor(rows driver.Rows, ctx context.Context, w *cancelWatch) driver.Rows {
 	if w == nil && c.txWatches.Load() == 0 && c.quietRowErrors() {
 		return rows
@@ -76,9 +60,8 @@ func (c *PQConn) rowsFor(rows driver.Rows, ctx context.Context, w *cancelWatch) 
 	return &pqRows{c: c, inner: rows, ctx: ctx, sw: w}
 }
 
-// quietRowErrors reports whether the core does nothing with the errors of
-// lib/pq calls on this connection: no core, or one that says so. Worked
-// out once per connection.
+// quietRowErrors reports whether the core ignores the errors of lib/pq calls
+// on this connection; worked out once per connection.
 func (c *PQConn) quietRowErrors() bool {
 	switch c.rowErrs.Load() {
 	case rowErrsQuiet:
@@ -95,7 +78,6 @@ func (c *PQConn) quietRowErrors() bool {
 	return quiet
 }
 
-// The values of PQConn.rowErrs.
 const (
 	rowErrsUnknown = iota
 	rowErrsQuiet
@@ -104,8 +86,8 @@ const (
 
 func (r *pqRows) Columns() []string { return r.inner.Columns() }
 
-// Close closes the inner rows (lib/pq reads the rest of the result), then
-// disarms the query's context.
+// Close closes the inner rows (lib/pq reads the rest), then disarms the
+// query's context.
 func (r *pqRows) Close() error {
 	err := r.inner.Close()
 	ended := false
@@ -114,9 +96,8 @@ func (r *pqRows) Close() error {
 		r.sw = nil
 	}
 	if err != nil && r.c.interrupted.Load() != nil && !isPQError(err) {
-		// What raw lib/pq returns once a context ended the query: the
-		// context's error (its connection keeps it), not the i/o timeout of
-		// pgfast's expired deadline.
+		// As raw lib/pq once a context ended the query: the context's
+		// error, not the i/o timeout of pgfast's expired deadline.
 		cause := *r.c.interrupted.Load()
 		r.c.report(err)
 		return cause
@@ -124,8 +105,7 @@ func (r *pqRows) Close() error {
 	return r.c.checkStatement(r.ctx, ended, err)
 }
 
-// Result forwards lib/pq's Result (the command's result); without it,
-// no rows were affected.
+// Result forwards lib/pq's Result; without it, no rows were affected.
 func (r *pqRows) Result() driver.Result {
 	if rt, ok := r.inner.(interface{ Result() driver.Result }); ok {
 		return rt.Result()
@@ -133,8 +113,7 @@ func (r *pqRows) Result() driver.Result {
 	return driver.RowsAffected(0)
 }
 
-// Tag forwards lib/pq's Tag (the command tag, "" for a query that
-// returned rows).
+// Tag forwards lib/pq's Tag ("" for a query that returned rows).
 func (r *pqRows) Tag() string {
 	if rt, ok := r.inner.(interface{ Tag() string }); ok {
 		return rt.Tag()

@@ -9,35 +9,25 @@ import (
 )
 
 // pqStmt wraps a lib/pq prepared statement: each call's context is watched
-// (for a query, until its rows are closed) and errors are told to the core.
+// (a query's until its rows close) and errors are told to the core. lib/pq
+// is called with context.Background() and pgfast sends the cancel itself
+// (see "Cancel requests").
 //
-// lib/pq's statement calls, unlike its connection calls, wait for their
-// cancel request to finish before returning, which on a silent network waits
-// out connect_timeout after the context ended. So pqStmt calls lib/pq's
-// statement with context.Background() (lib/pq starts no goroutine and sends
-// no cancel request) and sends the cancel request itself (pq_cancel.go): the
-// caller gets lib/pq's 57014 error when the server answers in time, and the
-// call returns at most cancelGrace (plus answerGrace once the server handled
-// the cancel request) after the context ended in any case.
-//
-// lib/pq's statements (*stmt, and *copyin for pq.CopyIn) implement
-// driver.Stmt; *stmt also StmtExecContext and StmtQueryContext; *copyin also
-// CopyData(ctx, line). Neither implements ColumnConverter or
-// NamedValueChecker, so neither does pqStmt: database/sql converts
-// arguments with the connection's CheckNamedValue, as with raw lib/pq (and a
-// NumInput of -1, pq.CopyIn's, keeps disabling its argument count check).
+// lib/pq's statements implement driver.Stmt (*stmt also StmtExecContext and
+// StmtQueryContext; *copyin CopyData), not ColumnConverter or
+// NamedValueChecker, so neither does pqStmt: database/sql converts with the
+// connection's CheckNamedValue as with raw lib/pq (and pq.CopyIn's NumInput
+// of -1 keeps disabling the argument count check).
 type pqStmt struct {
 	c     *PQConn
 	inner driver.Stmt
 }
 
-// pqCopyStmt is a pqStmt around pq.CopyIn's statement, which also has a
-// CopyData method.
+// pqCopyStmt is a pqStmt around pq.CopyIn's statement (which has CopyData).
 type pqCopyStmt struct {
 	pqStmt
 }
 
-// copyDataer is pq.CopyIn's statement's extra method.
 type copyDataer interface {
 	CopyData(ctx context.Context, line string) (driver.Result, error)
 }
@@ -51,7 +41,6 @@ var (
 	_ copyDataer              = (*pqCopyStmt)(nil)
 )
 
-// wrapStmt wraps a statement lib/pq prepared on c.
 func (c *PQConn) wrapStmt(st driver.Stmt) driver.Stmt {
 	if _, ok := st.(copyDataer); ok {
 		return &pqCopyStmt{pqStmt{c: c, inner: st}}
@@ -96,7 +85,7 @@ func (s *pqStmt) Query(args []driver.Value) (driver.Rows, error) {
 }
 
 // ExecContext runs the statement with ctx watched; when ctx ends during the
-// call, pgfast sends the cancel request (pq_cancel.go).
+// call, pgfast sends the cancel request.
 func (s *pqStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
 	var viaCtx func(context.Context, []driver.NamedValue) (driver.Result, error)
 	if e, ok := s.inner.(driver.StmtExecContext); ok {
@@ -123,14 +112,11 @@ func (s *pqStmt) QueryContext(ctx context.Context, args []driver.NamedValue) (dr
 	return s.c.rowsFor(rows, ctx, w), nil
 }
 
-// callWatched makes one lib/pq call on c (a connection's or a statement's)
-// with ctx watched by a cancelWatch: through viaCtx, with a Background context
-// so lib/pq never starts its own (blocking) cancel, when lib/pq has a context
-// method, else through viaValues, database/sql's fallback for statements
-// without one. On success the watch is still armed and returned: ExecContext
-// ends it at once, QueryContext when the rows close. On error it is already
-// ended, and the error is checked (a statement whose bytes left is never run
-// again: noRetry).
+// callWatched makes one lib/pq call on c with ctx watched: through viaCtx
+// with a Background context (so lib/pq never starts its own blocking
+// cancel), else through viaValues, database/sql's fallback. On success the
+// watch is returned still armed (QueryContext ends it when the rows close);
+// on error it is ended and the error checked (noRetry).
 func callWatched[T any](c *PQConn, ctx context.Context, args []driver.NamedValue,
 	viaCtx func(context.Context, []driver.NamedValue) (T, error),
 	viaValues func([]driver.Value) (T, error),
@@ -161,10 +147,9 @@ func callWatched[T any](c *PQConn, ctx context.Context, args []driver.NamedValue
 	return out, w, nil
 }
 
-// checkStatement is check for the error of a statement whose context may have
-// ended during the call (ended): when the server answered the cancel request
-// in time (the connection was not interrupted), lib/pq's error is returned
-// with the context's error also in its chain.
+// checkStatement is check for a statement whose context may have ended
+// during the call: when the server answered the cancel in time, lib/pq's
+// error is returned with the context's error also in its chain.
 func (c *PQConn) checkStatement(ctx context.Context, ended bool, err error) error {
 	if ended && err != nil && c.interrupted.Load() == nil && !isSentinel(err) {
 		if cause := ctx.Err(); cause != nil {
@@ -174,8 +159,8 @@ func (c *PQConn) checkStatement(ctx context.Context, ended bool, err error) erro
 	return c.check(err)
 }
 
-// CopyData passes through with ctx watched. lib/pq's own watch here is a
-// connection-level one, which never waits for its cancel request.
+// CopyData passes through with ctx watched (lib/pq's watch here is
+// connection-level, which never waits for its cancel).
 func (s *pqCopyStmt) CopyData(ctx context.Context, line string) (driver.Result, error) {
 	stop, err := s.c.watch(ctx)
 	if err != nil {
@@ -193,8 +178,8 @@ func (s *pqCopyStmt) CopyData(ctx context.Context, line string) (driver.Result, 
 // without StmtExecContext/StmtQueryContext.
 var errNamedParams = errors.New("sql: driver does not support the use of Named Parameters")
 
-// namedValuesToValues converts arguments as database/sql does for a statement
-// that takes driver.Values.
+// namedValuesToValues converts arguments as database/sql does for a
+// statement taking driver.Values.
 func namedValuesToValues(named []driver.NamedValue) ([]driver.Value, error) {
 	vals := make([]driver.Value, len(named))
 	for i, nv := range named {

@@ -37,9 +37,8 @@ func (s State) String() string {
 }
 
 // readiness is the connector's state as a future: every change closes the
-// current changed channel and makes a new one, so a waiter selects on it and
-// on its own context, and never polls. Only the connector's goroutine sets it
-// (or Close, for a connector that has none); anyone may read it.
+// changed channel and makes a new one, so waiters select on it and never
+// poll. Only the connector's goroutine sets it (or Close, without one).
 type readiness struct {
 	mu        sync.Mutex
 	state     State
@@ -49,49 +48,39 @@ type readiness struct {
 	changed   chan struct{}
 	changes   uint64
 	cur       atomic.Int32 // state, for lock-free checks on hot paths
-	// oks counts the verified connections the connector's goroutine has
-	// recorded: an attempt marks it when it begins, and its failure is
-	// older news than any verification recorded since (loop.go).
+	// oks counts verified connections: an attempt's failure is older news
+	// than any verification since it began.
 	oks atomic.Uint64
 	// fails counts the times the state went Down: a connection in use
-	// proves the server only by answering a request made since Down began
-	// (internal/netx/checkout.go).
+	// proves the server only by answering a request made since.
 	fails atomic.Uint64
 }
 
-// attemptMark is what an attempt notes when it begins: the count of
-// verified connections recorded then, plus one; 0 (unknown) is taken as
-// current.
+// attemptMark is the verified count when an attempt began, plus one; 0
+// (unknown) is taken as current.
 type attemptMark uint64
 
-// mark is an attempt's mark as it begins.
 func (r *readiness) mark() attemptMark { return attemptMark(r.oks.Load() + 1) }
 
-// outdated reports whether a connection was verified after the attempt
-// marked m began: its failure is older news.
 func (r *readiness) outdated(m attemptMark) bool {
 	return m != 0 && uint64(m) != r.oks.Load()+1
 }
 
-// verified records a verified connection (the connector's goroutine only).
 func (r *readiness) verified() { r.oks.Add(1) }
 
-// failures returns how many failures have been recorded.
 func (r *readiness) failures() uint64 { return r.fails.Load() }
 
 func newReadiness() *readiness {
 	return &readiness{state: StateConnecting, since: time.Now(), changed: make(chan struct{})}
 }
 
-// load returns the state, a channel closed at the next change, and the cause
-// recorded with the state.
+// load returns the state, a channel closed at the next change, and the cause.
 func (r *readiness) load() (State, <-chan struct{}, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.state, r.changed, r.cause
 }
 
-// current returns the state without taking the lock.
 func (r *readiness) current() State { return State(r.cur.Load()) }
 
 // failedPermanently reports whether the state is StateDown for an error
@@ -102,10 +91,9 @@ func (r *readiness) failedPermanently() (bool, error) {
 	return r.state == StateDown && r.permanent, r.cause
 }
 
-// set moves to state st with cause err (permanent: waiting cannot fix it). It
-// reports whether the state changed; a StateClosed readiness never changes
-// again. The cause is updated either way, and waiters are woken when only
-// whether it is permanent changed.
+// set moves to st with cause err and reports whether the state changed;
+// StateClosed is final. The cause is updated either way, and a change of
+// only permanence wakes waiters too.
 func (r *readiness) set(st State, err error, permanent bool) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -114,8 +102,8 @@ func (r *readiness) set(st State, err error, permanent bool) bool {
 	}
 	if st == StateDown && r.state != StateDown {
 		// Only the start of Down counts: a connection that answered since
-		// then proves the server, however many attempts failed meanwhile
-		// (an attempt refused with 53300 says nothing about the sessions open).
+		// proves the server, however many attempts failed (53300 says
+		// nothing about open sessions).
 		r.fails.Add(1) // before the state reads Down: a checkout that sees Down sees this failure
 	}
 	r.cause = err
@@ -135,15 +123,13 @@ func (r *readiness) set(st State, err error, permanent bool) bool {
 	return true
 }
 
-// wake tells the waiters something changed. The caller holds r.mu.
 func (r *readiness) wake() {
 	close(r.changed)
 	r.changed = make(chan struct{})
 }
 
-// wait blocks until the state is StateReady or StateClosed, the connector is
-// down for an error waiting cannot fix, or ctx ends. It returns the final
-// state seen and ctx's error when ctx ended the wait.
+// wait blocks until Ready or Closed, a permanent Down, or ctx ends. It
+// returns the last state seen and ctx's error if ctx ended the wait.
 func (r *readiness) wait(ctx context.Context) (State, error) {
 	for {
 		r.mu.Lock()

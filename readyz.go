@@ -16,7 +16,6 @@ type readyzBody struct {
 	Addrs     []readyzAddr `json:"addrs"`
 }
 
-// readyzAddr is one server address in a readyzBody.
 type readyzAddr struct {
 	Addr      string    `json:"addr"`
 	Host      string    `json:"host,omitempty"`
@@ -50,17 +49,13 @@ func readinessOf(c *Connector) readyzBody {
 
 // ReadyHandler returns an http.Handler answering whether db can serve
 // queries now: 200 when its connector is ready, else 503 (with Retry-After),
-// with a JSON body. It reads the connector's state without any
-// I/O, so it answers at once whatever the database does, and a probe never
-// adds load to a database that is struggling. For a *sql.DB that does not use
-// pgfast it answers 503 with state "unknown".
+// with a JSON body. It does no I/O, so a probe never adds load to a
+// struggling database. A *sql.DB not using pgfast answers 503, "unknown".
 //
-// It reports ONE database. Point a Kubernetes readiness probe (or a startup
-// probe) at it when the process cannot do anything useful without that
-// database; never a liveness probe: restarting the process does not bring a
-// database back, and pgfast reconnects by itself. A process serving several
-// databases (tenants) should keep one such endpoint per database and answer
-// its own readiness probe by whether the process itself can serve.
+// It reports ONE database. Point a readiness (or startup) probe at it, never
+// a liveness probe: restarting the process does not bring a database back.
+// A process serving several databases should answer its own readiness by
+// whether it can serve.
 //
 //	http.Handle("GET /readyz", pgfast.ReadyHandler(db))
 //

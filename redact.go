@@ -1,7 +1,6 @@
 package pgfast
 
-// This file keeps the DSN's password out of errors: the ways it may be
-// spelled, and scrubbing it from messages and from whole error chains.
+// This file keeps the DSN's password out of errors.
 
 import (
 	"errors"
@@ -12,11 +11,10 @@ import (
 	"strings"
 )
 
-// secretFormsOf returns every spelling to scrub of every secret the DSN
-// may carry (see secretsOfDSN), longest first.
+// secretFormsOf returns every spelling to scrub of every secret the DSN may
+// carry, longest first.
 func secretFormsOf(dsn string) []string { return secretsOfDSN(dsn).forms }
 
-// redactAll replaces every occurrence of each of secrets in s.
 func redactAll(s string, secrets []string) string {
 	for _, sec := range secrets {
 		if sec != "" {
@@ -27,11 +25,10 @@ func redactAll(s string, secrets []string) string {
 }
 
 // scrubError returns err, or a copy of its chain with secrets scrubbed when
-// any error in it holds one, in its message or in a field (%q escapes what it
-// quotes, and a field such as pgconn.ParseConfigError's ConnString may hold
-// the DSN unredacted). *url.Error, *strconv.NumError and url's string errors
-// are rebuilt with the same type; other errors that hold a secret become a
-// *scrubbedError with the scrubbed message, wrapping their scrubbed causes.
+// any error in it holds one in its message or a field (%q escapes what it
+// quotes; pgconn.ParseConfigError's ConnString may hold the raw DSN).
+// *url.Error, *strconv.NumError and url's string errors keep their type;
+// others become a *scrubbedError wrapping their scrubbed causes.
 func scrubError(err error, secrets []string) error {
 	if err == nil || len(secrets) == 0 || !holdsSecret(err, secrets) {
 		return err
@@ -78,23 +75,20 @@ func scrubError(err error, secrets []string) error {
 	return se
 }
 
-// backendErrorKinds teach the core about the backends' own error types,
-// which it may not import: each backend adapter registers its own (init).
+// backendErrorKinds teach the core the backends' error types, which it may
+// not import: each adapter registers its own at init.
 var backendErrorKinds []backendErrorKind
 
-// backendErrorKind is one backend error type the core can take apart.
 type backendErrorKind struct {
-	// reason returns err's text without the DSN it quotes; ok is false
-	// when err is not of this type.
+	// reason returns err's text without the DSN; ok is false for another type.
 	reason func(err error) (reason string, ok bool)
-	// scrub returns a copy of err, of the same type, with secrets
-	// scrubbed from its fields and cause as its cause; ok is false when
-	// err is not of this type.
+	// scrub returns a same-type copy of err with secrets scrubbed from its
+	// fields and cause as its cause; ok is false for another type.
 	scrub func(err error, secrets []string, cause error) (scrubbed error, ok bool)
 }
 
-// holdsSecret reports whether err or an error it wraps holds one of secrets
-// in its message or in one of its string fields.
+// holdsSecret reports whether err or an error it wraps holds a secret in its
+// message or a string field.
 func holdsSecret(err error, secrets []string) bool {
 	if err == nil {
 		return false
@@ -152,9 +146,8 @@ func valueHolds(v reflect.Value, secrets []string, depth int) bool {
 	return false
 }
 
-// scrubbedError stands for an error that held a secret (in its message or a
-// field, or in an error it wraps): its message scrubbed, its causes scrubbed
-// in turn.
+// scrubbedError stands for an error that held a secret: its message and
+// causes scrubbed.
 type scrubbedError struct {
 	msg  string
 	errs []error
@@ -176,15 +169,14 @@ type scrubbedJoin struct{ e *scrubbedError }
 func (j *scrubbedJoin) Error() string   { return j.e.msg }
 func (j *scrubbedJoin) Unwrap() []error { return j.e.errs }
 
-// passwordOf finds the password in a DSN, best effort, only so that it can be
-// scrubbed from error messages. Parsing proper is the backend's job.
+// passwordOf finds the DSN's password, best effort, only to scrub it.
 func passwordOf(dsn string) string {
 	pw, _ := passwordForms(dsn)
 	return pw
 }
 
-// passwordForms returns the DSN's password and, for a URL, the password as
-// written (percent-encoded), best effort.
+// passwordForms returns the DSN's password and, for a URL, its
+// percent-encoded form, best effort.
 func passwordForms(dsn string) (pw, raw string) {
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
 		rest := dsn[strings.Index(dsn, "//")+2:]

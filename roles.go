@@ -14,23 +14,20 @@ import (
 // target_session_attrs asked for (a demoted primary, a promoted standby).
 var ErrWrongRole = errors.New("pgfast: server no longer matches target_session_attrs")
 
-// serverParams is what a server reported in ParameterStatus messages
-// (*pgconn.PgConn has it).
+// serverParams is what a server reported in ParameterStatus messages.
 type serverParams interface {
 	ParameterStatus(key string) string
 }
 
-// wantsWritable reports whether tsa asks for a server that takes writes
-// (read-write, primary). It is the one statement of which roles read-only
-// evidence disqualifies: in_hot_standby=on at checkout (roleViolation), a
-// SQLSTATE 25006 answer on the query path (onBackendError).
+// wantsWritable reports whether tsa asks for a writable server: the one
+// kind read-only evidence disqualifies (in_hot_standby=on at checkout,
+// SQLSTATE 25006 on the query path).
 func wantsWritable(tsa string) bool { return tsa == "read-write" || tsa == "primary" }
 
-// roleViolation says why a server whose reported parameters are params no
-// longer suits tsa, or "" when it does; serverWide tells whether the reason
-// holds for the whole server (in_hot_standby) or may be this session's own
-// (default_transaction_read_only can be SET per session). in_hot_standby is
-// reported by PostgreSQL 14 and later; older servers are not judged by it.
+// roleViolation says why a server with params no longer suits tsa, or "";
+// serverWide tells whether it holds for the whole server (in_hot_standby,
+// PostgreSQL 14+) or may be the session's (default_transaction_read_only can
+// be SET per session).
 func roleViolation(tsa string, params serverParams) (why string, serverWide bool) {
 	switch tsa {
 	case "", "any", "prefer-standby":
@@ -59,14 +56,11 @@ func roleViolation(tsa string, params serverParams) (why string, serverWide bool
 	return "", false
 }
 
-// checkRole judges a connection by the parameters its server reported (at
-// checkout, no round trip). A server-wide change that a live session can
-// really see (a standby promoted under target_session_attrs=standby or
-// read-only) evicts the address at once. Anything else drops just this
-// connection, whose replacement validates target_session_attrs afresh, and
-// verifies the server with a fresh connection before evicting the address:
-// a session-level setting (default_transaction_read_only can be SET per
-// session), or a verdict taken while the server was being promoted.
+// checkRole judges a connection by its server's parameters at checkout (no
+// round trip). A server-wide change a live session can really see (a standby
+// promoted) evicts the address at once. Anything else (a session-level
+// setting, a verdict taken mid-promotion) drops just this connection and
+// verifies the server with a fresh one before evicting.
 func (c *Connector) checkRole(nc net.Conn, params serverParams) error {
 	why, serverWide := roleViolation(c.cfg.TargetSessionAttrs, params)
 	if why == "" {
@@ -81,22 +75,18 @@ func (c *Connector) checkRole(nc net.Conn, params serverParams) error {
 	return driver.ErrBadConn
 }
 
-// evictAtOnce tells whether a role violation found at checkout proves the
-// server's role changed. A server cannot become a standby while its
-// sessions live (demotion is a restart, which ends them), so a session of a
-// connection that asked for a writable server and still reports
-// in_hot_standby=on saw the server before a promotion that its validation
-// raced (its ParameterStatus update not read yet): re-checked, not kept.
+// evictAtOnce tells whether a role violation at checkout proves the role
+// changed. Demotion is a restart, which ends sessions, so a writable-asking
+// session still reporting in_hot_standby=on saw the server before a
+// promotion its validation raced: re-checked, not trusted.
 func evictAtOnce(tsa string, serverWide bool) bool {
 	return serverWide && !wantsWritable(tsa)
 }
 
-// onBackendError looks at an error a connection returned: SQLSTATE 25006
-// (read-only transaction) on a connection that asked for a writable server
-// may mean the primary was demoted, or only that the application wrote in a
-// read-only transaction. The connection is dropped at its next checkout (the
-// error itself reaches the caller unchanged) and the server is verified with
-// a fresh connection.
+// onBackendError: SQLSTATE 25006 on a connection that asked for a writable
+// server may mean a demoted primary, or just a write in a read-only
+// transaction. The connection is dropped at its next checkout (the error
+// reaches the caller unchanged) and the server is verified afresh.
 func (c *Connector) onBackendError(nc net.Conn, err error) {
 	if c.ignoresBackendErrors() {
 		return
@@ -109,25 +99,21 @@ func (c *Connector) onBackendError(nc net.Conn, err error) {
 	c.verifyRole(nc, fmt.Errorf("%w: %w", ErrWrongRole, err))
 }
 
-// ignoresBackendErrors reports whether onBackendError does nothing with any
-// error (it returns at once when this holds): only a connection that asked
-// for a writable server has anything to learn from one.
+// ignoresBackendErrors reports whether onBackendError ignores every error:
+// only a connection that asked for a writable server learns from one.
 func (c *Connector) ignoresBackendErrors() bool {
 	return !wantsWritable(c.cfg.TargetSessionAttrs)
 }
 
-// evictSocket evicts the generation of the address nc is connected to.
 func (c *Connector) evictSocket(nc net.Conn, cause error) {
 	if g, ok := netx.GenOf(nc); ok {
 		g.EvictRole(cause)
 	}
 }
 
-// verifyRole checks, in the background, whether the server behind nc still
-// suits target_session_attrs: it opens a fresh connection through the backend
-// (which validates target_session_attrs itself). Landing on the same address
-// clears the server; landing elsewhere or failing evicts its address. One
-// verification per address generation runs at a time.
+// verifyRole checks in the background, with a fresh connection (the backend
+// validates target_session_attrs), whether nc's server still suits: the same
+// address clears it, elsewhere or failure evicts it. One per generation.
 func (c *Connector) verifyRole(nc net.Conn, cause error) {
 	g, ok := netx.GenOf(nc)
 	if !ok || !c.book.StartVerify(g) {

@@ -1,10 +1,8 @@
 package pgfast
 
-// This file finds the secrets a DSN may carry, so that they can be scrubbed
-// from everything pgfast exposes. It does not trust any one parser's reading
-// of a DSN: it reads it every way pgx, lib/pq and libpq may, and where they
-// could disagree on where the password starts and ends, it says so
-// (dsnSecrets.ambiguous) so that no text of the DSN is repeated at all.
+// This file finds the secrets a DSN may carry, to scrub them from everything
+// pgfast exposes. It reads the DSN every way pgx, lib/pq and libpq may, and
+// where they could disagree on the password's extent says so (ambiguous).
 
 import (
 	"bufio"
@@ -23,19 +21,16 @@ import (
 
 // dsnSecrets is what pgfast can tell of the secrets behind a DSN.
 type dsnSecrets struct {
-	// forms are the spellings to scrub, longest first: each password the
-	// DSN, the environment (PGPASSWORD), a service file or a password file
-	// may hold, raw, decoded, percent-encoded, quoted and escaped.
+	// forms are the spellings to scrub, longest first: each password from
+	// the DSN, PGPASSWORD, a service or password file, in every encoding.
 	forms []string
-	// ambiguous is set when the DSN holds a password whose extent parsers
-	// may read differently: a URL whose user information has an unencoded
-	// '@', '/', '?' or '#', or key=value text that does not split into
-	// pairs. forms then include every piece of text the password may span,
-	// and a backend's parse error is not repeated (configErrorFrom).
+	// ambiguous: parsers may read the password's extent differently (an
+	// unencoded '@', '/', '?' or '#' in a URL's user information, key=value
+	// text that does not split). forms then hold every piece it may span,
+	// and a backend's parse error is not repeated.
 	ambiguous bool
 }
 
-// secretsOfDSN reads dsn's secrets (see dsnSecrets).
 func secretsOfDSN(dsn string) dsnSecrets {
 	var (
 		pws      []string
@@ -51,8 +46,7 @@ func secretsOfDSN(dsn string) dsnSecrets {
 	return dsnSecrets{forms: spellingsOf(pws), ambiguous: amb}
 }
 
-// withPassword adds the spellings of pw, the password the backend parsed
-// (from the DSN, the environment or a file), to forms.
+// withPassword adds the spellings of pw, the password the backend parsed.
 func withPassword(forms []string, pw string) []string {
 	if pw == "" {
 		return forms
@@ -60,27 +54,23 @@ func withPassword(forms []string, pw string) []string {
 	return longestFirst(append(slices.Clone(forms), spellingsOf([]string{pw})...))
 }
 
-// isURLDSN reports whether dsn is a URL, as both backends tell.
 func isURLDSN(dsn string) bool {
 	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
 }
 
-// urlSecrets returns the passwords a URL DSN may hold, in every reading:
-// net/url's (lib/pq: the last '@' before the first '/', '?' or '#'), libpq's
-// and pgx's (the first '@' before a '/'), a password whose unencoded '/',
-// '?' or '#' strands its '@' further on, and the query's password and
-// sslpassword. It also returns the query's settings (for servicefile and
-// passfile) and whether the readings may disagree.
+// urlSecrets returns the passwords a URL DSN may hold in every reading
+// (net/url's last '@', libpq's and pgx's first '@', a stranded '@' further
+// on, the query's password and sslpassword), the query's settings, and
+// whether the readings may disagree.
 func urlSecrets(dsn string) (pws []string, settings map[string][]string, ambiguous bool) {
 	rest := dsn[strings.Index(dsn, "//")+2:]
 	end := strings.IndexAny(rest, "/?#")
 	if end < 0 {
 		end = len(rest)
 	}
-	// Any '@' after a ':' may end the password in some reading: only one,
-	// within the authority, is certain (an '@' in a query value, even
-	// after a clean user:password@host, counts: the readings differ on
-	// where the authority ends when the password holds '/', '?' or '#').
+	// Any '@' after a ':' may end the password in some reading; only a lone
+	// one within the authority is certain (readings differ on where the
+	// authority ends when the password holds '/', '?' or '#').
 	if colon := strings.IndexByte(rest, ':'); colon >= 0 {
 		ats := 0
 		for i := colon + 1; i < len(rest); i++ {
@@ -99,10 +89,9 @@ func urlSecrets(dsn string) (pws []string, settings map[string][]string, ambiguo
 		if rest[i] != '?' {
 			continue
 		}
-		// A query password's unencoded '&' ends it early: what follows
-		// may be the rest of it, read as other pairs. Each such run is a
-		// candidate; a pair after the password that is no setting (no '=',
-		// or a key nobody knows) makes the DSN ambiguous.
+		// A query password's unencoded '&' ends it early: each following
+		// run is a candidate, and a pair that is no known setting makes
+		// the DSN ambiguous.
 		var tail []string
 		for _, pair := range strings.Split(rest[i+1:], "&") {
 			k, v, ok := strings.Cut(pair, "=")
@@ -135,19 +124,17 @@ func urlSecrets(dsn string) (pws []string, settings map[string][]string, ambiguo
 	return pws, settings, ambiguous
 }
 
-// isKnownKey reports whether k is a setting pgfast, a backend or pgxpool
-// knows by name (a runtime parameter of the server's may be any name).
+// isKnownKey reports whether pgfast, a backend or pgxpool knows k by name.
 func isKnownKey(k string) bool {
 	return isPasswordKey(k) || slices.Contains(libpqKeys, k) || slices.Contains(libpqTCPKeys, k) ||
 		strings.HasPrefix(k, "pgfast_") || strings.HasPrefix(k, "pool_") ||
 		slices.Contains([]string{"database", "ssl", "sslinline", "sslcrl", "gssencmode", "replication", "search_path", "timezone", "datestyle"}, k)
 }
 
-// isPasswordKey reports whether a DSN key names a secret.
 func isPasswordKey(k string) bool { return k == "password" || k == "sslpassword" }
 
-// lenientUnescape decodes the valid %XX escapes of s and keeps the rest as
-// written, as pgx reads a URL's keys.
+// lenientUnescape decodes the valid %XX escapes of s, keeping the rest, as
+// pgx reads a URL's keys.
 func lenientUnescape(s string) string {
 	if !strings.Contains(s, "%") {
 		return s
@@ -166,10 +153,9 @@ func lenientUnescape(s string) string {
 	return b.String()
 }
 
-// kvSecrets returns the password and sslpassword values of a key=value DSN
-// as pgx splits it (ASCII spaces) and as lib/pq does (Unicode spaces), each
-// decoded and as written, the DSN's settings, and whether either split
-// failed on a DSN that names a password (then every piece of text after
+// kvSecrets returns a key=value DSN's password values as pgx (ASCII spaces)
+// and lib/pq (Unicode spaces) split it, decoded and raw, the settings, and
+// whether a split failed on a DSN naming a password (then every piece after
 // "password" is returned too).
 func kvSecrets(dsn string) (pws []string, settings map[string][]string, ambiguous bool) {
 	settings = map[string][]string{}
@@ -203,9 +189,8 @@ func isASCIISpace(r rune) bool {
 	return r == ' ' || r == '\t' || r == '\n' || r == '\r' || r == '\v' || r == '\f'
 }
 
-// splitKV splits a key=value DSN as libpq does (quoted values, backslash
-// escapes), calling set with each key, its value and the value as written.
-// It reports false where the text does not split.
+// splitKV splits a key=value DSN as libpq does, calling set with each key,
+// value and raw value. It reports false where the text does not split.
 func splitKV(s string, isSpace func(rune) bool, set func(k, v, raw string)) bool {
 	i := 0
 	skip := func() {
@@ -281,8 +266,8 @@ func splitKV(s string, isSpace func(rune) bool, set func(k, v, raw string)) bool
 	}
 }
 
-// piecesOf returns the pieces of 4 bytes or more that seps cut each of pws
-// into: what an error may quote of a password some parser split elsewhere.
+// piecesOf returns the pieces of 4+ bytes that seps cut pws into: what an
+// error may quote of a password some parser split elsewhere.
 func piecesOf(pws []string, seps string) []string {
 	var out []string
 	for _, pw := range pws {
@@ -295,12 +280,10 @@ func piecesOf(pws []string, seps string) []string {
 	return out
 }
 
-// maxSecretFile bounds what is read of a service or password file.
 const maxSecretFile = 1 << 20
 
-// outsideSecrets returns the passwords the backends may take from outside
-// the DSN: PGPASSWORD, the service file's entries when a service is named,
-// and the password file's.
+// outsideSecrets returns the passwords from outside the DSN: PGPASSWORD, the
+// named service's entries, and the password file's.
 func outsideSecrets(settings map[string][]string) []string {
 	pws := []string{os.Getenv("PGPASSWORD")}
 	home, _ := os.UserHomeDir()
@@ -334,7 +317,6 @@ func outsideSecrets(settings map[string][]string) []string {
 	return pws
 }
 
-// readLines returns the lines of a small file, nil when it cannot be read.
 func readLines(path string) []string {
 	if path == "" {
 		return nil
@@ -353,8 +335,8 @@ func readLines(path string) []string {
 	return lines
 }
 
-// serviceFileSecrets returns a service file's password values, and every
-// line that is not key=value (a parser's error may quote it whole).
+// serviceFileSecrets returns a service file's password values and every
+// non key=value line (a parser's error may quote it).
 func serviceFileSecrets(path string) []string {
 	var pws []string
 	for _, line := range readLines(path) {
@@ -373,8 +355,7 @@ func serviceFileSecrets(path string) []string {
 	return pws
 }
 
-// passFileSecrets returns the password field of each line of a password
-// file (host:port:db:user:password, '\' escaping ':' and '\').
+// passFileSecrets returns each line's password field ('\' escapes ':' and '\').
 func passFileSecrets(path string) []string {
 	var pws []string
 	for _, line := range readLines(path) {
@@ -399,9 +380,8 @@ func passFileSecrets(path string) []string {
 	return pws
 }
 
-// spellingsOf returns the ways each of pws may be written in a message or
-// field, longest first: as is, escaped for a URL's query, path or user
-// information, quoted as %q and JSON quote, and escaped for a key=value DSN.
+// spellingsOf returns the ways each of pws may be written in a message,
+// longest first: raw, URL-escaped, %q and JSON quoted, key=value escaped.
 func spellingsOf(pws []string) []string {
 	kvEscape := strings.NewReplacer(`\`, `\\`, `'`, `\'`)
 	inner := func(q string) string { return q[1 : len(q)-1] }
@@ -420,8 +400,8 @@ func spellingsOf(pws []string) []string {
 	return longestFirst(forms)
 }
 
-// longestFirst sorts forms longest first (so that a form is scrubbed before
-// a shorter one within it) and drops duplicates.
+// longestFirst sorts forms longest first (so a form is scrubbed before a
+// shorter one within it) and drops duplicates.
 func longestFirst(forms []string) []string {
 	slices.SortFunc(forms, func(a, b string) int {
 		if len(a) != len(b) {

@@ -13,34 +13,28 @@ import (
 	"time"
 )
 
-// Book is a connector's view of the server addresses it has dialled: each
-// address's latest outcome, its generation, and the sockets of the current
-// generation. Evicting an address bumps its generation and shuts down every
-// socket of the old one at once, so that in-flight queries fail immediately
-// instead of each waiting out its own timer, and marks the address to be
-// tried last until it is seen alive again.
+// Book is a connector's view of the addresses it has dialled: each one's
+// latest outcome, generation and current sockets. Evicting an address bumps
+// its generation and shuts down all its old sockets at once, so in-flight
+// queries fail now rather than each waiting out its own timer.
 type Book struct {
 	mu    sync.Mutex
 	addrs map[netip.AddrPort]*addrEntry
 	hosts map[string][]netip.AddrPort // "host:port" → its latest resolution
 
 	evictions atomic.Int64
-	// onEvict is told about every eviction (once per generation), outside
-	// the lock (NewBook's callback; tests set it directly).
+	// onEvict is called outside the lock (NewBook's callback).
 	onEvict func(addr netip.AddrPort, cause error, how eviction)
-	// noPeek: the checkout does not peek at this book's sockets (a system
-	// without the peek keeps the raw driver's ping instead: SetNoPeek).
+	// noPeek: see SetNoPeek.
 	noPeek bool
 }
 
 // eviction says how an address's old generation goes.
 type eviction struct {
-	// down: the address is believed unusable now, so the connector goes
-	// Down (callers fail fast) and probes.
+	// down: the connector goes Down (callers fail fast) and probes.
 	down bool
-	// soft: the old sockets are doomed rather than shut down: each is
-	// dropped at its next checkout, so queries in flight on a server that is
-	// still healthy (a DNS change) finish.
+	// soft: old sockets are dropped at their next checkout, so queries in
+	// flight on a still-healthy server (a DNS change) finish.
 	soft bool
 }
 
@@ -48,12 +42,10 @@ var (
 	evictDead  = eviction{down: true} // current evidence the host is unreachable
 	evictStale = eviction{}           // a socket found dead at checkout: old evidence
 	evictMoved = eviction{soft: true} // DNS no longer lists the address
-	// evictRole: the server answers but no longer has the role asked for;
-	// fresh dials validate target_session_attrs and find another server.
+	// evictRole: the server answers but lost the role asked for.
 	evictRole = eviction{}
 )
 
-// addrEntry is one address's state.
 type addrEntry struct {
 	host    string
 	gen     uint64
@@ -61,12 +53,10 @@ type addrEntry struct {
 	since   time.Time // when the oldest pending attempt started, or the last outcome
 	err     error     // latest failure; nil after a success
 	bad     bool      // evicted or failing: tried last until seen alive
-	// unreachableAt: when the address was last evicted as unreachable
-	// (zero once a connection to it succeeds; dialer.go).
+	// unreachableAt: when last evicted as unreachable (zero after a success).
 	unreachableAt time.Time
-	// slow: an attempt was given up (another address won the race, or the
-	// caller ended) after waiting longer than the attempt delay for an
-	// answer; cleared by a success.
+	// slow: an attempt was given up after waiting longer than the attempt
+	// delay; cleared by a success.
 	slow    bool
 	verify  bool                      // a role verification is running
 	conns   map[*trackedConn]struct{} // open sockets of the current generation
@@ -74,8 +64,7 @@ type addrEntry struct {
 }
 
 // NewBook returns an empty book. onEvict, when not nil, is told about every
-// eviction, outside the book's lock and possibly on a query's I/O path: down
-// says the address is believed unreachable now.
+// eviction, outside the book's lock and possibly on a query's I/O path.
 func NewBook(onEvict func(addr netip.AddrPort, cause error, down bool)) *Book {
 	b := &Book{addrs: make(map[netip.AddrPort]*addrEntry), hosts: make(map[string][]netip.AddrPort)}
 	if onEvict != nil {
@@ -101,7 +90,6 @@ func (b *Book) entry(addr netip.AddrPort) *addrEntry {
 	return e
 }
 
-// resolved records host's latest answer (the targets carry the port).
 func (b *Book) resolved(host, port string, targets []netip.AddrPort) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -114,12 +102,9 @@ func (b *Book) resolved(host, port string, targets []netip.AddrPort) {
 	}
 }
 
-// prune forgets the addresses of host:port that its latest resolution no
-// longer lists (listed reports which it does) once nothing refers to them:
-// no attempt in flight, no open socket of any generation, no verification.
-// A process whose DNS name moves from address to address for months keeps
-// only the addresses it can still use or still has sockets to. A forgotten
-// address that comes back starts afresh, as one never seen.
+// prune forgets the addresses of host:port no longer listed once nothing
+// refers to them (no attempt, socket or verification), so a name that moves
+// from address to address for months keeps only what it can still use.
 func (b *Book) prune(host string, port uint16, listed func(netip.AddrPort) bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -135,12 +120,10 @@ func (b *Book) pruneLocked(host string, port uint16, listed func(netip.AddrPort)
 	}
 }
 
-// preferHealthy reorders targets (a stable partition): first the addresses
-// with nothing against them, then those without an open socket whose latest
-// attempt was left unanswered for longer than slow, given up or still
-// pending (a SYN into a blackhole, most likely), then those known to be
-// bad. The race still tries every address; this only decides which one gets
-// the head start.
+// preferHealthy stably reorders targets: clean addresses first, then those
+// whose latest attempt went unanswered longer than slow (likely a SYN into a
+// blackhole), then known-bad ones. Every address is still raced; this only
+// decides who gets the head start.
 func (b *Book) preferHealthy(targets []netip.AddrPort, now time.Time, slow time.Duration) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -171,7 +154,6 @@ func boolRank(v bool) int {
 	return 0
 }
 
-// attemptStarted records a connection attempt to addr.
 func (b *Book) attemptStarted(addr netip.AddrPort) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -182,8 +164,8 @@ func (b *Book) attemptStarted(addr netip.AddrPort) {
 	e.pending++
 }
 
-// attemptDone records an attempt's outcome; a success is tracked and
-// returned wrapped so the book sees the socket's I/O errors.
+// attemptDone records an attempt's outcome; a success is returned wrapped so
+// the book sees the socket's I/O errors.
 func (b *Book) attemptDone(addr netip.AddrPort, nc net.Conn, err error) net.Conn {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -206,12 +188,10 @@ func (b *Book) attemptDone(addr netip.AddrPort, nc net.Conn, err error) net.Conn
 	return tc
 }
 
-// attemptAbandoned records an attempt the caller gave up on (another
-// address won the race, or the caller's context was cancelled or reached its
-// deadline before the attempt's own connect_timeout): it says nothing about
-// the server being down, so the address keeps its status; but an attempt
-// left unanswered for longer than the attempt delay (slow) makes the address
-// take second place in the next race (preferHealthy).
+// attemptAbandoned records an attempt the caller gave up on (another address
+// won, or the caller's context ended first): no evidence the server is down,
+// but one left unanswered past the attempt delay (slow) loses the head start
+// next time.
 func (b *Book) attemptAbandoned(addr netip.AddrPort, slow bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -223,7 +203,7 @@ func (b *Book) attemptAbandoned(addr netip.AddrPort, slow bool) {
 }
 
 // evict bumps addr's generation if it is still gen, and shuts down (or, soft,
-// dooms) every socket of the old generation. It reports whether it evicted.
+// dooms) its old sockets. It reports whether it evicted.
 func (b *Book) evict(addr netip.AddrPort, gen uint64, cause error, how eviction) bool {
 	if b == nil {
 		return false // a unix socket's (trackUnix): no address to evict
@@ -257,7 +237,6 @@ func (b *Book) evict(addr netip.AddrPort, gen uint64, cause error, how eviction)
 	return true
 }
 
-// evictWhere evicts every address with open sockets that match.
 func (b *Book) evictWhere(cause error, how eviction, match func(netip.AddrPort, *addrEntry) bool) {
 	type victim struct {
 		addr netip.AddrPort
@@ -276,10 +255,9 @@ func (b *Book) evictWhere(cause error, how eviction, match func(netip.AddrPort, 
 	}
 }
 
-// sweep closes the sockets of addr that the liveness check finds dead (after
-// one connection saw the server close it: a restart closes them all, a
-// terminated backend only its own). The socket that saw it (seen) is left to
-// its user, who gets its own error rather than a shutdown.
+// sweep closes addr's sockets that the liveness check finds dead after one
+// saw the server close it (a restart closes all, a terminated backend one).
+// seen is left to its user, who gets its own error rather than a shutdown.
 func (b *Book) sweep(addr netip.AddrPort, seen *trackedConn) {
 	if b == nil {
 		return // a unix socket's (trackUnix): no siblings known
@@ -308,10 +286,8 @@ func (b *Book) StartVerify(g Gen) bool { return b.startVerify(g.Addr, g.gen) }
 // EndVerify ends the verification StartVerify claimed.
 func (b *Book) EndVerify(g Gen) { b.endVerify(g.Addr) }
 
-// ForgetMoved acts on host:port's latest resolution, current (unmapped
-// addresses): the sockets of the addresses it no longer lists are evicted
-// softly (dropped at their next checkout) with cause, and the addresses
-// nothing refers to any more are forgotten.
+// ForgetMoved soft-evicts (with cause) the sockets of host:port's addresses
+// that current (unmapped) no longer lists, and forgets those nothing refers to.
 func (b *Book) ForgetMoved(host string, port uint16, current map[netip.Addr]bool, cause error) {
 	b.evictWhere(cause, evictMoved, func(a netip.AddrPort, e *addrEntry) bool {
 		return e.host == host && a.Port() == port && !current[a.Addr().Unmap()]
@@ -319,7 +295,6 @@ func (b *Book) ForgetMoved(host string, port uint16, current map[netip.Addr]bool
 	b.prune(host, port, func(a netip.AddrPort) bool { return current[a.Addr().Unmap()] })
 }
 
-// startVerify claims addr's role verification for generation gen.
 func (b *Book) startVerify(addr netip.AddrPort, gen uint64) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -339,7 +314,6 @@ func (b *Book) endVerify(addr netip.AddrPort) {
 	}
 }
 
-// untrack forgets a socket that is closing; it runs once per socket.
 func (b *Book) untrack(tc *trackedConn) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -374,11 +348,10 @@ func (b *Book) hostBad(name string, port uint16) bool {
 	return true
 }
 
-// OrderHosts returns the order in which to try n hosts, as indexes:
-// shuffled when random (load_balance_hosts=random), then the hosts whose
-// every address is bad last, so that no connection pays a dead host's
-// timeout first. host(i) is the i-th host's name as the dialer sees it (its
-// hostaddr when given) and its port.
+// OrderHosts returns the order in which to try n hosts, as indexes: shuffled
+// when random, then hosts whose every address is bad last, so no connection
+// pays a dead host's timeout first. host(i) is the name the dialer sees
+// (hostaddr when given) and port.
 func (b *Book) OrderHosts(n int, host func(i int) (name string, port uint16), random bool) []int {
 	order := make([]int, n)
 	for i := range order {
@@ -414,8 +387,8 @@ func (b *Book) Stats() []AddrStats {
 	return out
 }
 
-// Progress describes each address's latest outcome for an error message,
-// including attempts still in flight.
+// Progress describes each address's latest outcome, including attempts in
+// flight, for an error message.
 func (b *Book) Progress(now time.Time) []AddrStats {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -26,23 +26,19 @@ type Settings struct {
 }
 
 // Dialer resolves a host afresh on every dial and races its addresses
-// (RFC 8305, "Happy Eyeballs v2"), applying the TCP options of its settings
-// to every socket before connect().
+// (RFC 8305), setting its TCP options on every socket before connect().
 type Dialer struct {
 	settings Settings
 	resolver Resolver
 
-	// dialAddr dials one resolved address (or a unix socket path). It
-	// defaults to a net.Dialer configured with the socket options; tests
-	// replace it to simulate blackholed addresses.
+	// dialAddr dials one address or unix path (tests simulate blackholes).
 	dialAddr func(ctx context.Context, network, addr string) (net.Conn, error)
 
-	// book, when set, records every attempt's outcome, orders addresses
-	// known to be bad last, and tracks every socket it makes (book.go, socket.go).
+	// book, when set, records every attempt and tracks every socket.
 	book *Book
 }
 
-// NewDialer returns a dialer; r == nil means net.DefaultResolver. No caching of ours.
+// NewDialer returns a dialer; r == nil means net.DefaultResolver (never cached).
 func NewDialer(s Settings, r Resolver) *Dialer {
 	if r == nil {
 		r = net.DefaultResolver
@@ -72,10 +68,9 @@ func (d *Dialer) DialTimeout(network, address string, timeout time.Duration) (ne
 	return d.DialContext(ctx, network, address)
 }
 
-// DialContext connects to address ("host:port", or a socket path for
-// "unix"). A host name is resolved on every call and its addresses are
-// raced; the first connection wins and every other attempt is cancelled
-// (and closed if it connected anyway) before DialContext returns.
+// DialContext connects to address ("host:port", or a path for "unix"). A
+// host name is resolved on every call and its addresses raced; every losing
+// attempt is cancelled (and closed if it connected) before it returns.
 func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
 	switch network {
 	case "unix":
@@ -97,8 +92,7 @@ func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.
 		if contextDone(ctx) {
 			return nil, canceledDialError(awaitDone(ctx), address)
 		}
-		// As net.Dialer reports it ("dial tcp: lookup HOST: ..."): a
-		// *net.OpError around the *net.DNSError, which errors.As finds.
+		// As net.Dialer reports it: errors.As finds the *net.DNSError.
 		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
 	}
 	targets := make([]netip.AddrPort, len(addrs))
@@ -126,11 +120,9 @@ func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.
 	}
 }
 
-// dialUnix dials a unix socket path. No TCP option applies, but the socket
-// is tracked like every socket pgfast makes (trackUnix): the adapters need its
-// write count to know whether a statement left, or lib/pq's
-// driver.ErrBadConn after a terminated backend makes database/sql run the
-// statement a second time.
+// dialUnix dials a unix socket path, tracked (trackUnix) for its write
+// count: without it, lib/pq's driver.ErrBadConn after a terminated backend
+// makes database/sql run a statement that left a second time.
 func (d *Dialer) dialUnix(ctx context.Context, path string) (net.Conn, error) {
 	if t := d.settings.ConnectTimeout; t > 0 {
 		var cancel context.CancelFunc
@@ -144,19 +136,16 @@ func (d *Dialer) dialUnix(ctx context.Context, path string) (net.Conn, error) {
 	return trackUnix(nc), nil
 }
 
-// attemptOutcome is what one connection attempt reports to the race.
 type attemptOutcome struct {
 	index int
 	conn  net.Conn
 	err   error
 }
 
-// race connects to targets in order, starting the next attempt when the
-// attempt delay has passed since the previous start or as soon as an
-// attempt fails. It returns the first connection; or nil and every
-// attempt's error in order; or nil, nil if ctx ended first. When race
-// returns, every attempt goroutine has exited and every losing connection
-// has been closed.
+// race starts the next attempt when the attempt delay has passed or the
+// previous one failed. It returns the first connection; or nil and every
+// attempt's error; or nil, nil if ctx ended first. On return every attempt
+// goroutine has exited and every loser is closed.
 func (d *Dialer) race(ctx context.Context, network string, targets []netip.AddrPort) (net.Conn, []AddrStats) {
 	if len(targets) == 1 { // nothing to race
 		conn, err := d.attempt(ctx, network, targets[0])
@@ -215,8 +204,8 @@ func (d *Dialer) race(ctx context.Context, network string, targets []netip.AddrP
 	return nil, addrErrors(targets, errs)
 }
 
-// closeLosers closes the connections of attempts that connected after
-// the race was decided; every sender must have finished.
+// closeLosers closes connections that arrived after the race was decided;
+// every sender must have finished.
 func closeLosers(outcomes chan attemptOutcome) {
 	close(outcomes)
 	for o := range outcomes {
@@ -226,7 +215,6 @@ func closeLosers(outcomes chan attemptOutcome) {
 	}
 }
 
-// attemptDelay returns the RFC 8305 connection attempt delay to use.
 func (d *Dialer) attemptDelay() time.Duration {
 	if d.settings.AttemptDelay > 0 {
 		return d.settings.AttemptDelay
@@ -237,8 +225,7 @@ func (d *Dialer) attemptDelay() time.Duration {
 // errAttemptDeadline is the cancellation cause of an attempt's own deadline.
 var errAttemptDeadline = errors.New("pgfast: connect_timeout reached")
 
-// attempt dials one address with its own ConnectTimeout deadline, and
-// reports its outcome to the address book.
+// attempt dials one address and reports its outcome to the book.
 func (d *Dialer) attempt(ctx context.Context, network string, target netip.AddrPort) (net.Conn, error) {
 	if d.book == nil {
 		return d.attemptAddr(ctx, network, target)
@@ -260,15 +247,13 @@ func (d *Dialer) attempt(ctx context.Context, network string, target netip.AddrP
 	return conn, err
 }
 
-// callerEnded reports whether an attempt's failure is its caller's doing: the
-// caller's context ended (cancelled, or its deadline passed) before the
-// attempt's own connect_timeout did. That says nothing about the server.
+// callerEnded reports whether the caller's context ended before the
+// attempt's own connect_timeout: that says nothing about the server.
 func callerEnded(ctx context.Context, err error) bool {
 	var own *attemptTimeoutError
 	return !errors.As(err, &own) && contextDone(ctx)
 }
 
-// attemptAddr dials one address with its own ConnectTimeout deadline.
 func (d *Dialer) attemptAddr(ctx context.Context, network string, target netip.AddrPort) (net.Conn, error) {
 	timeout := d.settings.ConnectTimeout
 	attemptCtx := ctx
@@ -286,15 +271,14 @@ func (d *Dialer) attemptAddr(ctx context.Context, network string, target netip.A
 	if conn != nil {
 		conn.Close()
 	}
-	// The socket's deadline can fire before the context's timer does, so
-	// judge by the clock rather than by attemptCtx.Err().
+	// The socket's deadline can fire before the context's timer: judge by
+	// the clock, not attemptCtx.Err().
 	if timeout > 0 && ctx.Err() == nil && !time.Now().Before(deadline) {
 		err = &attemptTimeoutError{after: timeout, err: err}
 	}
 	return nil, err
 }
 
-// addrErrors pairs every target with its error.
 func addrErrors(targets []netip.AddrPort, errs []error) []AddrStats {
 	out := make([]AddrStats, len(targets))
 	for i, t := range targets {
@@ -304,7 +288,7 @@ func addrErrors(targets []netip.AddrPort, errs []error) []AddrStats {
 }
 
 // contextDone reports whether ctx is cancelled or past its deadline (its
-// timer may not have fired yet when a socket deadline derived from it has).
+// timer may not have fired yet).
 func contextDone(ctx context.Context) bool {
 	if ctx.Err() != nil {
 		return true
@@ -313,31 +297,22 @@ func contextDone(ctx context.Context) bool {
 	return ok && !time.Now().Before(deadline)
 }
 
-// awaitDone waits for ctx, which contextDone reported done, to say so: a
-// socket deadline derived from ctx's deadline can fire just before ctx's own
-// timer, and a caller that sees ctx.Err() == nil would take its own deadline
-// for the server's failure. It returns ctx.
+// awaitDone waits until ctx, which contextDone reported done, says so, so a
+// caller never takes its own deadline for the server's failure.
 func awaitDone(ctx context.Context) context.Context {
 	<-ctx.Done()
 	return ctx
 }
 
-// unreachableSkip is how long after pgfast evicted an address on evidence
-// that its host is unreachable (a silent peer, no route) a dial to it fails
-// at once instead of waiting out connect_timeout, unless a connection to it
-// has succeeded since. The dials it spares are the ones an eviction itself
-// sets off against the dead address: each evicted pgx connection sends a
-// cancel request to its server as it closes (pgconn's asyncClose), and
-// pgxpool holds the connection's pool slot until that returns, so a dead
-// primary's cancel dials kept a pool from opening connections to the new
-// primary for a whole connect_timeout; and a multi-host attempt moves on to
-// the next host at once. The connector's own probes are never skipped (they
-// are how the address is seen alive again), so the skip never delays
-// recovery; and it ends after unreachableSkip, so an address that came back
-// while another host served is tried again by callers too.
+// unreachableSkip is how long after an eviction as unreachable (silent peer,
+// no route) a dial to that address fails at once instead of waiting out
+// connect_timeout, unless it succeeded since. It spares the dials eviction
+// itself sets off: each evicted pgx connection sends a cancel request as it
+// closes (pgconn's asyncClose) while pgxpool holds its slot, which kept a
+// pool from dialing the new primary for a whole connect_timeout. The
+// connector's own probes are never skipped, so recovery is never delayed.
 const unreachableSkip = 5 * time.Second
 
-// noSkipKey marks the context of the connector's own connection attempts.
 type noSkipKey struct{}
 
 // NoSkip marks ctx as the connector's own background attempt's: its dials
@@ -351,9 +326,8 @@ func noSkip(ctx context.Context) bool {
 	return v
 }
 
-// skipUnreachable removes from targets the addresses evicted as unreachable
-// within unreachableSkip and not seen alive since, and returns what is left
-// with an attempt record for each address removed.
+// skipUnreachable removes the addresses evicted as unreachable within
+// unreachableSkip and not seen alive since, recording an attempt for each.
 func (b *Book) skipUnreachable(network string, targets []netip.AddrPort, now time.Time) ([]netip.AddrPort, []AddrStats) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -373,9 +347,8 @@ func (b *Book) skipUnreachable(network string, targets []netip.AddrPort, now tim
 	return kept, skipped
 }
 
-// unreachableError is a skipped dial's reason: the address was evicted as
-// unreachable ago, for cause. It is a timeout (the dial it replaces would
-// have ended as one) and wraps cause.
+// unreachableError is a skipped dial's reason. It is a timeout (as the dial
+// it replaces would have been) and wraps cause.
 type unreachableError struct {
 	ago   time.Duration
 	cause error

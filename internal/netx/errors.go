@@ -28,9 +28,8 @@ func canceledDialError(ctx context.Context, address string) error {
 type DialError struct {
 	Host string
 	Port string
-	// Attempts lists every address tried, in the order tried, each with
-	// Addr, Status "failed" and Err (the cause, e.g. a *net.OpError
-	// wrapping ECONNREFUSED, or a timeout).
+	// Attempts lists every address tried, in order, with Status "failed" and
+	// Err (e.g. a *net.OpError wrapping ECONNREFUSED, or a timeout).
 	Attempts []AddrStats
 }
 
@@ -44,8 +43,7 @@ func (e *DialError) Error() string {
 	b.WriteString(net.JoinHostPort(e.Host, e.Port))
 	b.WriteString(": ")
 	if len(e.Attempts) == 1 {
-		// One address: Go's own text ("dial tcp ADDR: connect: ..."), the
-		// raw driver's, so that a grep for it keeps working.
+		// One address: Go's own text, the raw driver's, so greps keep working.
 		if op, ok := e.Attempts[0].Err.(*net.OpError); ok && op.Op == "dial" && op.Addr != nil && op.Addr.String() == e.Attempts[0].Addr {
 			return op.Error()
 		}
@@ -63,8 +61,7 @@ func (e *DialError) Error() string {
 	return b.String()
 }
 
-// Unwrap returns the cause of every failed attempt, so that errors.Is and
-// errors.As look into all of them.
+// Unwrap returns every attempt's cause, so errors.Is and errors.As see all.
 func (e *DialError) Unwrap() []error {
 	errs := make([]error, 0, len(e.Attempts))
 	for _, a := range e.Attempts {
@@ -96,9 +93,8 @@ func ConciseCause(err error) string {
 	return err.Error()
 }
 
-// attemptTimeoutError reports that one address did not connect within
-// ConnectTimeout. It matches os.ErrDeadlineExceeded and
-// context.DeadlineExceeded and wraps the dial error it replaced.
+// attemptTimeoutError: one address missed ConnectTimeout. It matches
+// os.ErrDeadlineExceeded and context.DeadlineExceeded and wraps the dial error.
 type attemptTimeoutError struct {
 	after time.Duration
 	err   error
@@ -113,19 +109,16 @@ func (e *attemptTimeoutError) Is(target error) bool {
 	return target == os.ErrDeadlineExceeded || target == context.DeadlineExceeded
 }
 
-// AddrStats is what pgfast knows of one server address. It is the one
-// per-address type of the API: Stats.Addrs (every field), NotReadyError.Addrs
-// (each address's latest outcome: Addr, Status, Err) and DialError.Attempts
-// (every address one dial tried: Addr, Status "failed", Err) use it.
+// AddrStats is what pgfast knows of one server address: the one per-address
+// type of the API (Stats.Addrs, NotReadyError.Addrs, DialError.Attempts).
 type AddrStats struct {
 	Addr string // ip:port or the socket path; the host when it could not be resolved
 	Host string // the host name it was resolved from, if any
 	// Status is "up", "pending" (an attempt in flight), "failed" (the
 	// latest attempt failed) or "evicted" (pgfast shut its sockets down).
 	Status string
-	// Err is the latest failure, nil after a success. In a NotReadyError an
-	// attempt in flight is an error saying so (with what the address
-	// answered before, if anything).
+	// Err is the latest failure, nil after a success (in a NotReadyError, an
+	// attempt in flight says so).
 	Err        error
 	OpenConns  int       // sockets of the current generation (Stats only)
 	Generation uint64    // bumped by every eviction (Stats only)

@@ -6,29 +6,20 @@ import (
 	"time"
 )
 
-// Platform is what the operating system lets pgfast apply to a TCP
-// connection. Where one of pgfast's protections is missing, the raw
-// driver's own check stays in place (pgx's ping before it reuses a
-// connection idle for over a second) instead of being switched off, so that
-// pgfast is never worse than the raw driver. PlatformOf is a pure function
-// of GOOS, so tests on any machine check every system's mapping; the build
-// of each system checks that its files provide what PlatformOf promises
-// (sys_*.go).
+// Platform is what the OS lets pgfast apply to a TCP connection. Where a
+// protection is missing, the raw driver's own check stays (pgx's ping after
+// a second idle), so pgfast is never worse than the raw driver. PlatformOf is
+// a pure function of GOOS so any machine's tests check every mapping.
 type Platform struct {
 	// GOOS is the system (a GOOS value).
 	GOOS string
-	// Peek: the checkout peeks at the socket (recv with MSG_PEEK and
-	// MSG_DONTWAIT): a connection its server closed, reset or that the
-	// kernel killed is dropped without a round trip. It replaces pgx's
+	// Peek: the checkout peeks (MSG_PEEK|MSG_DONTWAIT), replacing pgx's
 	// ping-after-idle; without it that ping stays on.
 	Peek bool
-	// KeepaliveTimings: keep-alive idle time, interval and probe count are
-	// set per socket (net.KeepAliveConfig); otherwise the system-wide values
-	// apply (keep-alive itself is still switched on).
+	// KeepaliveTimings: per-socket keep-alive timings; otherwise the
+	// system-wide values apply (keep-alive itself is still on).
 	KeepaliveTimings bool
-	// UserTimeout names the socket option that bounds how long sent data may
-	// stay unacknowledged before the kernel drops the connection, and its
-	// unit; Name is "" where the system has none.
+	// UserTimeout is the option bounding unacknowledged data; Name "" if none.
 	UserTimeout UserTimeoutOption
 	// DeadPeerWatch: pgfast's dead-peer watcher runs (it reads TCP_INFO).
 	DeadPeerWatch bool
@@ -44,12 +35,9 @@ type UserTimeoutOption struct {
 var (
 	// Linux: TCP_USER_TIMEOUT, milliseconds (tcp(7)).
 	optUserTimeoutLinux = UserTimeoutOption{"TCP_USER_TIMEOUT", time.Millisecond}
-	// macOS and iOS: TCP_RXT_CONNDROPTIME, seconds (<netinet/tcp.h>: "time
-	// after which tcp retransmissions will be stopped and the connection will
-	// be dropped").
+	// macOS and iOS: TCP_RXT_CONNDROPTIME, seconds (<netinet/tcp.h>).
 	optUserTimeoutDarwin = UserTimeoutOption{"TCP_RXT_CONNDROPTIME", time.Second}
-	// Windows: TCP_MAXRTMS, milliseconds (<ws2ipdef.h>; Windows 10 1607 and
-	// later, the "maximum retransmission time").
+	// Windows: TCP_MAXRTMS, milliseconds (Windows 10 1607 and later).
 	optUserTimeoutWindows = UserTimeoutOption{"TCP_MAXRTMS", time.Millisecond}
 )
 
@@ -79,8 +67,8 @@ func PlatformOf(goos string) Platform {
 	return p
 }
 
-// thisPlatform is what pgfast applies here (ThisPlatform). canPeek is set by the build
-// (sys_peek.go, sys_nopeek.go, sys_linux.go): a system whose peek is not built in keeps pgx's ping.
+// thisPlatform is what pgfast applies here; canPeek comes from the build
+// (sys_*.go): a system whose peek is not built in keeps pgx's ping.
 var thisPlatform = func() Platform {
 	p := PlatformOf(runtime.GOOS)
 	p.Peek = p.Peek && canPeek
@@ -94,16 +82,13 @@ type sockOpt struct {
 }
 
 // socketPlan is how the dialer applies the settings off Linux: keep-alive
-// through net.Dialer.KeepAliveConfig (the net package knows each system's
-// spelling of idle, interval and count), and the options in opts with
-// setsockopt before connect().
+// through net.Dialer.KeepAliveConfig, and opts with setsockopt before connect().
 type socketPlan struct {
 	keepAlive net.KeepAliveConfig
 	opts      []sockOpt
 }
 
-// planSockets maps s to what platform p applies. s holds the settings
-// apply left: those p cannot apply are zero.
+// planSockets maps s to what p applies; settings p cannot apply are zero.
 func planSockets(p Platform, s Settings) socketPlan {
 	var plan socketPlan
 	if s.Keepalives {
@@ -115,7 +100,7 @@ func planSockets(p Platform, s Settings) socketPlan {
 		}
 	}
 	// With keep-alive off, KeepAliveConfig stays zero and the dialer's
-	// KeepAlive is negative (dialer.go): the socket has no keep-alive.
+	// KeepAlive is negative: no keep-alive.
 	if ut := p.UserTimeout; ut.Name != "" && s.TCPUserTimeout > 0 {
 		plan.opts = append(plan.opts, sockOpt{ut.Name, CeilUnits(s.TCPUserTimeout, ut.Unit)})
 	}
@@ -131,8 +116,8 @@ func orOSDefault[T ~int | ~int64](v T) T {
 	return v
 }
 
-// CeilUnits returns d in whole units, rounding a partial unit up; 0 for
-// d <= 0, at most MaxInt32 (what a socket option holds).
+// CeilUnits returns d in whole units, rounded up; 0 for d <= 0, at most
+// MaxInt32 (what a socket option holds).
 func CeilUnits(d, unit time.Duration) int {
 	if d <= 0 {
 		return 0

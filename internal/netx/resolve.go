@@ -8,20 +8,18 @@ import (
 	"testing" // testing.Testing: warm the resolver up at init, outside any synctest bubble (warmUpResolver)
 )
 
-// Resolver resolves host names (the root package's Resolver, or
-// *net.Resolver).
+// Resolver resolves host names (the root package's Resolver, or *net.Resolver).
 type Resolver interface {
 	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
 }
 
-// Resolve returns host's addresses in the order the dialer tries them (the
-// probe of cmd/pgfast lists them so).
+// Resolve returns host's addresses in the order the dialer tries them.
 func (d *Dialer) Resolve(ctx context.Context, network, host string) ([]netip.Addr, error) {
 	return d.resolve(ctx, network, host)
 }
 
-// resolve returns host's addresses in the order to try them. An IP literal
-// is returned as is, without asking the resolver.
+// resolve returns host's addresses in the order to try them; an IP literal
+// is returned without asking the resolver.
 func (d *Dialer) resolve(ctx context.Context, network, host string) ([]netip.Addr, error) {
 	if ip, err := netip.ParseAddr(host); err == nil {
 		return []netip.Addr{ip}, nil
@@ -37,7 +35,6 @@ func (d *Dialer) resolve(ctx context.Context, network, host string) ([]netip.Add
 	return interleaveFamilies(ips), nil
 }
 
-// resolverNetwork maps a dial network to the LookupNetIP network.
 func resolverNetwork(network string) string {
 	switch network {
 	case "tcp4":
@@ -68,9 +65,8 @@ func normalizeResolved(ips []netip.Addr, network string) []netip.Addr {
 	return out
 }
 
-// interleaveFamilies orders addresses RFC 8305 style: alternate between
-// IPv6 and IPv4, starting with the family of the first address and keeping
-// the resolver's order within each family.
+// interleaveFamilies alternates IPv6 and IPv4 (RFC 8305), starting with the
+// first address's family, keeping the resolver's order within each.
 func interleaveFamilies(addrs []netip.Addr) []netip.Addr {
 	if len(addrs) < 2 {
 		return addrs
@@ -96,25 +92,18 @@ func interleaveFamilies(addrs []netip.Addr) []netip.Addr {
 	return out
 }
 
-// The net package makes part of its resolver's state lazily, on the first
-// name lookup of the process: the one-slot semaphores that guard the
-// rereading of /etc/resolv.conf and /etc/nsswitch.conf (resolverConfig.ch
-// and nsswitchConfig.ch, made in their sync.Once), and for the cgo resolver
-// the semaphore that bounds concurrent getaddrinfo calls (threadLimit, made
-// in threadOnce). A channel made inside a testing/synctest bubble belongs to
-// that bubble, and the Go runtime aborts the whole process when it is used
-// from outside ("send on synctest channel from outside bubble"; Go issue
-// 80903). pgfast's connector resolves in the background as soon as it is
-// made (its readiness probe), so a pool or connector built inside a bubble
-// would make the process's first lookup there and every later lookup of the
-// process, pgfast's or not, would abort it. Raw pgxpool and sql.Open do no
-// I/O when they are made: their first lookup is the caller's first query.
+// The net package makes part of its resolver state lazily on the process's
+// first lookup (the semaphores guarding resolv.conf and nsswitch.conf
+// rereads, and cgo's getaddrinfo limit). A channel made inside a
+// testing/synctest bubble belongs to it, and the runtime aborts the process
+// when it is used from outside (Go issue 80903). pgfast's connector resolves
+// in the background as soon as it is made, so a pool built inside a bubble
+// would make every later lookup of the process abort it; raw pgxpool and
+// sql.Open do no I/O when made.
 //
-// So, in a test binary (the only kind of program that can have a bubble:
-// synctest.Test takes a *testing.T), pgfast makes that state when its
-// package is initialised, outside any bubble, with lookups that read the
-// resolver's configuration files and send nothing on the network. Other
-// programs skip it (it costs 0.3 to 0.8 ms of start-up).
+// So in a test binary (the only kind that can have a bubble) pgfast makes
+// that state at init, outside any bubble, sending nothing on the network.
+// Other programs skip it (0.3 to 0.8 ms of start-up).
 
 func init() {
 	if testing.Testing() {
@@ -125,15 +114,13 @@ func init() {
 // errWarmUpDial refuses the warm-up's DNS exchange: nothing is sent.
 var errWarmUpDial = errors.New("pgfast: resolver warm-up sends no query")
 
-// warmUpResolver makes the net package's lazily created resolver state (see
-// above) without network I/O: it reads /etc files and, through libc,
-// may ask nscd and the kernel (netlink) for local addresses.
+// warmUpResolver makes that lazy state without network I/O (it reads /etc
+// files and, through libc, may ask nscd and netlink).
 func warmUpResolver() {
 	ctx := context.Background()
 	// Go's resolver: choosing the lookup order reads resolv.conf and
-	// nsswitch.conf (making their semaphores); then /etc/hosts. The name
-	// is not a valid domain name, so no DNS query follows, and the Dial
-	// would refuse one anyway.
+	// nsswitch.conf; the name is not a valid domain name, so no DNS query
+	// follows (and the Dial would refuse one).
 	goResolver := &net.Resolver{
 		PreferGo: true,
 		Dial: func(context.Context, string, string) (net.Conn, error) {
@@ -141,8 +128,7 @@ func warmUpResolver() {
 		},
 	}
 	_, _ = goResolver.LookupNetIP(ctx, "ip", "pgfast..resolver-warm-up.invalid")
-	// The cgo resolver (when the platform's resolver is libc's): a service
-	// lookup takes a getaddrinfo slot (making threadLimit) and reads
-	// /etc/services. Without cgo it reads /etc/services alone.
+	// The cgo resolver: a service lookup takes a getaddrinfo slot (making
+	// threadLimit) and reads /etc/services.
 	_, _ = net.DefaultResolver.LookupPort(ctx, "tcp", "postgresql")
 }

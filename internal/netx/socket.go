@@ -12,11 +12,9 @@ import (
 )
 
 // trackedConn is a socket pgfast's dialer made, registered in its address's
-// generation. It sees every one of the socket's I/O errors and has each
-// classified (deadpeer.go): connection-level evidence drops the connection
-// and checks its siblings, host-level evidence evicts the address. While a
-// Read or Write is in progress the dead-peer watcher (deadpeer.go) looks at
-// it.
+// generation. Each I/O error is classified: connection-level drops it and
+// sweeps siblings, host-level evicts the address. The dead-peer watcher looks
+// at it while a Read or Write is in progress.
 type trackedConn struct {
 	net.Conn
 	book    *Book
@@ -27,30 +25,22 @@ type trackedConn struct {
 	evicted atomic.Bool // shut down by an eviction
 	closed  atomic.Bool // Close ran
 	peek    *peeker     // the liveness check, nil when the socket has no fd
-	// inIO counts the Read and Write calls in progress: the watcher looks
-	// only at sockets waiting for the peer.
+	// inIO counts Read and Write calls in progress (for the watcher).
 	inIO atomic.Int32
-	// window is the dead-peer detection window (set before the socket is
-	// registered with the watcher).
+	// window is the dead-peer window (set before watcher registration).
 	window time.Duration
 	// silence is the watcher's state for this socket (its goroutine only).
 	silence silence
-	// writes counts Write calls that sent at least one byte: an adapter
-	// compares it before and after a call to know whether any byte of a
-	// statement left (then the statement must never be run again).
+	// writes counts Writes that sent a byte: once a statement's bytes left
+	// it must never be run again.
 	writes atomic.Uint64
-	// recent lets a checkout skip its system call right after a reply
-	// (checkout.go).
+	// recent lets a checkout skip its system call right after a reply.
 	recent readRecency
 }
 
-// trackUnix wraps a unix socket pgfast's dialer made. It has no TCP address,
-// so it has no entry in the address book (book is nil): its I/O errors evict
-// nothing and check no siblings (a local socket has no path that can fail
-// apart from the server; the next dial decides), and the dead-peer watcher,
-// which reads TCP_INFO, never looks at it. What it shares with a TCP socket is
-// the write count (a statement whose bytes left is never run again) and the
-// liveness check at checkout.
+// trackUnix wraps a unix socket. With no TCP address it has no book entry
+// (its errors evict nothing; a local socket has no path that fails apart from
+// the server) and no watcher; it keeps the write count and the checkout check.
 func trackUnix(nc net.Conn) *trackedConn {
 	tc := &trackedConn{Conn: nc}
 	if rc, ok := rawConnOf(nc); ok {
@@ -59,7 +49,6 @@ func trackUnix(nc net.Conn) *trackedConn {
 	return tc
 }
 
-// NetConn returns the underlying socket.
 func (c *trackedConn) NetConn() net.Conn { return c.Conn }
 
 func (c *trackedConn) Read(p []byte) (int, error) {
@@ -88,8 +77,8 @@ func (c *trackedConn) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// ioError reports err to the book, and turns any error of a socket pgfast shut
-// down into errConnEvicted.
+// ioError reports err to the book; any error of a socket pgfast shut down
+// becomes errConnEvicted.
 func (c *trackedConn) ioError(err error) error {
 	if c.evicted.Load() {
 		return errConnEvicted
@@ -98,8 +87,7 @@ func (c *trackedConn) ioError(err error) error {
 	return err
 }
 
-// Close closes the socket and takes it out of the book (once, however often
-// the driver calls it).
+// Close closes the socket and untracks it (once).
 func (c *trackedConn) Close() error {
 	if c.closed.CompareAndSwap(false, true) {
 		if c.book != nil {
@@ -110,18 +98,15 @@ func (c *trackedConn) Close() error {
 	return c.Conn.Close()
 }
 
-// shutdown closes the socket under whoever uses it: blocked reads and writes
-// return at once, with errConnEvicted. That error is a timeout, which the
-// drivers report to the caller: pgx takes "use of closed network connection"
-// for a connection that never sent the statement and database/sql would run
-// it again on another connection, a duplicate write.
+// shutdown closes the socket under its user: blocked I/O returns errConnEvicted,
+// a timeout. pgx takes "use of closed network connection" for a statement
+// never sent, and database/sql would run it again elsewhere: a duplicate write.
 func (c *trackedConn) shutdown() {
 	c.evicted.Store(true)
 	_ = c.Conn.SetDeadline(time.Unix(1, 0))
 	_ = c.Conn.Close()
 }
 
-// errConnEvicted is the I/O error of a socket pgfast shut down.
 var errConnEvicted error = evictedConnError{}
 
 type evictedConnError struct{}
@@ -130,20 +115,17 @@ func (evictedConnError) Error() string   { return "pgfast: connection shut down:
 func (evictedConnError) Timeout() bool   { return true }
 func (evictedConnError) Temporary() bool { return false }
 
-// Is makes it match os.ErrDeadlineExceeded, as the deadline it stands for.
+// Is matches os.ErrDeadlineExceeded, the deadline it stands for.
 func (evictedConnError) Is(target error) bool { return target == os.ErrDeadlineExceeded }
 
-// failed acts on every I/O error of the socket (not only the first): the
-// verdict depends on the error and the socket's TCP state alone.
+// failed acts on every I/O error, not only the first: the verdict depends on
+// the error and TCP state alone.
 func (c *trackedConn) failed(err error) { c.judge(err, evictDead) }
 
-// judge acts on one piece of evidence about the socket, from its I/O or
-// from the checkout check: host-level evidence evicts its address's
-// generation (how: evictDead for current evidence, evictStale for what an
-// idle socket shows at checkout); connection-level evidence (the server
-// closed or reset this connection: restart, terminated backend, idle
-// timeout) closes its siblings that are dead too and keeps the rest, once
-// per socket, as the check is the same each time.
+// judge acts on one piece of evidence from I/O or the checkout: host-level
+// evicts the generation (evictDead now, evictStale for an idle socket's);
+// connection-level (restart, terminated backend, idle timeout) closes the
+// siblings that are dead too, once per socket.
 func (c *trackedConn) judge(err error, how eviction) {
 	if c.book == nil {
 		return // a unix socket: no address to judge (trackUnix)
@@ -158,15 +140,12 @@ func (c *trackedConn) judge(err error, how eviction) {
 	}
 }
 
-// tcpInfo reads the socket's TCP_INFO for the classifier.
 func (c *trackedConn) tcpInfo() (tcpSample, bool) { return tcpInfoOf(c) }
 
-// Finding pgfast's socket, or the file descriptor, under a driver's net.Conn
-// (TLS and NetConn layers unwrapped). The adapters turn a driver's conn into
-// its net.Conn (their socket methods); everything under that is here.
+// Finding pgfast's socket or fd under a driver's net.Conn (TLS and NetConn
+// layers unwrapped).
 
-// rawConnOf returns the syscall.RawConn under a connection pgfast's dialer
-// made, unwrapping TLS and pgfast's own wrapper.
+// rawConnOf returns the syscall.RawConn under a connection pgfast's dialer made.
 func rawConnOf(nc net.Conn) (syscall.RawConn, bool) {
 	for i := 0; i < 8; i++ {
 		switch c := nc.(type) {
@@ -203,8 +182,8 @@ func trackedOf(nc net.Conn) *trackedConn {
 	return nil
 }
 
-// Writes returns how many Write calls on nc (a socket pgfast's dialer
-// made, possibly under TLS) sent bytes so far, or 0 for another socket.
+// Writes returns how many Write calls on nc (pgfast's socket, possibly under
+// TLS) sent bytes, or 0 for another socket.
 func Writes(nc net.Conn) uint64 {
 	if tc := trackedOf(nc); tc != nil {
 		return tc.writes.Load()
@@ -212,7 +191,6 @@ func Writes(nc net.Conn) uint64 {
 	return 0
 }
 
-// socketConnOf finds the socket behind c, unwrapping NetConn() layers.
 func socketConnOf(c net.Conn) (syscall.RawConn, error) {
 	const maxDepth = 8 // guards against a NetConn that returns itself
 	for range maxDepth {
@@ -239,8 +217,8 @@ func Doom(nc net.Conn) {
 	}
 }
 
-// Gen names the generation of the address a socket was dialled to: what an
-// eviction or a role verification is about.
+// Gen names the generation of a socket's address: what an eviction or role
+// verification is about.
 type Gen struct {
 	Addr netip.AddrPort
 	gen  uint64
@@ -257,9 +235,8 @@ func GenOf(nc net.Conn) (Gen, bool) {
 	return Gen{Addr: tc.addr, gen: tc.gen, book: tc.book}, true
 }
 
-// EvictRole evicts g because its server answers but no longer has the role
-// asked for (fresh dials validate target_session_attrs and find another
-// server). It reports whether it evicted: false once g is not current.
+// EvictRole evicts g because its server no longer has the role asked for.
+// It reports whether it evicted: false once g is not current.
 func (g Gen) EvictRole(cause error) bool { return g.book.evict(g.Addr, g.gen, cause, evictRole) }
 
 // SocketOptions are the TCP options read back from a socket with getsockopt.

@@ -22,21 +22,17 @@ import (
 // canPeek: Linux has recv with MSG_PEEK and MSG_DONTWAIT.
 const canPeek = true
 
-// peekState is the syscall-only liveness check: one non-blocking MSG_PEEK
-// read, no network round trip. A socket is dead when the peer closed it
-// (io.EOF), reset it, or the kernel killed it (keepalive or TCP_USER_TIMEOUT:
-// the pending socket error, ETIMEDOUT), or when the server's first
-// unsolicited byte is 'E': an idle PostgreSQL connection only receives an
-// ErrorResponse when the server is about to terminate it (shutdown, admin
-// command). TLS records never start with 'E' (0x45), so the check is sound
-// for TLS too.
+// peekState is the syscall-only liveness check: one non-blocking MSG_PEEK.
+// Dead: EOF, reset, a kernel-killed socket (ETIMEDOUT pending), or a first
+// unsolicited byte 'E': an idle PostgreSQL connection only gets an
+// ErrorResponse when the server is about to terminate it. TLS records never
+// start with 0x45, so this holds under TLS too.
 func peekState(rc syscall.RawConn) (bool, error) {
 	return newPeeker(rc).state()
 }
 
-// peeker runs peekState on one socket again and again without allocating:
-// the callback handed to RawConn.Control and its scratch space are made once,
-// when the dialer registers the socket, instead of at every checkout.
+// peeker runs peekState without allocating: the Control callback and its
+// scratch space are made once at registration, not at every checkout.
 type peeker struct {
 	mu   sync.Mutex // one check at a time (a checkout and a sweep may meet)
 	rc   syscall.RawConn
@@ -63,7 +59,6 @@ func (p *peeker) peek(fd uintptr) {
 	p.n = int(n)
 }
 
-// state reports whether the socket looks usable, and why not.
 func (p *peeker) state() (bool, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -83,8 +78,7 @@ func (p *peeker) state() (bool, error) {
 	return true, nil
 }
 
-// tcpInfoOf reads the TCP_INFO of tc's socket; false when it has no file
-// descriptor or is closed.
+// tcpInfoOf reads tc's TCP_INFO; false without an fd or when closed.
 func tcpInfoOf(tc *trackedConn) (tcpSample, bool) {
 	if tc.peek == nil {
 		return tcpSample{}, false
@@ -109,11 +103,10 @@ func tcpInfoOf(tc *trackedConn) (tcpSample, bool) {
 	}, true
 }
 
-// watchesPeers reports whether this platform has the dead-peer watcher.
 const watchesPeers = true
 
-// configureSocketOptions makes nd apply s to every TCP socket before
-// connect(), so that TCP_USER_TIMEOUT also bounds the SYN phase.
+// configureSocketOptions applies s before connect(), so TCP_USER_TIMEOUT
+// also bounds the SYN phase.
 func configureSocketOptions(nd *net.Dialer, s Settings) {
 	nd.ControlContext = func(_ context.Context, network, _ string, rc syscall.RawConn) error {
 		if !strings.HasPrefix(network, "tcp") {
@@ -123,7 +116,6 @@ func configureSocketOptions(nd *net.Dialer, s Settings) {
 	}
 }
 
-// setSocketOptions applies s to the socket behind rc.
 func setSocketOptions(rc syscall.RawConn, s Settings) error {
 	var sockErr error
 	ctrlErr := rc.Control(func(fd uintptr) {
@@ -135,8 +127,8 @@ func setSocketOptions(rc syscall.RawConn, s Settings) error {
 	return sockErr
 }
 
-// setTCPOptions sets SO_KEEPALIVE (explicitly off when keep-alives are
-// disabled), the keep-alive timings s asks for, and TCP_USER_TIMEOUT.
+// setTCPOptions sets SO_KEEPALIVE (explicitly off when disabled), the
+// keep-alive timings asked for, and TCP_USER_TIMEOUT.
 func setTCPOptions(fd int, s Settings) error {
 	keepalive := 0
 	if s.Keepalives {
@@ -156,8 +148,7 @@ func setTCPOptions(fd int, s Settings) error {
 	return nil
 }
 
-// setKeepaliveTimings sets TCP_KEEPIDLE, TCP_KEEPINTVL and TCP_KEEPCNT,
-// leaving those that are zero at the OS default.
+// setKeepaliveTimings sets TCP_KEEPIDLE/KEEPINTVL/KEEPCNT, zero ones left alone.
 func setKeepaliveTimings(fd int, s Settings) error {
 	opts := []struct {
 		opt   int
@@ -179,7 +170,6 @@ func setKeepaliveTimings(fd int, s Settings) error {
 	return nil
 }
 
-// setIntOpt sets one integer socket option, naming it in the error.
 func setIntOpt(fd, level, opt int, name string, value int) error {
 	if err := unix.SetsockoptInt(fd, level, opt, value); err != nil {
 		return os.NewSyscallError("setsockopt "+name, err)
@@ -187,9 +177,8 @@ func setIntOpt(fd, level, opt int, name string, value int) error {
 	return nil
 }
 
-// ceilUnits returns d in whole units, rounding a partial unit up; it is 0
-// for d <= 0 and at most math.MaxInt32 (the kernel rejects what it cannot
-// hold rather than our conversion wrapping around).
+// ceilUnits returns d in whole units, rounded up; 0 for d <= 0, capped at
+// MaxInt32 so the conversion never wraps.
 func ceilUnits(d, unit time.Duration) int {
 	if d <= 0 {
 		return 0
@@ -205,11 +194,9 @@ func clampInt32(n int) int {
 	return int(min(int64(n), math.MaxInt32))
 }
 
-// ReadSocketOptions reads the TCP options of the socket behind c with
-// getsockopt. c is a *net.TCPConn, or a connection that wraps one and
-// exposes it through a NetConn() net.Conn method, such as *tls.Conn.
-// The keep-alive timings are reported even when keep-alive is off; they are
-// then the values the kernel would use.
+// ReadSocketOptions reads the TCP options of the socket behind c (a
+// *net.TCPConn, or a wrapper exposing NetConn, such as *tls.Conn) with
+// getsockopt. Keep-alive timings are reported even when keep-alive is off.
 func ReadSocketOptions(c net.Conn) (SocketOptions, error) {
 	rc, err := socketConnOf(c)
 	if err != nil {
@@ -229,7 +216,6 @@ func ReadSocketOptions(c net.Conn) (SocketOptions, error) {
 	return opts, nil
 }
 
-// getTCPOptions reads the options SocketOptions holds from fd.
 func getTCPOptions(fd int) (SocketOptions, error) {
 	var vals [5]int
 	opts := []struct {

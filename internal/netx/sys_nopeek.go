@@ -6,9 +6,8 @@ import (
 	"syscall"
 )
 
-// canPeek: this system has no non-blocking peek pgfast can use (Windows has
-// no MSG_DONTWAIT), so pgx's ping before reusing an idle connection stays on
-// (platform.go) and the checkout reports every socket alive.
+// canPeek: no non-blocking peek here (Windows has no MSG_DONTWAIT), so pgx's
+// ping before reusing an idle connection stays on.
 const canPeek = false
 
 // peekState reports every socket alive: there is no peek here.

@@ -14,18 +14,13 @@ import (
 // tcpInfoOf has no portable TCP_INFO to read outside Linux.
 func tcpInfoOf(*trackedConn) (tcpSample, bool) { return tcpSample{}, false }
 
-// watchesPeers reports whether this platform has the dead-peer watcher:
-// outside Linux, keep-alive alone finds a dead peer.
+// watchesPeers: outside Linux, keep-alive alone finds a dead peer.
 const watchesPeers = false
 
-// configureSocketOptions applies s as this system allows (planSockets):
-// keep-alive through net.Dialer.KeepAliveConfig, and the system's
-// equivalent of TCP_USER_TIMEOUT (TCP_RXT_CONNDROPTIME on macOS, TCP_MAXRTMS
-// on Windows) with setsockopt before connect(), so that it bounds the
-// handshake too. Like the net package with the keep-alive options, a system
-// too old for the option is not an error: the socket keeps the system's
-// default (a refused option on every dial would make pgfast worse than the
-// raw driver, which never sets it).
+// configureSocketOptions applies s as this system allows (planSockets). A
+// system too old for the user-timeout option keeps its default, as the net
+// package does for keep-alive: failing every dial would be worse than the
+// raw driver, which never sets it.
 func configureSocketOptions(nd *net.Dialer, s Settings) {
 	plan := planSockets(thisPlatform, s)
 	nd.KeepAliveConfig = plan.keepAlive
@@ -47,8 +42,7 @@ func configureSocketOptions(nd *net.Dialer, s Settings) {
 // errSocketOptionsUnsupported is returned by readSocketOptions off Linux.
 var errSocketOptionsUnsupported = errors.New("pgfast: reading socket options is only supported on Linux")
 
-// ReadSocketOptions reads the TCP options of the socket behind c. It is
-// only supported on Linux; elsewhere it always returns an error.
+// ReadSocketOptions reads the TCP options of the socket behind c; Linux only.
 func ReadSocketOptions(c net.Conn) (SocketOptions, error) {
 	return SocketOptions{}, errSocketOptionsUnsupported
 }

@@ -14,11 +14,7 @@ import (
 // canPeek: these systems have recv with MSG_PEEK and MSG_DONTWAIT.
 const canPeek = true
 
-// peekState is the syscall-only liveness check, as on Linux
-// (sys_linux.go): one non-blocking MSG_PEEK read, no round trip. A
-// socket is dead when the peer closed or reset it, when the kernel killed it
-// (keep-alive, the user timeout) or when the server's first unsolicited byte
-// is 'E' (an ErrorResponse: the server is terminating the connection).
+// peekState is the syscall-only liveness check, as peekState on Linux.
 func peekState(rc syscall.RawConn) (bool, error) {
 	return newPeeker(rc).state()
 }
@@ -32,7 +28,6 @@ type peeker struct {
 
 func newPeeker(rc syscall.RawConn) *peeker { return &peeker{rc: rc} }
 
-// state reports whether the socket looks usable, and why not.
 func (p *peeker) state() (bool, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

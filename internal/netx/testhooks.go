@@ -7,9 +7,7 @@ import (
 	"time"
 )
 
-// This file's exports are for the root package's tests (those that need
-// PostgreSQL or a connector, and so cannot live here); the driver does not
-// call them.
+// This file's exports are for the root package's tests only.
 
 // WatchedSockets returns how many sockets the process's dead-peer watcher has.
 func WatchedSockets() int {
@@ -29,19 +27,16 @@ func ShutDown(nc net.Conn) {
 	}
 }
 
-// Doomed reports whether nc, pgfast's socket, is to be dropped at its next
-// checkout.
+// Doomed reports whether nc, pgfast's socket, is to be dropped at its next checkout.
 func Doomed(nc net.Conn) bool {
 	tc := trackedOf(nc)
 	return tc != nil && tc.doomed.Load()
 }
 
-// NewTestSocket wraps nc as a socket pgfast's dialer made, registered in no
-// book's generation (a book of its own, empty).
+// NewTestSocket wraps nc as pgfast's socket with an empty book of its own.
 func NewTestSocket(nc net.Conn) net.Conn { return &trackedConn{Conn: nc, book: NewBook(nil)} }
 
-// AttemptTimeout returns the error of an address attempt that connect_timeout
-// (after) ended.
+// AttemptTimeout returns the error of an attempt connect_timeout ended.
 func AttemptTimeout(after time.Duration) error { return &attemptTimeoutError{after: after} }
 
 // IsBad reports whether addr is to be tried last (evicted or failing).
@@ -51,16 +46,14 @@ func (b *Book) IsBad(addr netip.AddrPort) bool {
 	return b.isBad(addr)
 }
 
-// Track records a successful attempt to addr that made nc, as the dialer
-// does, and returns the tracked socket.
+// Track records a successful attempt to addr that made nc, as the dialer does.
 func (b *Book) Track(addr netip.AddrPort, nc net.Conn) net.Conn {
 	b.attemptStarted(addr)
 	return b.attemptDone(addr, nc, nil)
 }
 
-// Evict evicts the generation of nc's address as evidence does: down as
-// host-level evidence (the address is unreachable now), else as old
-// evidence found at checkout. It reports whether it evicted.
+// Evict evicts nc's address generation: down as host-level evidence, else as
+// old evidence found at checkout. It reports whether it evicted.
 func Evict(nc net.Conn, cause error, down bool) bool {
 	tc := trackedOf(nc)
 	if tc == nil || tc.book == nil {
@@ -96,8 +89,7 @@ func (b *Book) Verifying(addr netip.AddrPort) bool {
 	return e != nil && e.verify
 }
 
-// CanPeek reports whether this build has the checkout's peek (the root's
-// TestPlatformThisBuild compares it with PlatformOf).
+// CanPeek reports whether this build has the checkout's peek.
 const CanPeek = canPeek
 
 // WatchesPeers reports whether this build runs the dead-peer watcher.
