@@ -13,10 +13,11 @@ import (
 	"github.com/pgfast/pgfast/internal/netx"
 )
 
-// DefaultDeadPeerWindow is how long the server may stay silent (no ACK, no
-// data) while a connection waits for it before pgfast declares its host
-// dead, when the DSN sets no tcp_user_timeout (which is the window instead,
-// and is also set on the socket, libpq's meaning).
+// DefaultDeadPeerWindow (10 s) is how long the server may stay silent (no
+// ACK, no data; counted from the last ACK, or for data from when pgfast
+// first saw it waiting) while a connection waits for it before pgfast
+// declares its host dead, when the DSN sets no tcp_user_timeout (which is
+// the window instead, and is also set on the socket, libpq's meaning).
 //
 // While a Read or Write is blocked, pgfast reads the socket's TCP_INFO about
 // twice a second; the server is silent when something is outstanding (unacked

@@ -123,19 +123,27 @@ func (e *NotReadyError) Error() string {
 	return b.String()
 }
 
-// DialError is returned when every address of a host failed. It names the
-// host, the port and every address tried with its cause (Attempts), e.g.
-// "dial db.example:5432: [::1]:5432: i/o timeout after 10s; 127.0.0.1:5432:
+// DialError is returned when every address of a host failed. Its fields are
+// Host and Port, and Attempts: every address tried, in the order tried, each
+// with Addr, Status "failed" and Err (the cause, e.g. a *net.OpError
+// wrapping ECONNREFUSED, or a timeout). Its text is e.g. "dial
+// db.example:5432: [::1]:5432: i/o timeout after 10s; 127.0.0.1:5432:
 // connection refused"; Unwrap returns every attempt's cause.
 type DialError = netx.DialError
 
 // AddrStats is what pgfast knows of one server address, the one per-address
 // type of the API (Stats.Addrs, NotReadyError.Addrs, DialError.Attempts).
 //
-// Addr is ip:port or the socket path; Host the name it was resolved from;
-// Status "up", "pending", "failed" or "evicted"; Err the latest failure, nil
-// after a success. OpenConns, Generation (bumped by every eviction) and
-// Since are set in Stats only.
+// Fields: Addr is ip:port or the socket path (the host when it could not be
+// resolved); Host the name it was resolved from, if any; Status "up",
+// "pending" (an attempt in flight), "failed" (the latest attempt failed) or
+// "evicted" (pgfast shut its sockets down); Err the latest failure, nil after
+// a success (in a NotReadyError an attempt in flight is an error saying so,
+// with what the address answered before, if anything). OpenConns (sockets of
+// the current generation), Generation (bumped by every eviction) and Since
+// (when the status began) are set in Stats only. String returns the address
+// and its latest outcome, e.g. "127.0.0.1:5432: connection refused" or
+// "127.0.0.1:5432: ok".
 type AddrStats = netx.AddrStats
 
 // describeProgress rewords the book's attempts in flight for a

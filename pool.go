@@ -50,8 +50,13 @@ func NewPool(ctx context.Context, dsn string, opts ...Option) (*pgxpool.Pool, er
 // (or BeforeAcquire) run first, then the application's. Its BeforeConnect
 // also runs before pgfast's own background attempts (so one supplying IAM
 // tokens works for both), bounded by connect_timeout; its error fails that
-// attempt without counting against the server. AfterConnect, AfterRelease,
-// BeforeClose and a set ShouldPing are untouched; its Tracer is composed
+// attempt without counting against the server; a hook that ignores its
+// context is abandoned, and one that panics fails that attempt. A
+// connection pgfast finds dead never reaches the application's PrepareConn.
+// AfterConnect, AfterRelease, BeforeClose and a set ShouldPing are
+// untouched; without a ShouldPing nothing is pinged at checkout (pgfast's
+// check replaces it), except where the OS has no checkout peek (Windows),
+// where pgxpool's own ping stays. Its Tracer is composed
 // after pgfast's (every interface it implements keeps working). A DialFunc
 // or LookupFunc of its own cannot be composed with pgfast's racing dialer
 // and is refused with a *ConfigError.

@@ -219,3 +219,30 @@ func TestReadSinceCheckRule(t *testing.T) {
 		t.Fatal("a socket pgfast shut down skipped the check")
 	}
 }
+
+// TestAnsweredSinceRule: answered I/O counts from the first checkout after
+// the connector's failure count moved (the start of a Down): that checkout
+// only marks the reads; a later one that finds more reads is the proof,
+// while the count stays put; reads from before the count moves again (a new
+// Down) do not count.
+func TestAnsweredSinceRule(t *testing.T) {
+	var r readRecency
+	const down1, down2 = 1, 2
+	r.reads.Add(3) // the tail of replies from before the Down
+	if r.answeredSince(down1) {
+		t.Fatal("the first checkout after Down proved the server: it only marks the reads")
+	}
+	if r.answeredSince(down1) {
+		t.Fatal("a checkout with no read since the mark proved the server")
+	}
+	r.reads.Add(1) // the server answered a request sent after the mark
+	if !r.answeredSince(down1) {
+		t.Fatal("a read since the mark, within the same Down, did not count")
+	}
+	if !r.answeredSince(down1) {
+		t.Fatal("a later checkout in the same Down lost the answered read")
+	}
+	if r.answeredSince(down2) {
+		t.Fatal("answered I/O from before a new Down counted")
+	}
+}
