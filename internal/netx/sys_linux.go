@@ -142,7 +142,7 @@ func setTCPOptions(fd int, s Settings) error {
 			return err
 		}
 	}
-	if ms := ceilUnits(s.TCPUserTimeout, time.Millisecond); ms > 0 {
+	if ms := CeilUnits(s.TCPUserTimeout, time.Millisecond); ms > 0 {
 		return setIntOpt(fd, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, "TCP_USER_TIMEOUT", ms)
 	}
 	return nil
@@ -155,8 +155,8 @@ func setKeepaliveTimings(fd int, s Settings) error {
 		name  string
 		value int
 	}{
-		{unix.TCP_KEEPIDLE, "TCP_KEEPIDLE", ceilUnits(s.KeepalivesIdle, time.Second)},
-		{unix.TCP_KEEPINTVL, "TCP_KEEPINTVL", ceilUnits(s.KeepalivesInterval, time.Second)},
+		{unix.TCP_KEEPIDLE, "TCP_KEEPIDLE", CeilUnits(s.KeepalivesIdle, time.Second)},
+		{unix.TCP_KEEPINTVL, "TCP_KEEPINTVL", CeilUnits(s.KeepalivesInterval, time.Second)},
 		{unix.TCP_KEEPCNT, "TCP_KEEPCNT", clampInt32(s.KeepalivesCount)},
 	}
 	for _, o := range opts {
@@ -175,19 +175,6 @@ func setIntOpt(fd, level, opt int, name string, value int) error {
 		return os.NewSyscallError("setsockopt "+name, err)
 	}
 	return nil
-}
-
-// ceilUnits returns d in whole units, rounded up; 0 for d <= 0, capped at
-// MaxInt32 so the conversion never wraps.
-func ceilUnits(d, unit time.Duration) int {
-	if d <= 0 {
-		return 0
-	}
-	n := d / unit
-	if d%unit != 0 {
-		n++
-	}
-	return clampInt32(int(n))
 }
 
 func clampInt32(n int) int {
