@@ -5,9 +5,9 @@ import (
 	"net"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/pgfast/pgfast/internal/netx"
+	"github.com/pgfast/pgfast/internal/testkit"
 )
 
 // TestPQIsValidSkipsCheckAfterReply: IsValid asks the core only when the
@@ -44,25 +44,7 @@ func TestPQIsValidSkipsCheckAfterReply(t *testing.T) {
 // and its server end.
 func trackedPair(t *testing.T) (net.Conn, net.Conn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		accepted <- c
-	}()
-	c, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := <-accepted
-	if s == nil {
-		c.Close()
-		t.Fatal("accept failed")
-	}
+	c, s := testkit.LoopbackPair(t)
 	tc := netx.NewTestSocket(c)
 	t.Cleanup(func() { tc.Close(); s.Close() })
 	return tc, s

@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/pgfast/pgfast/internal/testkit"
 )
 
 // TestReadRecencyRule: a check skips only when the socket read something
@@ -51,27 +53,9 @@ func TestReadRecencyRule(t *testing.T) {
 // loopback TCP connection, and the server end.
 func trackedPair(t *testing.T) (*trackedConn, net.Conn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		accepted <- c
-	}()
-	c, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := <-accepted
-	if s == nil {
-		c.Close()
-		t.Fatal("accept failed")
-	}
+	c, s := testkit.LoopbackPair(t)
 	book := NewBook(nil)
-	addr := netip.MustParseAddrPort(ln.Addr().String())
+	addr := netip.MustParseAddrPort(c.RemoteAddr().String())
 	book.attemptStarted(addr)
 	tc := book.attemptDone(addr, c, nil).(*trackedConn)
 	t.Cleanup(func() { tc.Close(); s.Close() })
