@@ -4,8 +4,6 @@ package pgfast_test
 
 import (
 	"errors"
-	"fmt"
-	"strings"
 	"testing"
 	"time"
 
@@ -16,9 +14,6 @@ import (
 // scaleCountsTenants is TestScaleCounts' tenants per front end: the CI size
 // of scripts/scale's cold start (1,000 there).
 const scaleCountsTenants = 100
-
-// scalePassword is the SCRAM password of the fleet's roles.
-const scalePassword = "scale-pw"
 
 // TestScaleCounts is the CI version of scripts/scale's cold start (issue
 // 19): 100 tenants per front end, each opened with a new user's DSN (SCRAM,
@@ -44,13 +39,7 @@ func TestScaleCounts(t *testing.T) {
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
-	var roles strings.Builder
-	for _, p := range fleet.Pairs {
-		for _, fe := range []*fleet.FrontEnd{p.Raw, p.Fast} {
-			fmt.Fprintf(&roles, "CREATE ROLE %s LOGIN PASSWORD '%s';\n", fe.Role(), scalePassword)
-		}
-	}
-	if err := srv.Exec(roles.String()); err != nil {
+	if err := srv.Exec(fleet.RolesSQL()); err != nil {
 		t.Fatal(err)
 	}
 
@@ -60,7 +49,7 @@ func TestScaleCounts(t *testing.T) {
 		for _, fe := range []*fleet.FrontEnd{p.Raw, p.Fast} {
 			res, err := fleet.Run(fleet.Spec{
 				FrontEnd:     fe,
-				DSN:          fe.DSN(srv.Port(), pgtest.Database, scalePassword, false, ""),
+				DSN:          fe.DSN(srv.Port(), pgtest.Database, false, ""),
 				Tenants:      scaleCountsTenants,
 				Logf:         t.Logf,
 				ReadyTimeout: 20 * time.Second,

@@ -65,13 +65,13 @@ func (f *FrontEnd) Role() string {
 	return "scale_" + strings.ReplaceAll(f.Name, "-", "_")
 }
 
-// DSN is a new user's DSN for this front end: postgres://role:password@
+// DSN is a new user's DSN for this front end: postgres://role:Password@
 // localhost:port/db, no pgfast_ keys and no connect_timeout. lib/pq's
 // default sslmode is require, so without TLS on the server the lib/pq pair
 // (both sides alike) gets sslmode=disable. extra (key=value&...) is appended
 // when not empty.
-func (f *FrontEnd) DSN(port int, database, password string, serverTLS bool, extra string) string {
-	dsn := fmt.Sprintf("postgres://%s:%s@localhost:%d/%s", f.Role(), password, port, database)
+func (f *FrontEnd) DSN(port int, database string, serverTLS bool, extra string) string {
+	dsn := fmt.Sprintf("postgres://%s:%s@localhost:%d/%s", f.Role(), Password, port, database)
 	var q []string
 	if f.LibPQ && !serverTLS {
 		q = append(q, "sslmode=disable")
@@ -83,6 +83,21 @@ func (f *FrontEnd) DSN(port int, database, password string, serverTLS bool, extr
 		dsn += "?" + strings.Join(q, "&")
 	}
 	return dsn
+}
+
+// Password is the SCRAM password of every front end's role.
+const Password = "scale-pw"
+
+// RolesSQL creates every front end's role (see Role), with Password stored
+// as a SCRAM verifier (the server's password_encryption).
+func RolesSQL() string {
+	var b strings.Builder
+	for _, p := range Pairs {
+		for _, f := range []*FrontEnd{p.Raw, p.Fast} {
+			fmt.Fprintf(&b, "CREATE ROLE %s LOGIN PASSWORD '%s';\n", f.Role(), Password)
+		}
+	}
+	return b.String()
 }
 
 // Pair is a raw driver and the pgfast front end that wraps it.

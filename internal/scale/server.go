@@ -1,0 +1,58 @@
+//go:build linux
+
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/pgfast/pgfast/internal/pgtest"
+	"github.com/pgfast/pgfast/internal/scale/fleet"
+)
+
+// startServer starts the run's PostgreSQL (pgtest: PostgreSQL as
+// installed) as a new user's server: listen_addresses=localhost, SCRAM,
+// log_connections, with a role per front end. An interrupt cleans it up.
+func startServer(c config) (*pgtest.Server, error) {
+	srv, err := pgtest.New(pgtest.Options{ListenAddresses: "localhost", Settings: fleet.ServerSettings(c.maxConnections)})
+	if err != nil {
+		return nil, err
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sig
+		srv.Cleanup()
+		os.Exit(130)
+	}()
+	if err := srv.Start(); err != nil {
+		srv.Cleanup()
+		return nil, err
+	}
+	if err := srv.Exec(fleet.RolesSQL()); err != nil {
+		srv.Cleanup()
+		return nil, err
+	}
+	version, _ := srv.Query("SHOW server_version")
+	fmt.Fprintf(os.Stderr, "PostgreSQL %s on localhost:%d (max_connections=%d, SCRAM, log_connections=on)\n",
+		version, srv.Port(), c.maxConnections)
+	return srv, nil
+}
+
+// waitQuiet waits until the server has no client session but psql's own
+// (at most a minute), then 2 s for its CPU to settle, so that a run does
+// not pay for the one before.
+func waitQuiet(srv *pgtest.Server) {
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		n, err := srv.Query("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
+		if err == nil && n == "0" {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	time.Sleep(2 * time.Second)
+}
