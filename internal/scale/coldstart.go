@@ -82,11 +82,14 @@ func (c config) choosePairs() ([]fleet.Pair, error) {
 }
 
 // dsn is fe's DSN on srv (see fleet.FrontEnd.DSN), with
-// --raw-connect-timeout for a raw driver.
+// --raw-connect-timeout for a raw driver and --fast-dsn-extra for pgfast.
 func (c config) dsn(srv *pgtest.Server, fe *fleet.FrontEnd) string {
-	extra := ""
-	if fe.Raw && c.rawConnectTimeout > 0 {
-		extra = "connect_timeout=" + strconv.Itoa(c.rawConnectTimeout)
+	extra := c.fastExtra
+	if fe.Raw {
+		extra = ""
+		if c.rawConnectTimeout > 0 {
+			extra = "connect_timeout=" + strconv.Itoa(c.rawConnectTimeout)
+		}
 	}
 	return fe.DSN(srv.Port(), pgtest.Database, false, extra)
 }

@@ -17,6 +17,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/pgfast/pgfast/internal/scale/fleet"
 )
 
 // config is the command line.
@@ -33,6 +35,8 @@ type config struct {
 	maxConnections    int
 	out               string
 	idle              int
+	servers           int
+	fastExtra         string
 	restart           bool
 	// child mode
 	child    string
@@ -54,6 +58,8 @@ func main() {
 	fs.IntVar(&c.maxConnections, "max-connections", 2100, "the server's max_connections")
 	fs.StringVar(&c.out, "out", "", "directory for each run's JSON (default: not kept)")
 	fs.IntVar(&c.idle, "idle", 0, "idle mode: open `N` idle tenants per front end and report heap and goroutines per tenant at 1k, 2k, 5k, 10k, ...")
+	fs.IntVar(&c.servers, "servers", 0, "idle mode: spread the tenants over `K` servers, each with --max-connections (default: one per 2,000 tenants)")
+	fs.StringVar(&c.fastExtra, "fast-dsn-extra", "", "add `key=value[&...]` to pgfast's DSNs only (e.g. pgfast_min_conns=0 where supported)")
 	fs.BoolVar(&c.restart, "restart", false, "restart mode: --tenants ready, pg_ctl stop -m immediate, start 3 s later; time to serving per tenant and logins during recovery")
 	fs.StringVar(&c.child, "child", "", "internal: run one measurement of this front end (DSN in $SCALE_DSN)")
 	fs.StringVar(&c.childOut, "child-out", "", "internal: where the child writes its JSON")
@@ -65,6 +71,12 @@ func main() {
 
 	var err error
 	switch {
+	case c.child != "" && fleet.ByName(c.child) == nil:
+		err = fmt.Errorf("unknown front end %q", c.child)
+	case c.child != "" && c.restart:
+		err = runRestartChild(c, fleet.ByName(c.child))
+	case c.child != "" && c.idle > 0:
+		err = runIdleChild(c, fleet.ByName(c.child))
 	case c.child != "":
 		err = runChild(c)
 	case c.restart:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -17,29 +18,53 @@ import (
 // installed) as a new user's server: listen_addresses=localhost, SCRAM,
 // log_connections, with a role per front end. An interrupt cleans it up.
 func startServer(c config) (*pgtest.Server, error) {
-	srv, err := pgtest.New(pgtest.Options{ListenAddresses: "localhost", Settings: fleet.ServerSettings(c.maxConnections)})
+	srvs, err := startServers(c, 1)
 	if err != nil {
 		return nil, err
+	}
+	return srvs[0], nil
+}
+
+// startServers starts n servers as startServer does.
+func startServers(c config, n int) ([]*pgtest.Server, error) {
+	var srvs []*pgtest.Server
+	var mu sync.Mutex
+	cleanup := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, s := range srvs {
+			s.Cleanup()
+		}
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	go func() {
 		<-sig
-		srv.Cleanup()
+		cleanup()
 		os.Exit(130)
 	}()
-	if err := srv.Start(); err != nil {
-		srv.Cleanup()
-		return nil, err
+	for range n {
+		srv, err := pgtest.New(pgtest.Options{ListenAddresses: "localhost", Settings: fleet.ServerSettings(c.maxConnections)})
+		if err != nil {
+			cleanup()
+			return nil, err
+		}
+		mu.Lock()
+		srvs = append(srvs, srv)
+		mu.Unlock()
+		if err := srv.Start(); err != nil {
+			cleanup()
+			return nil, err
+		}
+		if err := srv.Exec(fleet.RolesSQL()); err != nil {
+			cleanup()
+			return nil, err
+		}
+		version, _ := srv.Query("SHOW server_version")
+		fmt.Fprintf(os.Stderr, "PostgreSQL %s on localhost:%d (max_connections=%d, SCRAM, log_connections=on)\n",
+			version, srv.Port(), c.maxConnections)
 	}
-	if err := srv.Exec(fleet.RolesSQL()); err != nil {
-		srv.Cleanup()
-		return nil, err
-	}
-	version, _ := srv.Query("SHOW server_version")
-	fmt.Fprintf(os.Stderr, "PostgreSQL %s on localhost:%d (max_connections=%d, SCRAM, log_connections=on)\n",
-		version, srv.Port(), c.maxConnections)
-	return srv, nil
+	return srvs, nil
 }
 
 // waitQuiet waits until the server has no client session but psql's own

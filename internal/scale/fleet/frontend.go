@@ -30,6 +30,8 @@ type Tenant interface {
 	// *sql.DB (db.PingContext for a raw one, which is what pgfast.Ready
 	// falls back to), Ping for a pool.
 	Ready(ctx context.Context) error
+	// Exec runs "SELECT 1", the tenant's everyday query.
+	Exec(ctx context.Context) error
 	// Close closes the tenant.
 	Close()
 }
@@ -147,6 +149,10 @@ type dbTenant struct{ db *sql.DB }
 
 func (t dbTenant) Ready(ctx context.Context) error { return pgfast.Ready(ctx, t.db) }
 func (t dbTenant) Close()                          { t.db.Close() }
+func (t dbTenant) Exec(ctx context.Context) error {
+	_, err := t.db.ExecContext(ctx, "SELECT 1")
+	return err
+}
 
 func openPool(newPool func(context.Context, string) (*pgxpool.Pool, error)) func(context.Context, string) (Tenant, error) {
 	return func(ctx context.Context, dsn string) (Tenant, error) {
@@ -162,3 +168,7 @@ type poolTenant struct{ p *pgxpool.Pool }
 
 func (t poolTenant) Ready(ctx context.Context) error { return t.p.Ping(ctx) }
 func (t poolTenant) Close()                          { t.p.Close() }
+func (t poolTenant) Exec(ctx context.Context) error {
+	_, err := t.p.Exec(ctx, "SELECT 1")
+	return err
+}
