@@ -116,6 +116,15 @@ checks issue 19's bounds (ready time <= 1.1 x raw, logins <= 1.05/tenant,
 goroutines per idle tenant <= raw + 0.1, heap <= raw + 16 KB, idle CPU <=
 raw + 0.1 % of a core); a miss exits 1 unless --no-check.
 
+--restart: the tenants ready, the server is stopped (pg_ctl stop -m
+immediate) and started 3 s later while every tenant queries every 100 ms;
+it reports time to serving per tenant (p50, max; from the start of the
+start) and logins per tenant during recovery, against raw.
+
+--idle N: N tenants per front end over --servers servers (one per 2,000
+tenants by default), readied in batches; goroutines, heap and RSS per
+tenant at 1k, 2k, 5k, 10k ... (linear or not).
+
 Flags:
 `
 
