@@ -43,6 +43,7 @@ func runColdStart(c config) error {
 		return err
 	}
 	defer srv.Cleanup()
+	defer keepLog(c, srv, "server.log")
 
 	results := map[string][]fleet.Result{}
 	for r := range c.rounds {
@@ -66,6 +67,13 @@ func runColdStart(c config) error {
 		return errMiss
 	}
 	return nil
+}
+
+// keepLog copies the server log into --out, if set.
+func keepLog(c config, srv *pgtest.Server, name string) {
+	if c.out != "" {
+		_ = os.WriteFile(filepath.Join(c.out, name), []byte(srv.Log()), 0o644)
+	}
 }
 
 // choosePairs parses --pairs.

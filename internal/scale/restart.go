@@ -85,6 +85,7 @@ func runRestart(c config) error {
 		return err
 	}
 	defer srv.Cleanup()
+	defer keepLog(c, srv, "server.log")
 	results := map[string][]restartResult{}
 	for r := range c.rounds {
 		for i := range pairs {
