@@ -26,8 +26,9 @@ type LogCounts struct {
 	// Received are "connection received" lines over TCP (any role: the
 	// server logs them before it knows the role).
 	Received int `json:"received"`
-	// Fatals are FATAL lines of the run's role; FatalKinds counts them by
-	// message.
+	// Fatals are FATAL lines of the run's role, and those of sessions
+	// that ended before the server knew their role (in the run's range);
+	// FatalKinds counts them by message.
 	Fatals     int            `json:"fatals"`
 	FatalKinds map[string]int `json:"fatal_kinds,omitempty"`
 }
@@ -37,14 +38,14 @@ type LogCounts struct {
 func CountLog(log, role string) LogCounts {
 	c := LogCounts{FatalKinds: map[string]int{}}
 	authorized := "connection authorized: user=" + role + " "
-	mine := "] " + role + "@"
+	mine, anonymous := "] "+role+"@", "] @"
 	for line := range strings.Lines(log) {
 		switch {
 		case strings.Contains(line, authorized):
 			c.Logins++
 		case strings.Contains(line, "connection received: host=") && !strings.Contains(line, "host=[local]"):
 			c.Received++
-		case strings.Contains(line, mine) && strings.Contains(line, "FATAL:"):
+		case (strings.Contains(line, mine) || strings.Contains(line, anonymous)) && strings.Contains(line, "FATAL:"):
 			c.Fatals++
 			_, msg, _ := strings.Cut(line, "FATAL:")
 			msg = strings.TrimSpace(msg)
