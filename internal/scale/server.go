@@ -3,15 +3,12 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/signal"
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/pgfast/pgfast/internal/pgtest"
 	"github.com/pgfast/pgfast/internal/scale/fleet"
@@ -70,33 +67,10 @@ func startServers(c config, n int) ([]*pgtest.Server, error) {
 	return srvs, nil
 }
 
-// waitQuiet waits until the server is ready for the next run, so that a
-// run does not pay for the one before: first a login over TCP must succeed
-// (at most 3 minutes; the accept queue is FIFO, so the connections an
-// earlier run abandoned in it, each of which the server still forks a
-// backend for, are gone), then pg_stat_activity must show no client
-// session but psql's own (at most a minute), then 2 s for the server's CPU
-// to settle.
+// waitQuiet waits until the server is ready for the next run (see
+// fleet.WaitQuiet; at most 4 minutes), then 2 s for its CPU to settle.
 func waitQuiet(srv *pgtest.Server) {
-	start := time.Now()
-	probe := fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s?sslmode=disable&connect_timeout=30", pgtest.Superuser, srv.Port(), pgtest.Database)
-	for deadline := start.Add(3 * time.Minute); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		conn, err := pgx.Connect(ctx, probe)
-		if err == nil {
-			conn.Close(ctx)
-			cancel()
-			break
-		}
-		cancel()
-	}
-	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		n, err := srv.Query("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
-		if err == nil && n == "0" {
-			break
-		}
-	}
-	if waited := time.Since(start); waited > 5*time.Second {
+	if waited := fleet.WaitQuiet(srv, 4*time.Minute); waited > 5*time.Second {
 		fmt.Fprintf(os.Stderr, "  (the server took %.1fs to drain the previous run)\n", waited.Seconds())
 	}
 	time.Sleep(2 * time.Second)
