@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -221,11 +222,29 @@ func (r *faultLossRun) reconcile(t *testing.T, q feDB) {
 	}
 }
 
+// logErrors logs the most frequent errors (their text up to the first
+// digit, so counts in messages do not split them).
 func (r *faultLossRun) logErrors(t *testing.T) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	kinds := map[string]int{}
 	for msg, n := range r.errs {
-		t.Logf("%s: %d× %s", r.name, n, msg)
+		if i := strings.IndexAny(msg, "0123456789"); i > 40 {
+			msg = msg[:i] + "…"
+		}
+		kinds[msg] += n
+	}
+	type kind struct {
+		msg string
+		n   int
+	}
+	var list []kind
+	for msg, n := range kinds {
+		list = append(list, kind{msg, n})
+	}
+	slices.SortFunc(list, func(a, b kind) int { return b.n - a.n })
+	for _, k := range list[:min(len(list), 5)] {
+		t.Logf("%s: %d× %s", r.name, k.n, k.msg)
 	}
 }
 

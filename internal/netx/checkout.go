@@ -49,10 +49,11 @@ func Alive(nc net.Conn) bool {
 // Checkout is run by database/sql (via ResetSession) before it reuses a
 // connection: a dead socket is driver.ErrBadConn, so it retries on another.
 // A kernel-killed socket for a silent peer evicts its address (siblings died
-// the same way). A reset or EOF drops it and its dead siblings but is old
-// evidence (a blip while idle may be over), so the connector stays Ready and
-// the retry's fresh dial decides. See recentReadWindow for the skip.
-func Checkout(_ context.Context, nc net.Conn) error {
+// the same way) once corroborated (judgeIdle). A reset or EOF drops it and
+// its dead siblings but is old evidence (a blip while idle may be over), so
+// the connector stays Ready and the retry's fresh dial decides. See
+// recentReadWindow for the skip.
+func Checkout(ctx context.Context, nc net.Conn) error {
 	if inUse(nc) {
 		return nil
 	}
@@ -61,9 +62,30 @@ func Checkout(_ context.Context, nc net.Conn) error {
 		return nil
 	}
 	if tc := trackedOf(nc); tc != nil && why != nil && why != errDoomed {
-		tc.judge(why, evictStale)
+		tc.judgeIdle(ctx, why)
 	}
 	return driver.ErrBadConn
+}
+
+// judgeIdle acts on the liveness check's evidence about an idle socket. A
+// kernel-killed socket (keep-alive unanswered) or no route is corroborated
+// before it is host-level: confirmed, the generation is evicted and the
+// connector goes Down, so the caller's retry fails fast instead of dialling
+// into a dead host; vetoed (the path answers), only this socket goes. A
+// reset or EOF is connection-level: dead siblings go too, the connector
+// stays Ready and the retry's fresh dial decides.
+func (c *trackedConn) judgeIdle(ctx context.Context, err error) {
+	if c.book == nil {
+		return
+	}
+	switch classify(err, c.tcpInfo, c.window) {
+	case hostLevel:
+		defaultCorroborator.judgeNow(ctx, c, err, true, func() {
+			c.book.evict(c.addr, c.gen, err, evictDead)
+		})
+	case connLevel:
+		c.sweepOnce()
+	}
 }
 
 // The checkout check without a system call for a connection in steady use.
