@@ -80,7 +80,7 @@ func (c *trackedConn) judgeIdle(ctx context.Context, err error) {
 	}
 	switch classify(err, c.tcpInfo, c.window) {
 	case hostLevel:
-		defaultCorroborator.judgeNow(ctx, c, err, true, func() {
+		verdicts.judgeNow(ctx, c, err, true, func() {
 			c.book.evict(c.addr, c.gen, err, evictDead)
 		})
 	case connLevel:

@@ -149,7 +149,7 @@ func (c *trackedConn) judge(err error) {
 	}
 	switch classify(err, c.tcpInfo, c.window) {
 	case hostLevel:
-		defaultCorroborator.judgeNow(context.Background(), c, err, false, func() {
+		verdicts.judgeNow(context.Background(), c, err, false, func() {
 			c.book.evict(c.addr, c.gen, err, evictDead)
 		})
 	case connLevel:

@@ -119,7 +119,9 @@ type corroborator struct {
 	now    func() time.Time
 }
 
-var defaultCorroborator = corroborator{sample: tcpInfoOf, dial: handshake, now: time.Now}
+// verdicts is the corroborator for evidence found outside the watcher (I/O
+// errors, checkouts, dials); tests replace it.
+var verdicts = corroborator{sample: tcpInfoOf, dial: handshake, now: time.Now}
 
 // handshake completes a TCP handshake with addr and closes the connection
 // without a byte sent (PostgreSQL logs nothing for that).
@@ -359,7 +361,7 @@ func (b *Book) PathHeard(err error, since time.Time) bool {
 			return false
 		}
 		addr, perr := netip.ParseAddrPort(a.Addr)
-		if perr != nil || !defaultCorroborator.heardAfter(b.peers(addr, nil), since) {
+		if perr != nil || !verdicts.heardAfter(b.peers(addr, nil), since) {
 			return false
 		}
 	}

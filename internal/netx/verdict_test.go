@@ -439,3 +439,47 @@ func TestPathHeard(t *testing.T) {
 		t.Error("PathHeard for a non-dial error or a nil book: want false")
 	}
 }
+
+// TestCheckoutConfirmedDeathGoesDown (F3): a socket the kernel killed while
+// idle, found at checkout, is corroborated there; confirmed, its address is
+// evicted as current evidence (the connector goes Down, so database/sql's
+// retry fails fast instead of dialling into the dead host); vetoed by a
+// completed handshake, nothing is evicted.
+func TestCheckoutConfirmedDeathGoesDown(t *testing.T) {
+	killed := &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ETIMEDOUT)}
+	for _, tc := range []struct {
+		name      string
+		handshake error
+		evictions int
+		down      bool
+	}{
+		{"no SYN-ACK: confirmed", os.ErrDeadlineExceeded, 1, true},
+		{"handshake completes: vetoed", nil, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				saved := verdicts
+				defer func() { verdicts = saved }()
+				verdicts = corroborator{
+					sample: func(*trackedConn) (tcpSample, bool) { return tcpSample{lastAck: time.Minute, lastDataRecv: time.Minute}, true },
+					now:    time.Now,
+					dial: func(ctx context.Context, _ netip.AddrPort) error {
+						if tc.handshake != nil {
+							<-ctx.Done()
+						}
+						return tc.handshake
+					},
+				}
+				b := NewBook(nil)
+				var evictions int
+				var down bool
+				b.onEvict = func(_ netip.AddrPort, _ error, how eviction) { evictions++; down = how.down }
+				idle := watchedPipe(t, b, rigAddr)
+				idle.judgeIdle(context.Background(), killed)
+				if evictions != tc.evictions || down != tc.down {
+					t.Errorf("%d evictions (Down %v), want %d (Down %v)", evictions, down, tc.evictions, tc.down)
+				}
+			})
+		})
+	}
+}
