@@ -461,8 +461,10 @@ func TestCheckoutConfirmedDeathGoesDown(t *testing.T) {
 				saved := verdicts
 				defer func() { verdicts = saved }()
 				verdicts = corroborator{
-					sample: func(*trackedConn) (tcpSample, bool) { return tcpSample{lastAck: time.Minute, lastDataRecv: time.Minute}, true },
-					now:    time.Now,
+					sample: func(*trackedConn) (tcpSample, bool) {
+						return tcpSample{lastAck: time.Minute, lastDataRecv: time.Minute}, true
+					},
+					now: time.Now,
 					dial: func(ctx context.Context, _ netip.AddrPort) error {
 						if tc.handshake != nil {
 							<-ctx.Done()
