@@ -162,8 +162,8 @@ func (k corroborator) heardAfter(socks []*trackedConn, t time.Time) bool {
 // ctx's end): vetoed when one completes, confirmed when none does (refused,
 // unreachable or unanswered), pending when ctx ended first. Every dial has
 // returned when it does.
-func (k corroborator) handshakes(ctx context.Context, addr netip.AddrPort, deadline time.Time) finding {
-	ctx, cancel := context.WithDeadline(ctx, deadline)
+func (k corroborator) handshakes(parent context.Context, addr netip.AddrPort, deadline time.Time) finding {
+	ctx, cancel := context.WithDeadline(parent, deadline)
 	defer cancel()
 	errs := make(chan error, corroborateDials)
 	for range corroborateDials {
@@ -176,8 +176,8 @@ func (k corroborator) handshakes(ctx context.Context, addr netip.AddrPort, deadl
 			cancel()
 		}
 	}
-	if f == findingConfirmed && ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return findingPending // the caller gave up: no finding
+	if f == findingConfirmed && parent.Err() != nil {
+		return findingPending // the caller gave up (its own deadline too): no finding
 	}
 	return f
 }
@@ -211,15 +211,11 @@ func (k corroborator) judgeSilent(tc *trackedConn, s tcpSample, silent time.Dura
 	}
 	budget := corroborationBudget(s, tc.window)
 	silentFrom := now.Add(-silent)
-	apply := func() {
-		cause := &peerSilentError{silent: k.now().Sub(silentFrom), window: tc.window}
-		if !tc.book.evict(tc.addr, tc.gen, cause, evictDead) {
-			tc.shutdown() // an older generation: only this socket is left to end
-		}
-	}
 	if c == nil {
 		if silent < tc.window-budget {
-			tc.suspicion.Store(nil)
+			if tc.suspicion.Load() != nil {
+				tc.suspicion.Store(nil)
+			}
 			return
 		}
 		// The verdict lands when the window passes, as without
@@ -234,7 +230,7 @@ func (k corroborator) judgeSilent(tc *trackedConn, s tcpSample, silent time.Dura
 		if d := now.Add(min(floor, tc.window/2)); d.After(deadline) {
 			deadline = d
 		}
-		c = k.suspect(tc, since, deadline, false, apply)
+		c = k.suspect(tc, since, deadline, false, k.silentVerdict(tc, silentFrom))
 		tc.suspicion.Store(c)
 	}
 	if !dead {
@@ -249,12 +245,22 @@ func (k corroborator) judgeSilent(tc *trackedConn, s tcpSample, silent time.Dura
 			// The siblings were heard early in this silence and not
 			// since: that may have been just before the host died, so a
 			// handshake decides.
-			c = k.suspect(tc, since, now.Add(budget), true, apply)
+			c = k.suspect(tc, since, now.Add(budget), true, k.silentVerdict(tc, silentFrom))
 			c.markDue()
 			tc.suspicion.Store(c)
 		}
 	default:
 		c.markDue()
+	}
+}
+
+// silentVerdict is the host-level verdict on tc, silent since silentFrom.
+func (k corroborator) silentVerdict(tc *trackedConn, silentFrom time.Time) func() {
+	return func() {
+		cause := &peerSilentError{silent: k.now().Sub(silentFrom), window: tc.window}
+		if !tc.book.evict(tc.addr, tc.gen, cause, evictDead) {
+			tc.shutdown() // an older generation: only this socket is left to end
+		}
 	}
 }
 

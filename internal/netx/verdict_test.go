@@ -329,6 +329,7 @@ func TestJudgeNowEvidence(t *testing.T) {
 		{"keep-alive timeout, the handshake is refused", opErr(syscall.ETIMEDOUT), 0, time.Minute,
 			os.NewSyscallError("connect", syscall.ECONNREFUSED), findingConfirmed, corroborateDials},
 		{"keep-alive timeout, no SYN-ACK", opErr(syscall.ETIMEDOUT), 0, time.Minute, os.ErrDeadlineExceeded, findingConfirmed, corroborateDials},
+		{"keep-alive timeout, the caller's deadline ends the handshake first", opErr(syscall.ETIMEDOUT), 0, time.Minute, context.Canceled, findingPending, corroborateDials},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
@@ -344,7 +345,7 @@ func TestJudgeNowEvidence(t *testing.T) {
 					now:    time.Now,
 					dial: func(ctx context.Context, _ netip.AddrPort) error {
 						dials.Add(1)
-						if errors.Is(tc.handshake, os.ErrDeadlineExceeded) {
+						if errors.Is(tc.handshake, os.ErrDeadlineExceeded) || errors.Is(tc.handshake, context.Canceled) {
 							<-ctx.Done()
 						}
 						return tc.handshake
@@ -352,7 +353,13 @@ func TestJudgeNowEvidence(t *testing.T) {
 				}
 				confirmed := 0
 				start := time.Now()
-				got := k.judgeNow(context.Background(), suspect, tc.err, true, func() { confirmed++ })
+				ctx := context.Background()
+				if errors.Is(tc.handshake, context.Canceled) {
+					var cancel context.CancelFunc
+					ctx, cancel = context.WithTimeout(ctx, 200*time.Millisecond)
+					defer cancel()
+				}
+				got := k.judgeNow(ctx, suspect, tc.err, true, func() { confirmed++ })
 				if got != tc.want || int(dials.Load()) != tc.wantDials {
 					t.Errorf("finding %v after %d handshakes, want %v after %d", got, dials.Load(), tc.want, tc.wantDials)
 				}
