@@ -71,7 +71,9 @@ func Checkout(ctx context.Context, nc net.Conn) error {
 // kernel-killed socket (keep-alive unanswered) or no route is corroborated
 // before it is host-level: confirmed, the generation is evicted and the
 // connector goes Down, so the caller's retry fails fast instead of dialling
-// into a dead host; vetoed (the path answers), only this socket goes. A
+// into a dead host; vetoed (the path answers, a blackhole healed), this
+// socket and the siblings the liveness check finds dead go, nothing is
+// evicted. A
 // reset or EOF is connection-level: dead siblings go too, the connector
 // stays Ready and the retry's fresh dial decides.
 func (c *trackedConn) judgeIdle(ctx context.Context, err error) {
@@ -80,9 +82,12 @@ func (c *trackedConn) judgeIdle(ctx context.Context, err error) {
 	}
 	switch classify(err, c.tcpInfo, c.window) {
 	case hostLevel:
-		verdicts.judgeNow(ctx, c, err, true, func() {
+		f := verdicts.judgeNow(ctx, c, err, true, func() {
 			c.book.evict(c.addr, c.gen, err, evictDead)
 		})
+		if f == findingVetoed {
+			c.sweepOnce() // siblings killed the same way go without a handshake each
+		}
 	case connLevel:
 		c.sweepOnce()
 	}
