@@ -53,7 +53,7 @@ func Alive(nc net.Conn) bool {
 // its dead siblings but is old evidence (a blip while idle may be over), so
 // the connector stays Ready and the retry's fresh dial decides. See
 // recentReadWindow for the skip.
-func Checkout(ctx context.Context, nc net.Conn) error {
+func Checkout(_ context.Context, nc net.Conn) error {
 	if inUse(nc) {
 		return nil
 	}
@@ -62,32 +62,30 @@ func Checkout(ctx context.Context, nc net.Conn) error {
 		return nil
 	}
 	if tc := trackedOf(nc); tc != nil && why != nil && why != errDoomed {
-		tc.judgeIdle(ctx, why)
+		tc.judgeIdle(why)
 	}
 	return driver.ErrBadConn
 }
 
 // judgeIdle acts on the liveness check's evidence about an idle socket. A
 // kernel-killed socket (keep-alive unanswered) or no route is corroborated
-// before it is host-level: confirmed, the generation is evicted and the
-// connector goes Down, so the caller's retry fails fast instead of dialling
-// into a dead host; vetoed (the path answers, a blackhole healed), this
-// socket and the siblings the liveness check finds dead go, nothing is
-// evicted. A
-// reset or EOF is connection-level: dead siblings go too, the connector
-// stays Ready and the retry's fresh dial decides.
-func (c *trackedConn) judgeIdle(ctx context.Context, err error) {
+// (without making the caller wait: its retry goes on meanwhile) before it is
+// host-level: confirmed, the generation is evicted and the connector goes
+// Down, so later callers fail fast instead of dialling into a dead host;
+// vetoed (the path answers, a blackhole healed), nothing is evicted. Either
+// way the socket goes, with the siblings the liveness check finds dead. A
+// reset or EOF is connection-level: the same, the connector stays Ready and
+// the retry's fresh dial decides.
+func (c *trackedConn) judgeIdle(err error) {
 	if c.book == nil {
 		return
 	}
 	switch classify(err, c.tcpInfo, c.window) {
 	case hostLevel:
-		f := verdicts.judgeNow(ctx, c, err, true, func() {
+		verdicts.judgeNow(c, err, false, func() {
 			c.book.evict(c.addr, c.gen, err, evictDead)
 		})
-		if f == findingVetoed {
-			c.sweepOnce() // siblings killed the same way go without a handshake each
-		}
+		c.sweepOnce() // siblings killed the same way go without a handshake each
 	case connLevel:
 		c.sweepOnce()
 	}

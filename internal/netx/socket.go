@@ -1,7 +1,6 @@
 package netx
 
 import (
-	"context"
 	"crypto/tls"
 	"fmt"
 	"net"
@@ -149,7 +148,7 @@ func (c *trackedConn) judge(err error) {
 	}
 	switch classify(err, c.tcpInfo, c.window) {
 	case hostLevel:
-		verdicts.judgeNow(context.Background(), c, err, false, func() {
+		verdicts.judgeNow(c, err, true, func() {
 			c.book.evict(c.addr, c.gen, err, evictDead)
 		})
 	case connLevel:

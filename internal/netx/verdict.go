@@ -265,15 +265,15 @@ func (k corroborator) silentVerdict(tc *trackedConn, silentFrom time.Time) func(
 }
 
 // judgeNow corroborates host-level evidence err about tc found outside the
-// watcher (an I/O error, a checkout). No route is vetoed by any socket to the
-// address heard within heardRecently. The kernel's timeout is vetoed by the
-// watcher's finding for this silence if it has one, else by a sibling heard
-// within heardRecently or a handshake (waited for, bounded by ctx, when
-// wait; else left to finish and confirm on its own). A refusal and the
-// watcher's own verdict are taken as they are. confirm runs once if the host
-// is confirmed; the finding is returned (pending: not known yet, or ctx
-// ended first).
-func (k corroborator) judgeNow(ctx context.Context, tc *trackedConn, err error, wait bool, confirm func()) finding {
+// watcher: an I/O error (watched: the watcher may have suspected this
+// silence) or a checkout's. It never makes its caller wait. No route is
+// vetoed by any socket to the address heard within heardRecently. The
+// kernel's timeout is vetoed by the watcher's finding for this silence if it
+// has one, else by a sibling heard within heardRecently, else a handshake
+// decides in the background. A refusal and the watcher's own verdict are
+// taken as they are. confirm runs once if the host is confirmed; the finding
+// is returned (pending: the handshake runs on and confirms on its own).
+func (k corroborator) judgeNow(tc *trackedConn, err error, watched bool, confirm func()) finding {
 	now := k.now()
 	recent := now.Add(-heardRecently)
 	switch {
@@ -282,9 +282,9 @@ func (k corroborator) judgeNow(ctx context.Context, tc *trackedConn, err error, 
 			return findingVetoed
 		}
 	case errors.Is(err, syscall.ETIMEDOUT):
-		if c := tc.suspicion.Load(); c != nil && !wait && now.Sub(c.began) < silentConnFactor*tc.window {
-			// I/O the watcher saw waiting: its suspicion decides (its own
-			// verdict evicts as confirm would).
+		if c := tc.suspicion.Load(); c != nil && watched && now.Sub(c.began) < silentConnFactor*tc.window {
+			// The watcher saw this I/O waiting: its suspicion decides (its
+			// own verdict evicts as confirm would).
 			f := c.finding()
 			switch f {
 			case findingConfirmed:
@@ -298,18 +298,11 @@ func (k corroborator) judgeNow(ctx context.Context, tc *trackedConn, err error, 
 			return findingVetoed
 		}
 		s, _ := k.sample(tc)
+		c := &corroboration{began: recent, apply: confirm}
+		c.due.Store(true)
 		deadline := now.Add(corroborationBudget(s, tc.window))
-		if !wait {
-			c := &corroboration{began: recent, apply: confirm}
-			c.due.Store(true)
-			go func() { c.settle(k.handshakes(context.Background(), tc.addr, deadline)) }()
-			return findingPending
-		}
-		f := k.handshakes(ctx, tc.addr, deadline)
-		if f == findingConfirmed {
-			confirm()
-		}
-		return f
+		go func() { c.settle(k.handshakes(context.Background(), tc.addr, deadline)) }()
+		return findingPending
 	}
 	confirm()
 	return findingConfirmed
