@@ -243,12 +243,19 @@ func (c *Connector) dialNow(ctx context.Context) (driver.Conn, error) {
 	began := c.ready.mark()
 	dc, err := c.dial(ctx)
 	switch {
-	case err != nil && ctx.Err() == nil:
+	case err != nil && ctx.Err() == nil && !c.lossOnly(err):
 		c.post(event{kind: evDialFailed, err: err, began: began})
 	case err == nil:
 		c.post(event{kind: evVerified, fresh: true})
 	}
 	return dc, err
+}
+
+// lossOnly reports a failed dial whose SYNs all went unanswered while other
+// sockets to the address were heard during it: packet loss, not the server's
+// state, so the connector's state does not change (netx.Book.PathHeard).
+func (c *Connector) lossOnly(err error) bool {
+	return c.book.PathHeard(err, time.Now().Add(-c.cfg.ConnectTimeout))
 }
 
 func (c *Connector) dial(ctx context.Context) (driver.Conn, error) {

@@ -86,6 +86,7 @@ var faultScenarios = []faultScenario{
 	{"active-blackhole-unacked-defaults", 60 * time.Second, faultActiveBlackholeUnackedDefaults},
 	{"idle-blackhole", 60 * time.Second, faultIdleBlackhole},
 	{"server-restart", 60 * time.Second, faultServerRestart},
+	{"loss-compare", 4 * time.Minute, faultLossCompare},
 }
 
 func TestFaultSuite(t *testing.T) {

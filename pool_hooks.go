@@ -138,7 +138,7 @@ func (t *connectTracer) TraceConnectEnd(ctx context.Context, data pgx.TraceConne
 		c.stats.failures.Add(1)
 		err := data.Err
 		c.lastErr.Store(&err)
-		if ctx.Err() == nil && c.ctx.Err() == nil {
+		if ctx.Err() == nil && c.ctx.Err() == nil && !c.lossOnly(err) {
 			began, _ := ctx.Value(attemptBeganKey{}).(attemptMark)
 			c.post(event{kind: evDialFailed, err: err, began: began})
 		}

@@ -345,6 +345,13 @@ func TestRuleTranslation(t *testing.T) {
 			{"output", "ip6 daddr ::1 tcp dport 80 drop"},
 			{"input", "ip6 saddr ::1 tcp sport 80 drop"},
 		}},
+		{Rule{Addr: "127.0.0.1", Port: 5432, Percent: 20}, []nftRule{
+			{"output", "ip daddr 127.0.0.1 tcp dport 5432 numgen random mod 100 < 20 drop"},
+			{"input", "ip saddr 127.0.0.1 tcp sport 5432 numgen random mod 100 < 20 drop"},
+		}},
+		{Rule{Addr: "::1", Port: 5432, Direction: "to", Percent: 5, Reject: true}, []nftRule{
+			{"output", "ip6 daddr ::1 tcp dport 5432 numgen random mod 100 < 5 tcp flags & rst == 0 reject with tcp reset"},
+		}},
 	}
 	for _, tt := range tests {
 		got, err := tt.rule.nftRules()
@@ -354,6 +361,11 @@ func TestRuleTranslation(t *testing.T) {
 		}
 		if !slices.Equal(got, tt.want) {
 			t.Errorf("%+v:\n got %v\nwant %v", tt.rule, got, tt.want)
+		}
+	}
+	for _, p := range []int{-1, 100} {
+		if _, err := (Rule{Port: 80, Percent: p}).nftRules(); err == nil {
+			t.Errorf("Percent %d accepted, want an error (1–99, or 0 for every packet)", p)
 		}
 	}
 }

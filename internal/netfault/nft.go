@@ -49,6 +49,10 @@ type Rule struct {
 	// server that is reset while the client times out. Reject rules let TCP
 	// resets themselves pass.
 	Reject bool
+	// Percent (1–99) affects each matching packet with that probability
+	// (nft numgen random), independently in each chain: random loss rather
+	// than a blackhole. 0 affects every matching packet.
+	Percent int
 }
 
 // nftRule is one nft rule: the chain it goes to and its expression.
@@ -70,6 +74,9 @@ func (r Rule) nftRules() ([]nftRule, error) {
 		from = true
 	default:
 		return nil, fmt.Errorf("netfault: rule direction %q: want \"to\", \"from\" or \"both\"", r.Direction)
+	}
+	if r.Percent < 0 || r.Percent > 99 {
+		return nil, fmt.Errorf("netfault: rule percent %d: want 1–99, or 0 for every packet", r.Percent)
 	}
 	if r.Port < 0 || r.Port > 65535 {
 		return nil, fmt.Errorf("netfault: rule port %d out of range", r.Port)
@@ -112,6 +119,11 @@ func (r Rule) nftRules() ([]nftRule, error) {
 		// other direction would swallow it. (A reset is never answered
 		// with a reset, so rejecting one would just drop it.)
 		verdict = "tcp flags & rst == 0 reject with tcp reset"
+	}
+	if r.Percent > 0 {
+		// One draw per packet and chain: on loopback a packet crosses both
+		// hooks, each with its own rule in its own direction.
+		verdict = fmt.Sprintf("numgen random mod 100 < %d %s", r.Percent, verdict)
 	}
 	port := func(field string) string {
 		if r.Port == 0 {

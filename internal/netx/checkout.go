@@ -49,9 +49,10 @@ func Alive(nc net.Conn) bool {
 // Checkout is run by database/sql (via ResetSession) before it reuses a
 // connection: a dead socket is driver.ErrBadConn, so it retries on another.
 // A kernel-killed socket for a silent peer evicts its address (siblings died
-// the same way). A reset or EOF drops it and its dead siblings but is old
-// evidence (a blip while idle may be over), so the connector stays Ready and
-// the retry's fresh dial decides. See recentReadWindow for the skip.
+// the same way) once corroborated (judgeIdle). A reset or EOF drops it and
+// its dead siblings but is old evidence (a blip while idle may be over), so
+// the connector stays Ready and the retry's fresh dial decides. See
+// recentReadWindow for the skip.
 func Checkout(_ context.Context, nc net.Conn) error {
 	if inUse(nc) {
 		return nil
@@ -61,9 +62,33 @@ func Checkout(_ context.Context, nc net.Conn) error {
 		return nil
 	}
 	if tc := trackedOf(nc); tc != nil && why != nil && why != errDoomed {
-		tc.judge(why, evictStale)
+		tc.judgeIdle(why)
 	}
 	return driver.ErrBadConn
+}
+
+// judgeIdle acts on the liveness check's evidence about an idle socket. A
+// kernel-killed socket (keep-alive unanswered) or no route is corroborated
+// (without making the caller wait: its retry goes on meanwhile) before it is
+// host-level: confirmed, the generation is evicted and the connector goes
+// Down, so later callers fail fast instead of dialling into a dead host;
+// vetoed (the path answers, a blackhole healed), nothing is evicted. Either
+// way the socket goes, with the siblings the liveness check finds dead. A
+// reset or EOF is connection-level: the same, the connector stays Ready and
+// the retry's fresh dial decides.
+func (c *trackedConn) judgeIdle(err error) {
+	if c.book == nil {
+		return
+	}
+	switch classify(err, c.tcpInfo, c.window) {
+	case hostLevel:
+		verdicts.judgeNow(c, err, false, func() {
+			c.book.evict(c.addr, c.gen, err, evictDead)
+		})
+		c.sweepOnce() // siblings killed the same way go without a handshake each
+	case connLevel:
+		c.sweepOnce()
+	}
 }
 
 // The checkout check without a system call for a connection in steady use.

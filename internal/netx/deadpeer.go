@@ -1,9 +1,11 @@
 package netx
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"syscall"
 	"time"
@@ -44,11 +46,20 @@ type tcpSample struct {
 	// zeroWindow: tcpi_snd_wnd (Linux 6.2+) is zero: alive but not reading
 	// (a lock wait). Older kernels report zero too, erring towards "alive".
 	zeroWindow bool
+	rtt        time.Duration // tcpi_rtt: the smoothed round trip
+	// retransmits (tcpi_retransmits) are the current episode's unrecovered
+	// retransmissions, totalRetrans (tcpi_total_retrans) the socket's.
+	retransmits  uint8
+	totalRetrans uint32
 }
 
 func (s tcpSample) heard() time.Duration { return min(s.lastAck, s.lastDataRecv) }
 
 func (s tcpSample) outstanding() bool { return s.unacked > 0 || s.probes > 0 }
+
+// lossy: the socket retransmitted before this episode and recovered, so
+// its path drops packets.
+func (s tcpSample) lossy() bool { return s.totalRetrans > uint32(s.retransmits) }
 
 // classify judges one I/O error of a socket. info (asked only for an
 // ETIMEDOUT) reads TCP_INFO. The verdict depends only on the error and the
@@ -168,6 +179,8 @@ type peerWatcher struct {
 	sample func(tc *trackedConn) (tcpSample, bool)
 	// now is the clock (time.Now).
 	now func() time.Time
+	// dial is corroboration's handshake (handshake; tests replace it).
+	dial func(ctx context.Context, addr netip.AddrPort) error
 
 	// turn is held for one tick; the silence state is its holder's.
 	turn sync.Mutex
@@ -181,7 +194,7 @@ type peerWatcher struct {
 var deadPeers = newPeerWatcher()
 
 func newPeerWatcher() *peerWatcher {
-	return &peerWatcher{tick: watchTick, sample: tcpInfoOf, now: time.Now, socks: make(map[*trackedConn]struct{})}
+	return &peerWatcher{tick: watchTick, sample: tcpInfoOf, now: time.Now, dial: handshake, socks: make(map[*trackedConn]struct{})}
 }
 
 func (w *peerWatcher) add(tc *trackedConn) {
@@ -263,17 +276,16 @@ func (w *peerWatcher) inIO(out []*trackedConn) []*trackedConn {
 	return out
 }
 
+// check samples one busy socket and judges its silence (verdict.go:
+// corroborated before it is host-level).
 func (w *peerWatcher) check(tc *trackedConn) {
 	s, ok := w.sample(tc)
 	if !ok {
 		return
 	}
 	silent, dead := tc.silence.observe(w.now(), s, tc.window)
-	if !dead || tc.evicted.Load() {
+	if tc.evicted.Load() {
 		return
 	}
-	cause := &peerSilentError{silent: silent, window: tc.window}
-	if !tc.book.evict(tc.addr, tc.gen, cause, evictDead) {
-		tc.shutdown() // an older generation: only this socket is left to end
-	}
+	corroborator{sample: w.sample, dial: w.dial, now: w.now}.judgeSilent(tc, s, silent, dead)
 }

@@ -297,6 +297,10 @@ func TestPeerWatcherEvictsSilentPeerOnly(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		w := newPeerWatcher()
 		start := time.Now()
+		w.dial = func(ctx context.Context, _ netip.AddrPort) error { // the corroboration's handshake: no SYN-ACK
+			<-ctx.Done()
+			return ctx.Err()
+		}
 		w.sample = func(tc *trackedConn) (tcpSample, bool) {
 			since := time.Since(start)
 			if tc.addr.Port() == 1 { // alive: zero window, every probe ACKed at once

@@ -31,6 +31,11 @@ type trackedConn struct {
 	window time.Duration
 	// silence is the watcher's state for this socket (its goroutine only).
 	silence silence
+	// suspicion is the corroboration of its current silence, if any.
+	suspicion atomic.Pointer[corroboration]
+	// shutCause, when set, is what I/O on a shut-down socket returns
+	// instead of errConnEvicted.
+	shutCause atomic.Pointer[error]
 	// writes counts Writes that sent a byte: once a statement's bytes left
 	// it must never be run again.
 	writes atomic.Uint64
@@ -81,6 +86,9 @@ func (c *trackedConn) Write(p []byte) (int, error) {
 // becomes errConnEvicted.
 func (c *trackedConn) ioError(err error) error {
 	if c.evicted.Load() {
+		if p := c.shutCause.Load(); p != nil {
+			return *p
+		}
 		return errConnEvicted
 	}
 	c.failed(err)
@@ -107,6 +115,14 @@ func (c *trackedConn) shutdown() {
 	_ = c.Conn.Close()
 }
 
+// shutdownWith shuts the socket down as shutdown does, its user's I/O
+// failing with cause (which must match errConnEvicted) rather than the
+// eviction's.
+func (c *trackedConn) shutdownWith(cause error) {
+	c.shutCause.Store(&cause)
+	c.shutdown()
+}
+
 var errConnEvicted error = evictedConnError{}
 
 type evictedConnError struct{}
@@ -120,23 +136,31 @@ func (evictedConnError) Is(target error) bool { return target == os.ErrDeadlineE
 
 // failed acts on every I/O error, not only the first: the verdict depends on
 // the error and TCP state alone.
-func (c *trackedConn) failed(err error) { c.judge(err, evictDead) }
+func (c *trackedConn) failed(err error) { c.judge(err) }
 
-// judge acts on one piece of evidence from I/O or the checkout: host-level
-// evicts the generation (evictDead now, evictStale for an idle socket's);
-// connection-level (restart, terminated backend, idle timeout) closes the
-// siblings that are dead too, once per socket.
-func (c *trackedConn) judge(err error, how eviction) {
+// judge acts on one piece of evidence from I/O: host-level is corroborated
+// (verdict.go) and, confirmed, evicts the generation (the connector goes
+// Down); connection-level (restart, terminated backend, idle timeout) closes
+// the siblings that are dead too, once per socket.
+func (c *trackedConn) judge(err error) {
 	if c.book == nil {
 		return // a unix socket: no address to judge (trackUnix)
 	}
 	switch classify(err, c.tcpInfo, c.window) {
 	case hostLevel:
-		c.book.evict(c.addr, c.gen, err, how)
+		verdicts.judgeNow(c, err, true, func() {
+			c.book.evict(c.addr, c.gen, err, evictDead)
+		})
 	case connLevel:
-		if c.swept.CompareAndSwap(false, true) {
-			c.book.sweep(c.addr, c)
-		}
+		c.sweepOnce()
+	}
+}
+
+// sweepOnce closes the siblings the liveness check finds dead, after this
+// socket's first connection-level error.
+func (c *trackedConn) sweepOnce() {
+	if c.swept.CompareAndSwap(false, true) {
+		c.book.sweep(c.addr, c)
 	}
 }
 

@@ -100,6 +100,9 @@ func tcpInfoOf(tc *trackedConn) (tcpSample, bool) {
 		probes:       info.Probes,
 		backoff:      info.Backoff,
 		zeroWindow:   info.Snd_wnd == 0,
+		rtt:          time.Duration(info.Rtt) * time.Microsecond,
+		retransmits:  info.Retransmits,
+		totalRetrans: info.Total_retrans,
 	}, true
 }
 
