@@ -36,6 +36,9 @@ type trackedConn struct {
 	writes atomic.Uint64
 	// recent lets a checkout skip its system call right after a reply.
 	recent readRecency
+	// attempt is the admission slot whose deadline the socket carries
+	// until its login ends (admission.go); nil after.
+	attempt atomic.Pointer[slot]
 }
 
 // trackUnix wraps a unix socket. With no TCP address it has no book entry
@@ -83,6 +86,7 @@ func (c *trackedConn) ioError(err error) error {
 	if c.evicted.Load() {
 		return errConnEvicted
 	}
+	err = c.attemptExpired(err)
 	c.failed(err)
 	return err
 }
@@ -94,6 +98,9 @@ func (c *trackedConn) Close() error {
 			c.book.untrack(c)
 		}
 		deadPeers.remove(c)
+		if s := c.attempt.Swap(nil); s != nil {
+			s.unref()
+		}
 	}
 	return c.Conn.Close()
 }
