@@ -46,6 +46,8 @@ type admitKey struct {
 // timer or goroutine is kept (deadpeer.go's synctest rule).
 type admission struct {
 	now func() time.Time
+	// admitting, if set, is told each admission's gate before it (tests).
+	admitting func(g *gate)
 
 	mu    sync.Mutex
 	gates map[admitKey]*gate
@@ -82,6 +84,7 @@ func (g *gate) capacity() int { return int(g.limit) }
 // waiter is a dial in the queue; admit closes ch once s is set.
 type waiter struct {
 	ch      chan struct{}
+	g       *gate
 	login   *Login
 	key     admitKey
 	timeout time.Duration
@@ -136,27 +139,45 @@ func (a *admission) gateFor(key admitKey, now time.Time) *gate {
 // and one whose slot a socket close released goes ahead of every fresh
 // startup.
 func (a *admission) acquire(ctx context.Context, l *Login, key admitKey, timeout time.Duration) (*slot, error) {
+	s, w := a.enter(l, key, timeout, ctx.Err() != nil)
+	if s != nil {
+		return s, nil
+	}
+	if w == nil {
+		return nil, ctx.Err()
+	}
+	select {
+	case <-w.ch:
+		return w.s, nil
+	case <-ctx.Done():
+	}
+	if s := a.leave(w); s != nil {
+		a.release(s, sigNone) // admitted as ctx ended
+	}
+	return nil, ctx.Err()
+}
+
+// enter admits at once (s), or queues w, or neither when done (the
+// caller's context has ended).
+func (a *admission) enter(l *Login, key admitKey, timeout time.Duration, done bool) (s *slot, w *waiter) {
 	prev := l.slotFor(key)
 	a.mu.Lock()
+	defer a.mu.Unlock()
 	now := a.now()
 	if prev != nil && !prev.released {
 		prev.refs++
-		a.mu.Unlock()
 		return prev, nil
 	}
 	g := a.gateFor(key, now)
 	a.expire(g, now)
 	cont := prev != nil
 	if len(g.held) < g.capacity() && (len(g.queue) == 0 || cont && !g.queue[0].cont) {
-		s := a.admitLocked(g, l, key, timeout, now)
-		a.mu.Unlock()
-		return s, nil
+		return a.admitLocked(g, l, key, timeout, now), nil
 	}
-	if err := ctx.Err(); err != nil {
-		a.mu.Unlock()
-		return nil, err
+	if done {
+		return nil, nil
 	}
-	w := &waiter{ch: make(chan struct{}), login: l, key: key, timeout: timeout, cont: cont}
+	w = &waiter{ch: make(chan struct{}), g: g, login: l, key: key, timeout: timeout, cont: cont}
 	if cont {
 		i := 0
 		for i < len(g.queue) && g.queue[i].cont {
@@ -166,28 +187,28 @@ func (a *admission) acquire(ctx context.Context, l *Login, key admitKey, timeout
 	} else {
 		g.queue = append(g.queue, w)
 	}
-	a.mu.Unlock()
+	return nil, w
+}
 
-	select {
-	case <-w.ch:
-		return w.s, nil
-	case <-ctx.Done():
-	}
+// leave takes w out of its queue; it returns w's slot if w was admitted
+// meanwhile (the caller releases it).
+func (a *admission) leave(w *waiter) *slot {
 	a.mu.Lock()
-	if w.s == nil {
-		if i := slices.Index(g.queue, w); i >= 0 {
-			g.queue = slices.Delete(g.queue, i, i+1)
-		}
-		a.mu.Unlock()
-		return nil, ctx.Err()
+	defer a.mu.Unlock()
+	if w.s != nil {
+		return w.s
 	}
-	a.mu.Unlock()
-	a.release(w.s, sigNone) // admitted as ctx ended
-	return nil, ctx.Err()
+	if i := slices.Index(w.g.queue, w); i >= 0 {
+		w.g.queue = slices.Delete(w.g.queue, i, i+1)
+	}
+	return nil
 }
 
 // admitLocked makes a held slot; a.mu is held.
 func (a *admission) admitLocked(g *gate, l *Login, key admitKey, timeout time.Duration, now time.Time) *slot {
+	if a.admitting != nil {
+		a.admitting(g)
+	}
 	s := &slot{a: a, g: g, key: key, login: l, admitted: now, timeout: timeout, refs: 1}
 	if timeout > 0 {
 		s.deadline = now.Add(timeout)
