@@ -15,6 +15,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/pgfast/pgfast/internal/netx"
 )
 
 // pgxAdapter builds pgx's stdlib connector: pgfast hands out pgx's own
@@ -266,16 +268,30 @@ func (a *pgxAdapter) connector(co core) driver.Connector {
 			return a.runBefore(ctx, cc, bound)
 		}))
 	}
-	return pgxNamingConnector{stdlib.GetConnector(*cc, opts...)}
+	return pgxNamingConnector{pgxLoginConnector{stdlib.GetConnector(*cc, opts...)}}
 }
 
-// wire points cc at the core: pgfast's dialer, hosts in the DSN's order, the
-// per-address deadline and the error hook (stdlib and pgxpool share it).
+// pgxLoginConnector ends each connection's admission (netx.Login) when
+// pgx's connect returns: the address's slot is freed and the deadline the
+// dialer armed is cleared before database/sql gets the connection.
+type pgxLoginConnector struct{ driver.Connector }
+
+func (c pgxLoginConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	ctx, login := netx.WithLogin(ctx)
+	dc, err := c.Connector.Connect(ctx)
+	login.End(err)
+	return dc, err
+}
+
+// wire points cc at the core: pgfast's dialer, hosts in the DSN's order and
+// the error hook (stdlib and pgxpool share it). pgx gets no ConnectTimeout:
+// pgx would count the time a startup waits for admission, so the dialer
+// arms connect_timeout itself, from admission, on the attempt's sockets.
 func (a *pgxAdapter) wire(cc *pgx.ConnConfig, co core) {
 	setPgxHosts(&cc.Config, pgxFallbacks(a.groups, inOrder(len(a.groups))))
 	cc.DialFunc = recordingPgxDial(dialFunc(co.dial))
 	cc.LookupFunc = lookup
-	cc.ConnectTimeout = co.config().ConnectTimeout
+	cc.ConnectTimeout = 0
 	prev := cc.OnPgError
 	cc.OnPgError = func(pc *pgconn.PgConn, pgErr *pgconn.PgError) bool {
 		co.onError(pc.Conn(), pgErr)

@@ -7,6 +7,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/multitracer"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgfast/pgfast/internal/netx"
 )
 
 // equipPool wires c's core into pc: the driver's connection settings, then
@@ -125,6 +127,7 @@ func (t *connectTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQuery
 
 func (t *connectTracer) TraceConnectStart(ctx context.Context, _ pgx.TraceConnectStartData) context.Context {
 	t.c.stats.dials.Add(1)
+	ctx, _ = netx.WithLogin(ctx) // admission; TraceConnectEnd ends it
 	return context.WithValue(ctx, attemptBeganKey{}, t.c.ready.mark())
 }
 
@@ -133,6 +136,7 @@ type attemptBeganKey struct{}
 
 func (t *connectTracer) TraceConnectEnd(ctx context.Context, data pgx.TraceConnectEndData) {
 	c := t.c
+	netx.LoginOf(ctx).End(data.Err)
 	switch {
 	case data.Err != nil:
 		c.stats.failures.Add(1)

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/lib/pq"
+
+	"github.com/pgfast/pgfast/internal/netx"
 )
 
 // pqAdapter builds lib/pq's connector. lib/pq's connection type is unexported
@@ -65,7 +67,9 @@ func pqHost(host, addr string, port uint16) HostPort {
 
 func (a *pqAdapter) connector(co core) driver.Connector {
 	cfg := a.cfg.Clone()
-	cfg.ConnectTimeout = co.config().ConnectTimeout
+	// lib/pq would count the time a startup waits for admission: the
+	// dialer arms connect_timeout itself, from admission (netx.Login).
+	cfg.ConnectTimeout = 0
 	pc := &pqConnector{cfg: cfg, core: co, passes: pqPasses(cfg.TargetSessionAttrs)}
 	if len(cfg.Multi) > 0 {
 		// pgfast orders the hosts itself per connection.
@@ -148,8 +152,10 @@ func (c *pqConnector) Connect(ctx context.Context) (driver.Conn, error) {
 
 func (c *pqConnector) connectPass(ctx context.Context, pass int) (driver.Conn, error) {
 	ctx, rec := withDialRecord(ctx)
+	ctx, login := netx.WithLogin(ctx)
 	dc, err := c.ordered(pass).Connect(ctx)
 	nc, expired := rec.done()
+	login.End(err) // after done disarmed the record's watch: End clears the deadline last
 	if err != nil {
 		if cerr := ctx.Err(); cerr != nil && errors.Is(err, cerr) {
 			// The caller's context ended the dial: its error, as

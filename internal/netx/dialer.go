@@ -36,6 +36,9 @@ type Dialer struct {
 
 	// book, when set, records every attempt and tracks every socket.
 	book *Book
+
+	// adm admits startups (the process's table; a bubble's own in tests).
+	adm *admission
 }
 
 // NewDialer returns a dialer; r == nil means net.DefaultResolver (never cached).
@@ -45,7 +48,7 @@ func NewDialer(s Settings, r Resolver) *Dialer {
 	}
 	nd := &net.Dialer{KeepAlive: -1} // our options, not Go's keep-alive defaults
 	configureSocketOptions(nd, s)
-	return &Dialer{settings: s, resolver: r, dialAddr: nd.DialContext}
+	return &Dialer{settings: s, resolver: r, dialAddr: nd.DialContext, adm: admissionFor()}
 }
 
 // SetBook makes d record every attempt in b and track every socket it makes.
@@ -87,7 +90,7 @@ func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: invalid port %q", address, port)
 	}
-	addrs, err := d.resolve(ctx, network, host)
+	addrs, err := d.resolveBounded(ctx, network, host)
 	if err != nil {
 		if contextDone(ctx) {
 			return nil, canceledDialError(awaitDone(ctx), address)
@@ -124,16 +127,18 @@ func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.
 // count: without it, lib/pq's driver.ErrBadConn after a terminated backend
 // makes database/sql run a statement that left a second time.
 func (d *Dialer) dialUnix(ctx context.Context, path string) (net.Conn, error) {
-	if t := d.settings.ConnectTimeout; t > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, t)
-		defer cancel()
-	}
-	nc, err := d.dialAddr(ctx, "unix", path)
-	if err != nil {
-		return nil, err
-	}
-	return trackUnix(nc), nil
+	return d.admitted(ctx, admitKey{path: path}, nil, func(deadline time.Time) (net.Conn, error) {
+		if !deadline.IsZero() {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithDeadline(ctx, deadline)
+			defer cancel()
+		}
+		nc, err := d.dialAddr(ctx, "unix", path)
+		if err != nil {
+			return nil, err
+		}
+		return trackUnix(nc), nil
+	})
 }
 
 type attemptOutcome struct {
@@ -148,7 +153,7 @@ type attemptOutcome struct {
 // goroutine has exited and every loser is closed.
 func (d *Dialer) race(ctx context.Context, network string, targets []netip.AddrPort) (net.Conn, []AddrStats) {
 	if len(targets) == 1 { // nothing to race
-		conn, err := d.attempt(ctx, network, targets[0])
+		conn, err := d.attempt(ctx, network, targets[0], nil)
 		if err != nil {
 			return nil, []AddrStats{{Addr: targets[0].String(), Status: "failed", Err: err}}
 		}
@@ -163,29 +168,39 @@ func (d *Dialer) race(ctx context.Context, network string, targets []netip.AddrP
 		closeLosers(outcomes)
 	}()
 
+	// The attempt delay runs from the latest attempt's admission: time
+	// queued for a slot is not time the address failed to answer.
 	delay := d.attemptDelay()
 	timer := time.NewTimer(delay)
+	timer.Stop()
 	defer timer.Stop()
+	admitted := make(chan int, len(targets)) // never blocks a sender
+	armed := false
 	errs := make([]error, len(targets))
 	started, pending := 0, 0
 	startNext := func() {
 		i := started
 		wg.Go(func() {
-			conn, err := d.attempt(ctx, network, targets[i])
+			conn, err := d.attempt(ctx, network, targets[i], func() { admitted <- i })
 			outcomes <- attemptOutcome{index: i, conn: conn, err: err}
 		})
 		started++
 		pending++
-		timer.Reset(delay)
+		armed = false
 	}
 
 	startNext()
 	for pending > 0 {
 		var tick <-chan time.Time
-		if started < len(targets) {
+		if armed && started < len(targets) {
 			tick = timer.C
 		}
 		select {
+		case i := <-admitted:
+			if i == started-1 {
+				timer.Reset(delay)
+				armed = true
+			}
 		case o := <-outcomes:
 			pending--
 			if o.err == nil {
@@ -196,6 +211,7 @@ func (d *Dialer) race(ctx context.Context, network string, targets []netip.AddrP
 				startNext()
 			}
 		case <-tick:
+			armed = false
 			startNext()
 		case <-ctx.Done():
 			return nil, nil
@@ -225,14 +241,21 @@ func (d *Dialer) attemptDelay() time.Duration {
 // errAttemptDeadline is the cancellation cause of an attempt's own deadline.
 var errAttemptDeadline = errors.New("pgfast: connect_timeout reached")
 
-// attempt dials one address and reports its outcome to the book.
-func (d *Dialer) attempt(ctx context.Context, network string, target netip.AddrPort) (net.Conn, error) {
+// attempt dials one address once admitted (onAdmit, if set, is told) and
+// reports its outcome to the book.
+func (d *Dialer) attempt(ctx context.Context, network string, target netip.AddrPort, onAdmit func()) (net.Conn, error) {
+	return d.admitted(ctx, admitKey{addr: target}, onAdmit, func(deadline time.Time) (net.Conn, error) {
+		return d.attemptBooked(ctx, network, target, deadline)
+	})
+}
+
+func (d *Dialer) attemptBooked(ctx context.Context, network string, target netip.AddrPort, deadline time.Time) (net.Conn, error) {
 	if d.book == nil {
-		return d.attemptAddr(ctx, network, target)
+		return d.attemptAddr(ctx, network, target, deadline)
 	}
 	d.book.attemptStarted(target)
 	start := time.Now()
-	conn, err := d.attemptAddr(ctx, network, target)
+	conn, err := d.attemptAddr(ctx, network, target, deadline)
 	if err != nil && callerEnded(ctx, err) {
 		d.book.attemptAbandoned(target, time.Since(start) > d.attemptDelay())
 		return nil, err
@@ -254,12 +277,12 @@ func callerEnded(ctx context.Context, err error) bool {
 	return !errors.As(err, &own) && contextDone(ctx)
 }
 
-func (d *Dialer) attemptAddr(ctx context.Context, network string, target netip.AddrPort) (net.Conn, error) {
+// attemptAddr connects to target by deadline (zero: none), the attempt's
+// connect_timeout counted from its admission.
+func (d *Dialer) attemptAddr(ctx context.Context, network string, target netip.AddrPort, deadline time.Time) (net.Conn, error) {
 	timeout := d.settings.ConnectTimeout
 	attemptCtx := ctx
-	var deadline time.Time
-	if timeout > 0 {
-		deadline = time.Now().Add(timeout)
+	if !deadline.IsZero() {
 		var cancel context.CancelFunc
 		attemptCtx, cancel = context.WithDeadlineCause(ctx, deadline, errAttemptDeadline)
 		defer cancel()
@@ -273,7 +296,7 @@ func (d *Dialer) attemptAddr(ctx context.Context, network string, target netip.A
 	}
 	// The socket's deadline can fire before the context's timer: judge by
 	// the clock, not attemptCtx.Err().
-	if timeout > 0 && ctx.Err() == nil && !time.Now().Before(deadline) {
+	if !deadline.IsZero() && ctx.Err() == nil && !time.Now().Before(deadline) {
 		err = &attemptTimeoutError{after: timeout, err: err}
 	}
 	return nil, err

@@ -41,6 +41,9 @@ type trackedConn struct {
 	writes atomic.Uint64
 	// recent lets a checkout skip its system call right after a reply.
 	recent readRecency
+	// attempt is the admission slot whose deadline the socket carries
+	// until its login ends (admission.go); nil after.
+	attempt atomic.Pointer[slot]
 }
 
 // trackUnix wraps a unix socket. With no TCP address it has no book entry
@@ -91,6 +94,7 @@ func (c *trackedConn) ioError(err error) error {
 		}
 		return errConnEvicted
 	}
+	err = c.attemptExpired(err)
 	c.failed(err)
 	return err
 }
@@ -102,6 +106,9 @@ func (c *trackedConn) Close() error {
 			c.book.untrack(c)
 		}
 		deadPeers.remove(c)
+		if s := c.attempt.Swap(nil); s != nil {
+			s.unref()
+		}
 	}
 	return c.Conn.Close()
 }

@@ -39,6 +39,37 @@ func NewTestSocket(nc net.Conn) net.Conn { return &trackedConn{Conn: nc, book: N
 // AttemptTimeout returns the error of an attempt connect_timeout ended.
 func AttemptTimeout(after time.Duration) error { return &attemptTimeoutError{after: after} }
 
+// HoldAdmission takes every free admission slot of address (ip:port) in
+// the process's table, as startups that never end, until release.
+func HoldAdmission(address string) (release func()) {
+	key := admitKey{addr: netip.MustParseAddrPort(address)}
+	var held []*slot
+	for {
+		s, _ := admissions.enter(&Login{}, key, 0, true)
+		if s == nil {
+			break
+		}
+		held = append(held, s)
+	}
+	return func() {
+		for _, s := range held {
+			admissions.release(s, sigNone)
+		}
+	}
+}
+
+// AdmissionLimit returns the slots address (ip:port) has in the process's
+// table (the initial limit before its first startup).
+func AdmissionLimit(address string) int {
+	key := admitKey{addr: netip.MustParseAddrPort(address)}
+	admissions.mu.Lock()
+	defer admissions.mu.Unlock()
+	if g := admissions.gates[key]; g != nil {
+		return g.capacity()
+	}
+	return admitStart
+}
+
 // IsBad reports whether addr is to be tried last (evicted or failing).
 func (b *Book) IsBad(addr netip.AddrPort) bool {
 	b.mu.Lock()

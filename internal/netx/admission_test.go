@@ -1,0 +1,446 @@
+package netx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeClock is admission's clock in these tests.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func newTestAdmission() (*admission, *fakeClock) {
+	clk := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	return newAdmission(clk.now), clk
+}
+
+var admitTestKey = admitKey{addr: netip.MustParseAddrPort("127.0.0.1:5432")}
+
+// fill admits n fresh logins, which must not queue.
+func fill(t *testing.T, a *admission, n int, timeout time.Duration) []*slot {
+	t.Helper()
+	out := make([]*slot, n)
+	for i := range out {
+		s, w := a.enter(&Login{}, admitTestKey, timeout, false)
+		if s == nil || w != nil {
+			t.Fatalf("login %d queued, want admitted", i)
+		}
+		out[i] = s
+	}
+	return out
+}
+
+func (a *admission) gateOf(key admitKey) *gate {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.gates[key]
+}
+
+func admittedNow(w *waiter) bool {
+	select {
+	case <-w.ch:
+		return true
+	default:
+		return false
+	}
+}
+
+func TestAdmissionFIFO(t *testing.T) {
+	a, _ := newTestAdmission()
+	held := fill(t, a, admitStart, 0)
+	var queued []*waiter
+	for i := range 5 {
+		s, w := a.enter(&Login{}, admitTestKey, 0, false)
+		if s != nil || w == nil {
+			t.Fatalf("waiter %d admitted past the limit", i)
+		}
+		queued = append(queued, w)
+	}
+	for i, s := range held[:5] {
+		s.unref() // the socket closed
+		for j, w := range queued {
+			if got, want := admittedNow(w), j <= i; got != want {
+				t.Fatalf("after %d releases: waiter %d admitted = %v, want %v (FIFO)", i+1, j, got, want)
+			}
+		}
+	}
+}
+
+func TestAdmissionCancelLeavesQueue(t *testing.T) {
+	a, _ := newTestAdmission()
+	held := fill(t, a, admitStart, 0)
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := a.acquire(ctx, &Login{}, admitTestKey, 0)
+		errc <- err
+	}()
+	g := a.gateOf(admitTestKey)
+	waitFor(t, func() bool { a.mu.Lock(); defer a.mu.Unlock(); return len(g.queue) == 1 })
+	_, behind := a.enter(&Login{}, admitTestKey, 0, false)
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("acquire = %v, want context.Canceled", err)
+	}
+	a.mu.Lock()
+	n := len(g.queue)
+	a.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("queue holds %d waiters after a cancel, want 1 (the one behind)", n)
+	}
+	held[0].unref()
+	if !admittedNow(behind) {
+		t.Fatal("the waiter behind the cancelled one was not admitted by the next release")
+	}
+	// A context already ended queues nothing.
+	done, stop := context.WithCancel(context.Background())
+	stop()
+	if _, err := a.acquire(done, &Login{}, admitTestKey, 0); !errors.Is(err, context.Canceled) {
+		t.Fatalf("acquire with an ended context = %v, want context.Canceled", err)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached within 5s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestAdmissionReleaseOnCloseAndDeadline: a slot whose login never ends is
+// released by its socket's Close, and, past its deadline, by the next
+// startup that finds the address full.
+func TestAdmissionReleaseOnCloseAndDeadline(t *testing.T) {
+	a, clk := newTestAdmission()
+	c1, c2 := net.Pipe()
+	defer c2.Close()
+	tc := &trackedConn{Conn: c1}
+	l := &Login{}
+	s, _ := a.enter(l, admitTestKey, time.Second, false)
+	s.settle(tc, nil)
+	g := a.gateOf(admitTestKey)
+	tc.Close()
+	if n := len(g.held); n != 0 {
+		t.Fatalf("%d slots held after the socket closed, want 0", n)
+	}
+
+	held := fill(t, a, admitStart, time.Second) // logins that never end
+	_, w := a.enter(&Login{}, admitTestKey, time.Second, false)
+	if w == nil {
+		t.Fatal("admitted past the limit")
+	}
+	clk.advance(time.Second)
+	s2, _ := a.enter(&Login{}, admitTestKey, time.Second, false)
+	if !admittedNow(w) {
+		t.Fatal("the queued startup was not admitted once the held slots passed their deadline")
+	}
+	if s2 == nil {
+		t.Fatal("a startup after the deadline sweep was not admitted")
+	}
+	for _, s := range held {
+		if !s.released {
+			t.Fatal("a slot past its deadline is still held")
+		}
+	}
+	if g.limit >= admitStart {
+		t.Errorf("limit %.2f after logins past connect_timeout, want lowered", g.limit)
+	}
+}
+
+// TestAdmissionContinuation: a second dial of an admitted login to the
+// same address shares its slot; after a socket close released it, the
+// login's next dial goes ahead of fresh startups.
+func TestAdmissionContinuation(t *testing.T) {
+	a, _ := newTestAdmission()
+	l := &Login{}
+	s, _ := a.enter(l, admitTestKey, 0, false)
+	rest := fill(t, a, admitStart-1, 0)
+	again, w := a.enter(l, admitTestKey, 0, false)
+	if again != s || w != nil {
+		t.Fatal("a continuation of a held slot did not share it")
+	}
+	s.unref() // the first dial's socket closed: still held by the second
+	if s.released {
+		t.Fatal("released while a continuation still holds it")
+	}
+	_, fresh1 := a.enter(&Login{}, admitTestKey, 0, false)
+	s.unref() // released: the head waiter gets it
+	if !admittedNow(fresh1) {
+		t.Fatal("the released slot did not go to the head of the queue")
+	}
+	_, fresh2 := a.enter(&Login{}, admitTestKey, 0, false)
+	_, cont := a.enter(l, admitTestKey, 0, false) // the prefer fallback's dial
+	if cont == nil || fresh2 == nil {
+		t.Fatal("admitted past the limit")
+	}
+	rest[0].unref()
+	if !admittedNow(cont) || admittedNow(fresh2) {
+		t.Fatal("the continuation did not go ahead of the fresh startup queued before it")
+	}
+}
+
+// TestAdmissionLimitRule is the limit rule as a table.
+func TestAdmissionLimitRule(t *testing.T) {
+	const ms = time.Millisecond
+	for _, tc := range []struct {
+		name    string
+		limit   float64
+		base    time.Duration // an earlier sample within the window
+		l       time.Duration
+		sig     signal
+		waiters bool
+		want    float64
+	}{
+		{"fast with waiters grows by 1/limit", 16, 10 * ms, 12 * ms, sigDone, true, 16 + 1.0/16},
+		{"fast without waiters stays", 16, 10 * ms, 12 * ms, sigDone, false, 16},
+		{"between 1.5 and 2 base stays", 16, 10 * ms, 25 * ms, sigDone, true, 16},
+		{"2 base + 10ms stays", 16, 10 * ms, 30 * ms, sigDone, true, 16},
+		{"slow shrinks by 0.9", 16, 10 * ms, 31 * ms, sigDone, true, 16 * 0.9},
+		{"slow never below 4", 4.2, 10 * ms, 100 * ms, sigDone, false, 4},
+		{"past connect_timeout shrinks", 16, 0, 0, sigSlow, false, 16 * 0.9},
+		{"53300 halves", 16, 0, 0, sigTooMany, false, 8},
+		{"53300 never below 4", 6, 0, 0, sigTooMany, false, 4},
+		{"growth stops at 256", 256, 10 * ms, 10 * ms, sigDone, true, 256},
+		{"cancelled says nothing", 16, 0, 0, sigNone, true, 16},
+		{"a new minimum is the base", 16, 50 * ms, 5 * ms, sigDone, true, 16 + 1.0/16},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+			g := &gate{limit: tc.limit, held: map[*slot]struct{}{}}
+			if tc.base > 0 {
+				g.observe(now.Add(-time.Second), tc.base)
+			}
+			if tc.waiters {
+				g.queue = []*waiter{{}}
+			}
+			g.adapt(&slot{admitted: now.Add(-tc.l)}, tc.sig, now)
+			if d := g.limit - tc.want; d > 1e-9 || d < -1e-9 {
+				t.Errorf("limit = %.4f, want %.4f", g.limit, tc.want)
+			}
+		})
+	}
+}
+
+func TestAdmissionBaseWindow(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	g := &gate{limit: admitStart}
+	g.observe(now, 5*time.Millisecond)
+	g.observe(now.Add(10*time.Second), 20*time.Millisecond)
+	if base := g.observe(now.Add(20*time.Second), 30*time.Millisecond); base != 5*time.Millisecond {
+		t.Errorf("base = %v within 30s of a 5ms login, want 5ms", base)
+	}
+	if base := g.observe(now.Add(31*time.Second), 40*time.Millisecond); base != 20*time.Millisecond {
+		t.Errorf("base = %v after the 5ms sample left the window, want 20ms", base)
+	}
+}
+
+// TestAdmissionDecreaseOncePerRound: slow logins admitted before the last
+// decrease lower the limit no further (they ran under the old limit).
+func TestAdmissionDecreaseOncePerRound(t *testing.T) {
+	a, clk := newTestAdmission()
+	held := fill(t, a, admitStart, 0)
+	clk.advance(10 * time.Millisecond)
+	held[0].login.End(nil) // base 10ms
+	clk.advance(time.Second)
+	for _, s := range held[1:] {
+		s.login.End(nil) // 1s: slow, all admitted before the first decrease
+	}
+	if g := a.gateOf(admitTestKey); g.limit != admitStart*0.9 {
+		t.Errorf("limit = %.2f after one round of slow logins, want %.2f", g.limit, admitStart*0.9)
+	}
+}
+
+type sqlStateError string
+
+func (e sqlStateError) Error() string    { return "pq: sorry, too many clients already" }
+func (e sqlStateError) SQLState() string { return string(e) }
+
+func TestLoginEndSignals(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want signal
+	}{
+		{nil, sigDone},
+		{fmt.Errorf("connect: %w", sqlStateError("53300")), sigTooMany},
+		{sqlStateError("28P01"), sigNone},
+		{&net.OpError{Op: "read", Err: &attemptTimeoutError{after: time.Second, err: os.ErrDeadlineExceeded}}, sigSlow},
+		{context.Canceled, sigNone},
+	} {
+		if got := signalOf(tc.err); got != tc.want {
+			t.Errorf("signalOf(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}
+
+// TestLoginEndClearsDeadline: the deadline armed at admission is on the
+// socket until End, and gone after it.
+func TestLoginEndClearsDeadline(t *testing.T) {
+	a, _ := newTestAdmission()
+	c1, c2 := net.Pipe()
+	defer c1.Close()
+	defer c2.Close()
+	tc := &trackedConn{Conn: c1}
+	l := &Login{}
+	s, _ := a.enter(l, admitTestKey, time.Nanosecond, false) // the fake clock's deadline is long past
+	s.settle(tc, nil)
+	buf := make([]byte, 1)
+	_, err := tc.Read(buf)
+	var own *attemptTimeoutError
+	if !errors.As(err, &own) || !errors.Is(err, os.ErrDeadlineExceeded) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("read past the attempt's deadline = %v, want an attempt timeout", err)
+	}
+	l.End(nil)
+	go func() { _, _ = c2.Write([]byte{'x'}) }()
+	if _, err := tc.Read(buf); err != nil {
+		t.Fatalf("read after End = %v, want the deadline cleared", err)
+	}
+	if g := a.gateOf(admitTestKey); len(g.held) != 0 {
+		t.Fatal("End left the slot held")
+	}
+}
+
+// TestAdmissionProperty drives one address's admission through a seeded
+// random interleaving of startups, cancels, successes, timeouts, 53300s,
+// socket closes, continuations and deadline sweeps: no startup is admitted
+// while the limit's slots are taken, a free slot never leaves a waiter
+// queued, and once every login ended each slot is released.
+func TestAdmissionProperty(t *testing.T) {
+	for seed := uint64(1); seed <= 3; seed++ {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) { admissionProperty(t, seed, 10_000) })
+	}
+}
+
+func admissionProperty(t *testing.T, seed uint64, steps int) {
+	rng := rand.New(rand.NewPCG(seed, seed))
+	a, clk := newTestAdmission()
+	var violations int
+	a.admitting = func(g *gate) {
+		if len(g.held) >= g.capacity() {
+			violations++
+		}
+	}
+	type entry struct {
+		l *Login
+		s *slot
+		w *waiter
+	}
+	var live []*entry // admitted or queued
+	var all []*slot
+	const timeout = 2 * time.Second
+	promote := func() {
+		for _, e := range live {
+			if e.w != nil && admittedNow(e.w) {
+				e.s, e.w = e.w.s, nil
+				all = append(all, e.s)
+			}
+		}
+	}
+	drop := func(i int) { live = append(live[:i], live[i+1:]...) }
+	for step := range steps {
+		clk.advance(time.Duration(rng.IntN(20)) * time.Millisecond)
+		switch op := rng.IntN(10); {
+		case op < 4 || len(live) == 0: // a new startup
+			l := &Login{}
+			s, w := a.enter(l, admitTestKey, timeout, false)
+			if s != nil {
+				all = append(all, s)
+			}
+			live = append(live, &entry{l: l, s: s, w: w})
+		default:
+			i := rng.IntN(len(live))
+			e := live[i]
+			if e.w != nil { // queued: cancel
+				if s := a.leave(e.w); s != nil {
+					a.release(s, sigNone)
+				}
+				drop(i)
+				break
+			}
+			switch rng.IntN(6) {
+			case 0:
+				e.l.End(nil)
+				drop(i)
+			case 1:
+				e.l.End(&attemptTimeoutError{after: timeout})
+				drop(i)
+			case 2:
+				e.l.End(sqlStateError("53300"))
+				drop(i)
+			case 3: // the socket closed; the login may go on
+				e.s.unref()
+				if rng.IntN(2) == 0 {
+					drop(i)
+					e.l.End(errors.New("auth failed"))
+				}
+			case 4: // a continuation (sslmode=prefer fallback)
+				s, w := a.enter(e.l, admitTestKey, timeout, false)
+				if s != nil {
+					if s != e.s {
+						all = append(all, s)
+					}
+					e.s = s
+				} else {
+					e.s, e.w = nil, w
+				}
+			case 5: // time passes beyond the deadline of older slots
+				clk.advance(timeout / 2)
+			}
+		}
+		promote()
+		g := a.gateOf(admitTestKey)
+		a.mu.Lock()
+		if len(g.held) < g.capacity() && len(g.queue) > 0 {
+			t.Fatalf("step %d: %d of %d slots held with %d waiters queued", step, len(g.held), g.capacity(), len(g.queue))
+		}
+		if g.limit < admitMin || g.limit > admitMax {
+			t.Fatalf("step %d: limit %.2f outside [%d, %d]", step, g.limit, admitMin, admitMax)
+		}
+		a.mu.Unlock()
+	}
+	if violations > 0 {
+		t.Fatalf("%d admissions while the limit's slots were taken", violations)
+	}
+	for _, e := range live {
+		if e.w != nil {
+			if s := a.leave(e.w); s != nil {
+				a.release(s, sigNone)
+			}
+		}
+		e.l.End(errors.New("test over"))
+	}
+	promote()
+	for _, s := range all {
+		if !s.released {
+			t.Fatal("a slot is still held after every login ended")
+		}
+	}
+	if g := a.gateOf(admitTestKey); len(g.held) != 0 || len(g.queue) != 0 {
+		t.Fatalf("%d held, %d queued at the end", len(g.held), len(g.queue))
+	}
+	t.Logf("%d slots admitted, final limit %.2f", len(all), a.gateOf(admitTestKey).limit)
+}
