@@ -12,9 +12,10 @@ import (
 	"github.com/pgfast/pgfast/internal/pgtest"
 )
 
-// readyHookConn runs onReady when lib/pq, done with the handshake, clears
-// the connect_timeout deadline (its last step before returning the
-// connection), and tells when a deadline in the past is set on it.
+// readyHookConn runs onReady when the server's first ReadyForQuery arrives
+// (lib/pq's last read before returning the connection: pgfast gives lib/pq
+// no connect_timeout of its own, so lib/pq sets and clears no deadline), and
+// tells when a deadline in the past is set on it.
 type readyHookConn struct {
 	net.Conn
 	onReady  func()
@@ -25,13 +26,19 @@ type readyHookConn struct {
 
 func (c *readyHookConn) SetDeadline(t time.Time) error {
 	err := c.Conn.SetDeadline(t)
-	switch {
-	case t.IsZero():
-		c.once.Do(c.onReady)
-	case t.Before(time.Now()):
+	if !t.IsZero() && t.Before(time.Now()) {
 		c.expireMu.Do(func() { close(c.expired) })
 	}
 	return err
+}
+
+func (c *readyHookConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	// ReadyForQuery: 'Z', length 5, the transaction status.
+	if n >= 6 && p[n-6] == 'Z' && p[n-5] == 0 && p[n-4] == 0 && p[n-3] == 0 && p[n-2] == 5 {
+		c.once.Do(c.onReady)
+	}
+	return n, err
 }
 
 // TestPQConnectEndingAtHandshakeHandsOutNoExpiredSocket: when Connect's
@@ -48,6 +55,12 @@ func TestPQConnectEndingAtHandshakeHandsOutNoExpiredSocket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	fired := 0
+	defer func() {
+		if fired == 0 {
+			t.Error("the handshake hook never ran: the test exercised nothing")
+		}
+	}()
 	for i := range 5 {
 		ctx, cancel := context.WithCancel(context.Background())
 		var hooked *readyHookConn
@@ -59,6 +72,7 @@ func TestPQConnectEndingAtHandshakeHandsOutNoExpiredSocket(t *testing.T) {
 			}
 			hooked = &readyHookConn{Conn: nc, expired: make(chan struct{})}
 			hooked.onReady = func() {
+				fired++
 				cancel() // Connect's context ends as the handshake completes
 				select {
 				case <-hooked.expired: // pgfast's watch has run

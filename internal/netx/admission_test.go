@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -443,4 +444,83 @@ func admissionProperty(t *testing.T, seed uint64, steps int) {
 		t.Fatalf("%d held, %d queued at the end", len(g.held), len(g.queue))
 	}
 	t.Logf("%d slots admitted, final limit %.2f", len(all), a.gateOf(admitTestKey).limit)
+}
+
+// TestDialQueuedTimesFromAdmission: a dial queued for admission starts
+// neither its connect_timeout nor Happy Eyeballs' attempt delay: the next
+// family is tried only once the first attempt was admitted and the delay
+// passed, and the first attempt's deadline is connect_timeout from its
+// admission. When the login ends, both addresses' slots are free.
+func TestDialQueuedTimesFromAdmission(t *testing.T) {
+	dialTestLeakCheck(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	const timeout = 2 * time.Second
+	d := NewDialer(Settings{AttemptDelay: 20 * time.Millisecond, ConnectTimeout: timeout},
+		&dialTestResolver{addrs: dialTestAddrs("::1", "127.0.0.1")})
+	d.adm = newAdmission(time.Now)
+	hook := newDialTestHook(d, "::1")
+	v6 := admitKey{addr: netip.AddrPortFrom(netip.MustParseAddr("::1"), uint16(port))}
+	var held []*slot
+	for range admitStart {
+		s, _ := d.adm.enter(&Login{}, v6, 0, false)
+		held = append(held, s)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ctx, login := WithLogin(ctx)
+	type result struct {
+		nc  net.Conn
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		nc, err := d.DialContext(ctx, "tcp", net.JoinHostPort("db.example", fmt.Sprint(port)))
+		done <- result{nc, err}
+	}()
+	time.Sleep(300 * time.Millisecond) // 15 attempt delays, queued
+	if calls := hook.calls(); len(calls) != 0 {
+		t.Fatalf("dialled %v while the first attempt was queued, want nothing yet", calls)
+	}
+	held[0].unref()
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("DialContext: %v", r.err)
+	}
+	defer r.nc.Close()
+	calls := hook.calls()
+	if len(calls) != 2 || !strings.HasPrefix(calls[0], "[::1]") || !strings.HasPrefix(calls[1], "127.0.0.1") {
+		t.Fatalf("attempts %v, want ::1 then 127.0.0.1", calls)
+	}
+	hook.mu.Lock()
+	left := hook.deadline[calls[0]]
+	hook.mu.Unlock()
+	if left < timeout-200*time.Millisecond {
+		t.Errorf("the queued attempt had %v of its %v connect_timeout left when it dialled: queue time counted", left, timeout)
+	}
+	login.End(nil)
+	for _, key := range []admitKey{v6, {addr: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))}} {
+		d.adm.mu.Lock()
+		n := len(d.adm.gates[key].held)
+		d.adm.mu.Unlock()
+		if want := map[bool]int{true: admitStart - 1, false: 0}[key == v6]; n != want {
+			t.Errorf("%v: %d slots held after the login ended, want %d", key.addr, n, want)
+		}
+	}
+	for _, s := range held[1:] {
+		s.unref()
+	}
 }

@@ -40,7 +40,7 @@ type eviction struct {
 
 var (
 	evictDead  = eviction{down: true} // current evidence the host is unreachable
-	evictStale = eviction{}           // a socket found dead at checkout: old evidence
+	evictStale = eviction{}           // old evidence, no Down (Evict in testhooks.go)
 	evictMoved = eviction{soft: true} // DNS no longer lists the address
 	// evictRole: the server answers but lost the role asked for.
 	evictRole = eviction{}
