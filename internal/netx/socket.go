@@ -29,6 +29,9 @@ type trackedConn struct {
 	inIO atomic.Int32
 	// window is the dead-peer window (set before watcher registration).
 	window time.Duration
+	// watcher is the dead-peer watcher it is registered with (its view's),
+	// nil when none.
+	watcher *peerWatcher
 	// silence is the watcher's state for this socket (its goroutine only).
 	silence silence
 	// writes counts Writes that sent a byte: once a statement's bytes left
@@ -93,7 +96,9 @@ func (c *trackedConn) Close() error {
 		if c.book != nil {
 			c.book.untrack(c)
 		}
-		deadPeers.remove(c)
+		if c.watcher != nil {
+			c.watcher.remove(c)
+		}
 	}
 	return c.Conn.Close()
 }
