@@ -86,6 +86,7 @@ var faultScenarios = []faultScenario{
 	{"active-blackhole-unacked-defaults", 60 * time.Second, faultActiveBlackholeUnackedDefaults},
 	{"idle-blackhole", 60 * time.Second, faultIdleBlackhole},
 	{"server-restart", 60 * time.Second, faultServerRestart},
+	{"fleet-dead-server", 150 * time.Second, faultFleetDeadServer},
 }
 
 func TestFaultSuite(t *testing.T) {
