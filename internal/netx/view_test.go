@@ -308,3 +308,60 @@ func TestDialPulse(t *testing.T) {
 		t.Errorf("refused port: refused %v, err %v", refused, err)
 	}
 }
+
+// TestViewBubbleSafe: a view made inside a synctest bubble has a dead-peer
+// watcher of its own (no goroutine outside the bubble looks at its
+// sockets), and a verdict reported into the shared view from inside a
+// bubble starts no goroutine there (the fan-out runs inline; the pulse is
+// left to the next dial from outside). Concurrently, a tenant outside the
+// bubble on the shared view keeps working: it is told the verdict, and its
+// dial starts the pulse outside.
+func TestViewBubbleSafe(t *testing.T) {
+	dialTestLeakCheck(t)
+	v := SharedView()
+	saved := v.pulseDial
+	var pulses atomic.Int32
+	v.pulseDial = func(ctx context.Context, _ netip.AddrPort) (bool, error) {
+		pulses.Add(1)
+		return false, nil // answers at once
+	}
+	defer func() { v.pulseDial = saved }()
+	key := netip.MustParseAddrPort("127.0.0.1:1") // no test dials it
+	outside := NewBook(nil)
+	outside.SetView(v)
+	told := make(chan bool, 4)
+	outside.onEvict = func(_ netip.AddrPort, _ error, how eviction) { told <- how.down }
+	outside.resolved("127.0.0.1", "1", []netip.AddrPort{key})
+	defer outside.Close()
+	srv := outside.addrs[key].srv
+
+	synctest.Test(t, func(t *testing.T) {
+		if own := NewView(); own.watcher == deadPeers {
+			t.Error("a view made in a bubble uses the process's watcher")
+		}
+		v.dead(srv, errPeerSilent, nil) // e.g. the process's watcher running in the bubble
+		synctest.Wait()
+	})
+	select {
+	case down := <-told:
+		if !down {
+			t.Error("the outside tenant was told a non-host-level eviction")
+		}
+	default:
+		t.Error("the outside tenant was not told the verdict")
+	}
+	if pulses.Load() != 0 {
+		t.Error("a pulse ran from inside the bubble")
+	}
+	// A dial from outside starts the pulse, which lifts the verdict.
+	outside.skipDead("tcp", []netip.AddrPort{key}, time.Now())
+	deadline := time.Now().Add(5 * time.Second)
+	for v.Verdict(key) != VerdictAlive && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if v.Verdict(key) != VerdictAlive || pulses.Load() == 0 {
+		t.Errorf("verdict %v after %d pulses started from outside", v.Verdict(key), pulses.Load())
+	}
+	outside.Close()
+	v.Wait()
+}
