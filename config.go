@@ -87,6 +87,11 @@ type Config struct {
 	// DNSRecheck is how often host names are re-resolved while Ready
 	// (pgfast_dns_recheck, seconds; 0 = off).
 	DNSRecheck time.Duration
+	// Share makes the connector share host-level verdicts (a server silent
+	// or unreachable) with every other connector of the process that uses
+	// the same address, and probe a dead server once for all of them
+	// (pgfast_share; default true). False gives it a view of its own.
+	Share bool
 }
 
 // HostPort is one server of a DSN. Addr is the hostaddr given for it, if any.
@@ -108,7 +113,7 @@ func (h HostPort) String() string {
 var libpqTCPKeys = []string{"keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout"}
 
 // pgfastKeys are pgfast's own DSN keys.
-var pgfastKeys = []string{"pgfast_min_conns", "pgfast_wait_ready", "pgfast_dns_recheck"}
+var pgfastKeys = []string{"pgfast_min_conns", "pgfast_wait_ready", "pgfast_dns_recheck", "pgfast_share"}
 
 // hostGroup is one host of the DSN with the backend's attempts to it, in
 // order. Host ordering moves whole groups, so each host keeps its attempt
@@ -173,6 +178,7 @@ func buildSettings(p *parsedDSN) (*Config, error) {
 		LoadBalanceHosts:   p.loadBalanceHosts,
 		Hosts:              hostPortsOf(p.groups),
 		MinConns:           DefaultMinConns,
+		Share:              true,
 	}
 	if err := checkConnectTimeout(p.connectTimeout, p.dsn, p.fresh); err != nil {
 		return nil, err
@@ -226,6 +232,11 @@ func buildSettings(p *parsedDSN) (*Config, error) {
 		cfg.WaitReady = b
 		return nil
 	})
+	set("pgfast_share", func(v string) error {
+		n, e := parseBounded(keyShare, v)
+		cfg.Share = n != 0
+		return e
+	})
 	dnsRecheckSet := false
 	set("pgfast_dns_recheck", func(v string) error {
 		dnsRecheckSet = true
@@ -272,11 +283,12 @@ var (
 	keyTCPUserTimeout     = numericKey{"tcp_user_timeout", 0, math.MaxInt32, time.Millisecond, "milliseconds; the kernel's TCP_USER_TIMEOUT is an int"}
 	keyMinConns           = numericKey{"pgfast_min_conns", 1, 1000, 0, "connections"}
 	keyDNSRecheck         = numericKey{"pgfast_dns_recheck", 0, math.MaxInt32, time.Second, "seconds"}
+	keyShare              = numericKey{"pgfast_share", 0, 1, 0, "0 or 1"}
 )
 
 // numericKeys lists them all (the bounds tests walk it).
 var numericKeys = []numericKey{keyKeepalives, keyKeepalivesIdle, keyKeepalivesInterval, keyKeepalivesCount,
-	keyTCPUserTimeout, keyMinConns, keyDNSRecheck}
+	keyTCPUserTimeout, keyMinConns, keyDNSRecheck, keyShare}
 
 // libpqSpace is what C's isspace matches: libpq skips it around a number.
 const libpqSpace = " \t\n\v\f\r"

@@ -38,6 +38,7 @@ var boundsKeys = []boundsKey{
 	{"tcp_user_timeout", 0, math.MaxInt32, true, func(c *Config) int64 { return int64(c.TCPUserTimeout / time.Millisecond) }, 0},
 	{"pgfast_min_conns", 1, 1000, true, func(c *Config) int64 { return int64(c.MinConns) }, 1},
 	{"pgfast_dns_recheck", 0, math.MaxInt32, true, func(c *Config) int64 { return int64(c.DNSRecheck / time.Second) }, 0},
+	{"pgfast_share", 0, 1, true, func(c *Config) int64 { return map[bool]int64{true: 1}[c.Share] }, 1},
 }
 
 // boundsValues are the values tried for every key, around its range and

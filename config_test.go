@@ -87,7 +87,7 @@ func TestConfigDefaultsAndValues(t *testing.T) {
 				ConnectTimeout: 10 * time.Second, Keepalives: true,
 				KeepalivesIdle: 10 * time.Second, KeepalivesInterval: 5 * time.Second, KeepalivesCount: 3,
 				TCPUserTimeout: 0, TargetSessionAttrs: "any", LoadBalanceHosts: "disable",
-				MinConns: 1, DNSRecheck: 5 * time.Second,
+				MinConns: 1, DNSRecheck: 5 * time.Second, Share: true,
 			}
 			got.Hosts = nil
 			if !reflect.DeepEqual(got, want) {
@@ -96,7 +96,7 @@ func TestConfigDefaultsAndValues(t *testing.T) {
 
 			c2, err := NewConnector("host=127.0.0.1,127.0.0.2 port=1,2 user=u sslmode=disable connect_timeout=3 keepalives=0"+
 				" keepalives_idle=0 keepalives_interval=2 keepalives_count=0 tcp_user_timeout=0 target_session_attrs=read-write"+
-				" load_balance_hosts=random pgfast_min_conns=4 pgfast_wait_ready=1 pgfast_dns_recheck=0", WithBackend(b.backend))
+				" load_balance_hosts=random pgfast_min_conns=4 pgfast_wait_ready=1 pgfast_dns_recheck=0 pgfast_share=0", WithBackend(b.backend))
 			if err != nil {
 				t.Fatal(err)
 			}

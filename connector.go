@@ -121,6 +121,8 @@ func newConnectorWith(a adapter, cfg *Config, o options) (*Connector, error) {
 	}
 	c.book = netx.NewBook(c.onEvict)
 	c.book.SetNoPeek(!c.plat.Peek)
+	c.book.SetView(viewFor(cfg))
+	c.book.SetOnAlive(c.onAlive)
 	d := netx.NewDialer(cfg.dialSettings(), c.resolver)
 	d.SetBook(c.book)
 	c.core = c.newCore(d)
@@ -318,6 +320,7 @@ func (c *Connector) addWarm(dc driver.Conn) bool {
 func (c *Connector) Close() error {
 	c.close.Do(func() {
 		c.cancel()
+		c.book.Close() // the view forgets this tenant
 		if c.noBackground {
 			// No goroutine: Close is the only writer left.
 			c.setState(StateClosed, ErrClosed)

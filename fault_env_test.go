@@ -46,7 +46,19 @@ var faultRegistry struct {
 // not) and the scenario's environment.
 func faultSetup(t *testing.T, start bool) (*faultEnv, *pgtest.Server) {
 	t.Helper()
-	srv := newServer(t, pgtest.Options{ListenAddresses: "127.0.0.1,::1"})
+	return faultSetupOpts(t, start, nil)
+}
+
+// faultSetupSettings is faultSetup with a started server and extra
+// postgresql.conf settings.
+func faultSetupSettings(t *testing.T, settings map[string]string) (*faultEnv, *pgtest.Server) {
+	t.Helper()
+	return faultSetupOpts(t, true, settings)
+}
+
+func faultSetupOpts(t *testing.T, start bool, settings map[string]string) (*faultEnv, *pgtest.Server) {
+	t.Helper()
+	srv := newServer(t, pgtest.Options{ListenAddresses: "127.0.0.1,::1", Settings: settings})
 	if start {
 		if err := srv.Start(); err != nil {
 			t.Fatalf("starting the server: %v", err)

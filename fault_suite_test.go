@@ -87,6 +87,7 @@ var faultScenarios = []faultScenario{
 	{"idle-blackhole", 60 * time.Second, faultIdleBlackhole},
 	{"server-restart", 60 * time.Second, faultServerRestart},
 	{"loss-compare", 4 * time.Minute, faultLossCompare},
+	{"fleet-dead-server", 150 * time.Second, faultFleetDeadServer},
 }
 
 func TestFaultSuite(t *testing.T) {

@@ -26,7 +26,7 @@ func TestNetfault(t *testing.T) {
 	testHookNamespace = func(n string) { name = n }
 	defer func() { testHookNamespace = nil }()
 
-	RunInNamespace(t, "^TestNetfaultInside$", map[string][]string{"db.test": {"127.0.0.2"}}, 25*time.Second)
+	RunInNamespace(t, "^TestNetfaultInside$", map[string][]string{"db.test": {"127.0.0.2"}}, 40*time.Second)
 
 	if name == "" {
 		t.Fatal("RunInNamespace did not report a namespace name")
@@ -77,6 +77,7 @@ func TestNetfaultInside(t *testing.T) {
 			t.Run("Directions", testDirections)
 			t.Run("EstablishedStall", testEstablishedStall)
 			t.Run("EstablishedReset", testEstablishedReset)
+			t.Run("CountSYN", testCountSYN)
 			t.Run("Clear", testClear)
 		})
 	})

@@ -27,6 +27,17 @@ type Book struct {
 	onEvict func(addr netip.AddrPort, cause error, how eviction)
 	// noPeek: see SetNoPeek.
 	noPeek bool
+
+	// view, when set, shares this book's host-level verdicts with the
+	// other books of the view and tells it theirs (SetView).
+	view *View
+	// onAlive is told (outside every lock) when the view's pulse found a
+	// dead address alive again (SetOnAlive).
+	onAlive func(addr netip.AddrPort)
+	// connectTimeout is the dialer's, for the view's pulse (SetBook).
+	connectTimeout time.Duration
+	// closed: Close ran; the book subscribes to nothing any more.
+	closed bool
 }
 
 // eviction says how an address's old generation goes.
@@ -61,6 +72,9 @@ type addrEntry struct {
 	verify  bool                      // a role verification is running
 	conns   map[*trackedConn]struct{} // open sockets of the current generation
 	sockets int                       // open sockets of any generation
+	// srv is the view's server for the address, once resolved (nil
+	// without a view).
+	srv *server
 }
 
 // NewBook returns an empty book. onEvict, when not nil, is told about every
@@ -76,6 +90,37 @@ func NewBook(onEvict func(addr netip.AddrPort, cause error, down bool)) *Book {
 // SetNoPeek makes the checkout skip the peek at this book's sockets: on a
 // system without the peek (Platform.Peek), the raw driver's ping stays.
 func (b *Book) SetNoPeek(noPeek bool) { b.noPeek = noPeek }
+
+// SetView makes b share host-level verdicts through v (nil: none). Call it
+// before the first dial.
+func (b *Book) SetView(v *View) { b.view = v }
+
+// SetOnAlive sets the function told, outside every lock and never on a
+// query's path, that the view's pulse found addr alive again: a connector
+// waiting on it tries at once. Call it before the first dial.
+func (b *Book) SetOnAlive(f func(addr netip.AddrPort)) { b.onAlive = f }
+
+// Close unsubscribes b from every server of its view; a closed book
+// subscribes to nothing more. Its sockets stay tracked until they close.
+func (b *Book) Close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
+	for _, e := range b.addrs {
+		if e.srv != nil {
+			b.view.unsubscribe(e.srv, b)
+			e.srv = nil
+		}
+	}
+}
+
+// watcher is the dead-peer watcher of b's sockets: its view's.
+func (b *Book) watcher() *peerWatcher {
+	if b.view != nil {
+		return b.view.watcher
+	}
+	return deadPeers
+}
 
 // Evictions returns how many address generations the book evicted.
 func (b *Book) Evictions() int64 { return b.evictions.Load() }
@@ -95,7 +140,11 @@ func (b *Book) resolved(host, port string, targets []netip.AddrPort) {
 	defer b.mu.Unlock()
 	b.hosts[net.JoinHostPort(host, port)] = slices.Clone(targets)
 	for _, t := range targets {
-		b.entry(t).host = host
+		e := b.entry(t)
+		e.host = host
+		if e.srv == nil && b.view != nil && !b.closed {
+			e.srv = b.view.subscribe(t, b) // View.mu is a leaf lock
+		}
 	}
 	if len(targets) > 0 {
 		b.pruneLocked(host, targets[0].Port(), func(a netip.AddrPort) bool { return slices.Contains(targets, a) })
@@ -116,6 +165,9 @@ func (b *Book) pruneLocked(host string, port uint16, listed func(netip.AddrPort)
 		if e.host == host && addr.Port() == port && !listed(addr) &&
 			e.pending == 0 && e.sockets == 0 && !e.verify {
 			delete(b.addrs, addr)
+			if e.srv != nil {
+				b.view.unsubscribe(e.srv, b)
+			}
 		}
 	}
 }
@@ -221,6 +273,7 @@ func (b *Book) evict(addr netip.AddrPort, gen uint64, cause error, how eviction)
 	}
 	old := e.conns
 	e.conns = make(map[*trackedConn]struct{})
+	srv := e.srv
 	b.mu.Unlock()
 
 	b.evictions.Add(1)
@@ -231,10 +284,43 @@ func (b *Book) evict(addr netip.AddrPort, gen uint64, cause error, how eviction)
 			tc.shutdown()
 		}
 	}
+	if how.down && srv != nil {
+		// A host-level verdict: every other tenant of the view learns it.
+		b.view.dead(srv, cause, b)
+	}
 	if b.onEvict != nil {
 		b.onEvict(addr, cause, how)
 	}
 	return true
+}
+
+// sharedDead applies another book's dead verdict about s: the current
+// sockets to it are shut down (queries in flight fail at once and are never
+// run again) and the connector is told, as for its own eviction.
+func (b *Book) sharedDead(s *server, cause error) {
+	addr, gen, ok := b.keyOf(s)
+	if ok {
+		b.evict(addr, gen, &sharedCause{cause: cause}, evictDead)
+	}
+}
+
+// sharedAlive tells the connector that the view's pulse found s alive.
+func (b *Book) sharedAlive(s *server) {
+	if addr, _, ok := b.keyOf(s); ok && b.onAlive != nil {
+		b.onAlive(addr)
+	}
+}
+
+// keyOf finds the address (as this book spells it) subscribed to s.
+func (b *Book) keyOf(s *server) (netip.AddrPort, uint64, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for addr, e := range b.addrs {
+		if e.srv == s {
+			return addr, e.gen, true
+		}
+	}
+	return netip.AddrPort{}, 0, false
 }
 
 func (b *Book) evictWhere(cause error, how eviction, match func(netip.AddrPort, *addrEntry) bool) {

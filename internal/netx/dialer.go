@@ -52,7 +52,10 @@ func NewDialer(s Settings, r Resolver) *Dialer {
 }
 
 // SetBook makes d record every attempt in b and track every socket it makes.
-func (d *Dialer) SetBook(b *Book) { d.book = b }
+func (d *Dialer) SetBook(b *Book) {
+	d.book = b
+	b.connectTimeout = d.settings.ConnectTimeout
+}
 
 // Dial dials address without a context (pq.Dialer).
 func (d *Dialer) Dial(network, address string) (net.Conn, error) {
@@ -107,8 +110,8 @@ func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.
 		d.book.preferHealthy(targets, time.Now(), d.attemptDelay())
 	}
 	var skipped []AddrStats
-	if d.book != nil && !noSkip(ctx) {
-		if targets, skipped = d.book.skipUnreachable(network, targets, time.Now()); len(targets) == 0 {
+	if d.book != nil {
+		if targets, skipped = d.book.skipDead(network, targets, time.Now()); len(targets) == 0 {
 			return nil, &DialError{Host: host, Port: port, Attempts: skipped}
 		}
 	}
@@ -264,7 +267,8 @@ func (d *Dialer) attemptBooked(ctx context.Context, network string, target netip
 		conn = tracked
 		if tc := trackedOf(tracked); tc != nil && watchesPeers && tc.peek != nil {
 			tc.window = d.settings.deadPeerWindow()
-			deadPeers.add(tc)
+			tc.watcher = d.book.watcher()
+			tc.watcher.add(tc)
 		}
 	}
 	return conn, err
@@ -327,19 +331,11 @@ func awaitDone(ctx context.Context) context.Context {
 	return ctx
 }
 
-// unreachableSkip is how long after an eviction as unreachable (silent peer,
-// no route) a dial to that address fails at once instead of waiting out
-// connect_timeout, unless it succeeded since. It spares the dials eviction
-// itself sets off: each evicted pgx connection sends a cancel request as it
-// closes (pgconn's asyncClose) while pgxpool holds its slot, which kept a
-// pool from dialing the new primary for a whole connect_timeout. The
-// connector's own probes are never skipped, so recovery is never delayed.
-const unreachableSkip = 5 * time.Second
-
 type noSkipKey struct{}
 
-// NoSkip marks ctx as the connector's own background attempt's: its dials
-// are never skipped (they are how an evicted address is seen alive again).
+// NoSkip marks ctx as the connector's own background attempt's. Dials to a
+// server the view judged dead fail at once for it too: the view's pulse,
+// not each tenant, finds the server alive again (skipDead).
 func NoSkip(ctx context.Context) context.Context {
 	return context.WithValue(ctx, noSkipKey{}, true)
 }
@@ -349,23 +345,36 @@ func noSkip(ctx context.Context) bool {
 	return v
 }
 
-// skipUnreachable removes the addresses evicted as unreachable within
-// unreachableSkip and not seen alive since, recording an attempt for each.
-func (b *Book) skipUnreachable(network string, targets []netip.AddrPort, now time.Time) ([]netip.AddrPort, []AddrStats) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
+// skipDead removes the addresses the view judges dead, recording an attempt
+// for each: no dial (a caller's, the connector's, a cancel request) goes
+// to a dead server until its pulse answers, so a thousand tenants send it
+// one attempt per second between them. Each skip pokes the pulse (one
+// left unstarted, or a refused server's attempt on demand).
+func (b *Book) skipDead(network string, targets []netip.AddrPort, now time.Time) ([]netip.AddrPort, []AddrStats) {
 	var skipped []AddrStats
+	var dead []*server
 	kept := targets[:0:0]
+	b.mu.Lock()
 	for _, t := range targets {
-		e := b.addrs[t]
-		if e == nil || e.unreachableAt.IsZero() || now.Sub(e.unreachableAt) >= unreachableSkip {
+		var st *serverState
+		if e := b.addrs[t]; e != nil && e.srv != nil {
+			st = e.srv.load()
+			if st.verdict.Dead() {
+				dead = append(dead, e.srv)
+			}
+		}
+		if st == nil || !st.verdict.Dead() {
 			kept = append(kept, t)
 			continue
 		}
 		skipped = append(skipped, AddrStats{Addr: t.String(), Status: "failed", Err: &net.OpError{
 			Op: "dial", Net: network, Addr: net.TCPAddrFromAddrPort(t),
-			Err: &unreachableError{ago: now.Sub(e.unreachableAt), cause: e.err},
+			Err: &unreachableError{ago: now.Sub(st.since), cause: st.cause, verdict: st.verdict},
 		}})
+	}
+	b.mu.Unlock()
+	for _, s := range dead {
+		b.view.poke(s)
 	}
 	return kept, skipped
 }
@@ -373,12 +382,17 @@ func (b *Book) skipUnreachable(network string, targets []netip.AddrPort, now tim
 // unreachableError is a skipped dial's reason. It is a timeout (as the dial
 // it replaces would have been) and wraps cause.
 type unreachableError struct {
-	ago   time.Duration
-	cause error
+	ago     time.Duration
+	cause   error
+	verdict Verdict
 }
 
 func (e *unreachableError) Error() string {
-	s := fmt.Sprintf("not dialled: evicted as unreachable %s ago", RoundDuration(e.ago))
+	how := "evicted as unreachable"
+	if e.verdict == VerdictRefused {
+		how = "refused connections"
+	}
+	s := fmt.Sprintf("not dialled: %s %s ago", how, RoundDuration(e.ago))
 	if e.cause != nil {
 		s += " (" + e.cause.Error() + ")"
 	}

@@ -367,13 +367,22 @@ func TestDialSlowAddressTakesSecondPlace(t *testing.T) {
 	nc.Close()
 }
 
-// skipTestDialer is a dialer with an address book whose only address,
-// 127.0.0.1:port, has one tracked socket, so that it can be evicted.
+// skipTestDialer is a dialer with an address book on a private view (whose
+// pulse the test controls) whose only address, 127.0.0.1:port, has one
+// tracked socket, so that it can be evicted.
 func skipTestDialer(t *testing.T) (*Dialer, netip.AddrPort, net.Conn) {
 	t.Helper()
 	port := testkit.Listener(t, "tcp", "127.0.0.1:0")
 	d := NewDialer(Settings{ConnectTimeout: 2 * time.Second}, nil)
-	d.book = NewBook(nil)
+	v := NewView()
+	v.pulseDial = func(ctx context.Context, _ netip.AddrPort) (bool, error) {
+		<-ctx.Done() // silent until the test says otherwise
+		return false, ctx.Err()
+	}
+	b := NewBook(nil)
+	b.SetView(v)
+	d.SetBook(b)
+	t.Cleanup(func() { b.Close(); v.Wait() })
 	nc, err := d.DialContext(context.Background(), "tcp", net.JoinHostPort("127.0.0.1", port))
 	if err != nil {
 		t.Fatal(err)
@@ -385,7 +394,8 @@ func skipTestDialer(t *testing.T) (*Dialer, netip.AddrPort, net.Conn) {
 // TestDialSkipsAddressJustEvictedAsUnreachable: after an eviction on
 // evidence that the host is unreachable, a dial to the address fails at once
 // (a cancel request for an evicted connection, pgxpool's slot held until it
-// returns), the connector's probes still dial it, and a success ends the skip.
+// returns), the connector's own attempts too, with no expiry: only the
+// view's pulse ends the skip.
 func TestDialSkipsAddressJustEvictedAsUnreachable(t *testing.T) {
 	d, addr, nc := skipTestDialer(t)
 	tc := trackedOf(nc)
@@ -397,41 +407,40 @@ func TestDialSkipsAddressJustEvictedAsUnreachable(t *testing.T) {
 		t.Fatal("evict returned false")
 	}
 
-	start := time.Now()
-	_, err := d.DialContext(context.Background(), "tcp", addr.String())
-	var de *DialError
-	var ue *unreachableError
-	var op *net.OpError
-	if !errors.As(err, &de) || !errors.As(err, &ue) || !errors.As(err, &op) || !errors.Is(err, cause) {
-		t.Fatalf("dial after eviction: %v (%T), want a *DialError around a *net.OpError around the skip and its cause", err, err)
-	}
-	if took := time.Since(start); took > time.Second {
-		t.Errorf("skipped dial took %v", took)
-	}
-	if !strings.Contains(err.Error(), addr.String()) || !strings.Contains(err.Error(), "evicted as unreachable") {
-		t.Errorf("error text %q names neither the address nor the reason", err)
-	}
-	var ne net.Error
-	if !errors.As(err, &ne) || !ne.Timeout() {
-		t.Errorf("skip is not a net.Error timeout: %v", err)
+	for _, ctx := range []context.Context{context.Background(), NoSkip(context.Background())} {
+		start := time.Now()
+		_, err := d.DialContext(ctx, "tcp", addr.String())
+		var de *DialError
+		var ue *unreachableError
+		var op *net.OpError
+		if !errors.As(err, &de) || !errors.As(err, &ue) || !errors.As(err, &op) || !errors.Is(err, cause) {
+			t.Fatalf("dial after eviction: %v (%T), want a *DialError around a *net.OpError around the skip and its cause", err, err)
+		}
+		if took := time.Since(start); took > time.Second {
+			t.Errorf("skipped dial took %v", took)
+		}
+		if !strings.Contains(err.Error(), addr.String()) || !strings.Contains(err.Error(), "evicted as unreachable") {
+			t.Errorf("error text %q names neither the address nor the reason", err)
+		}
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			t.Errorf("skip is not a net.Error timeout: %v", err)
+		}
 	}
 
-	// The connector's own probe dials it, and its success ends the skip.
-	pc, err := d.DialContext(NoSkip(context.Background()), "tcp", addr.String())
-	if err != nil {
-		t.Fatalf("probe dial: %v", err)
-	}
-	pc.Close()
+	// The pulse answering ends the skip.
+	srv := d.book.addrs[addr].srv
+	d.book.view.alive(srv)
 	c2, err := d.DialContext(context.Background(), "tcp", addr.String())
 	if err != nil {
-		t.Fatalf("dial after a probe saw the address alive: %v", err)
+		t.Fatalf("dial after the pulse saw the address alive: %v", err)
 	}
 	c2.Close()
 }
 
 // TestDialSkipOnlyForUnreachable: evictions that say nothing about the host
 // (a stale socket found at checkout, a role change, a moved DNS name) skip
-// nothing, and the skip ends after unreachableSkip.
+// nothing.
 func TestDialSkipOnlyForUnreachable(t *testing.T) {
 	for _, how := range []eviction{evictStale, evictRole, evictMoved} {
 		d, addr, nc := skipTestDialer(t)
@@ -442,17 +451,6 @@ func TestDialSkipOnlyForUnreachable(t *testing.T) {
 		}
 		c.Close()
 	}
-
-	d, addr, nc := skipTestDialer(t)
-	d.book.evict(addr, trackedOf(nc).gen, errors.New("x"), evictDead)
-	d.book.mu.Lock()
-	d.book.addrs[addr].unreachableAt = time.Now().Add(-unreachableSkip)
-	d.book.mu.Unlock()
-	c, err := d.DialContext(context.Background(), "tcp", addr.String())
-	if err != nil {
-		t.Fatalf("dial %v after the skip window: %v", unreachableSkip, err)
-	}
-	c.Close()
 }
 
 // TestDialSkipKeepsOtherAddresses: a host with two addresses, one just
@@ -463,7 +461,11 @@ func TestDialSkipKeepsOtherAddresses(t *testing.T) {
 	p6 := testkit.Listener(t, "tcp6", net.JoinHostPort("::1", p))
 	r := &dialTestResolver{addrs: dialTestAddrs("::1", "127.0.0.1")}
 	d := NewDialer(Settings{ConnectTimeout: 2 * time.Second}, r)
-	d.book = NewBook(nil)
+	v := NewView()
+	v.pulseDial = func(ctx context.Context, _ netip.AddrPort) (bool, error) { <-ctx.Done(); return false, ctx.Err() }
+	d.SetBook(NewBook(nil))
+	d.book.SetView(v)
+	defer func() { d.book.Close(); v.Wait() }()
 	six := netip.MustParseAddrPort("[::1]:" + p6)
 	nc, err := d.DialContext(context.Background(), "tcp", net.JoinHostPort("db.test", p))
 	if err != nil {

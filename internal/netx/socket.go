@@ -29,6 +29,9 @@ type trackedConn struct {
 	inIO atomic.Int32
 	// window is the dead-peer window (set before watcher registration).
 	window time.Duration
+	// watcher is the dead-peer watcher it is registered with (its view's),
+	// nil when none.
+	watcher *peerWatcher
 	// silence is the watcher's state for this socket (its goroutine only).
 	silence silence
 	// suspicion is the corroboration of its current silence, if any.
@@ -105,7 +108,9 @@ func (c *trackedConn) Close() error {
 		if c.book != nil {
 			c.book.untrack(c)
 		}
-		deadPeers.remove(c)
+		if c.watcher != nil {
+			c.watcher.remove(c)
+		}
 		if s := c.attempt.Swap(nil); s != nil {
 			s.unref()
 		}

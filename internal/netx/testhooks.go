@@ -125,3 +125,13 @@ const CanPeek = canPeek
 
 // WatchesPeers reports whether this build runs the dead-peer watcher.
 const WatchesPeers = watchesPeers
+
+// EvictDead evicts nc's address as the dead-peer watcher does on a silent
+// peer (a host-level verdict), which the view shares.
+func EvictDead(nc net.Conn) bool {
+	tc := trackedOf(nc)
+	if tc == nil {
+		return false
+	}
+	return tc.book.evict(tc.addr, tc.gen, &peerSilentError{silent: DefaultDeadPeerWindow, window: DefaultDeadPeerWindow}, evictDead)
+}
