@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pgfast/pgfast/internal/netfault"
+	"github.com/pgfast/pgfast/internal/testkit"
 )
 
 // faultLossCompare (issue 19 item 4): random packet loss each way, nothing
@@ -54,7 +55,7 @@ func faultLossCompare(t *testing.T, b frontEnd) {
 	e.mu.Unlock()
 	t.Logf("%d%% of packets dropped each way for %v", percent, length)
 	stop := time.Now().Add(length)
-	runs := []*faultLossRun{{name: b.name, db: db}, {name: b.raw, db: raw.db, ctx: e.ctx}}
+	runs := []*faultLossRun{{name: b.name, db: db, t: t}, {name: b.raw, db: raw.db, ctx: e.ctx}}
 	var wg sync.WaitGroup
 	for _, r := range runs {
 		for w := range faultLossWorkers {
@@ -71,8 +72,9 @@ func faultLossCompare(t *testing.T, b frontEnd) {
 		r.reconcile(t, raw.db)
 	}
 	pg, rw := runs[0], runs[1]
-	t.Logf("MEASURE scenario=loss-%d backend=%s ops=%d failed=%d raw_ops=%d raw_failed=%d evictions=%d state_changes=%d",
-		percent, b.name, pg.ops.Load(), pg.failed.Load(), rw.ops.Load(), rw.failed.Load(), st.Evictions-evictionsBefore, st.StateChanges)
+	t.Logf("MEASURE scenario=loss-%d backend=%s ops=%d failed=%d slow=%d raw_ops=%d raw_failed=%d raw_slow=%d evictions=%d state_changes=%d",
+		percent, b.name, pg.ops.Load(), pg.failed.Load(), pg.slow.Load(), rw.ops.Load(), rw.failed.Load(), rw.slow.Load(),
+		st.Evictions-evictionsBefore, st.StateChanges)
 	for _, r := range runs {
 		r.logErrors(t)
 	}
@@ -92,6 +94,8 @@ const (
 	// on a live path at 3 × its dead-peer window (30 s).
 	faultLossOpBound = 45 * time.Second
 	faultLossBig     = 500_000
+	faultLossSlow    = 10 * time.Second
+	faultLossStuck   = 40 * time.Second
 )
 
 // faultLossOpen opens pgfast behind fe with the test's pool: at most the
@@ -143,9 +147,14 @@ type faultLossRun struct {
 	ctx  context.Context // parent of each op's context (nil: Background)
 
 	ops, failed atomic.Int64
-	mu          sync.Mutex
-	acked       []string
-	errs        map[string]int // error text → count
+	// slow counts operations that took longer than faultLossSlow; the
+	// first one past faultLossStuck has every goroutine's stack logged.
+	slow   atomic.Int64
+	dumped atomic.Bool
+	t      *testing.T
+	mu     sync.Mutex
+	acked  []string
+	errs   map[string]int // error text → count
 }
 
 func (r *faultLossRun) work(w int, stop time.Time) {
@@ -155,6 +164,12 @@ func (r *faultLossRun) work(w int, stop time.Time) {
 	}
 	for i := 0; time.Now().Before(stop) && parent.Err() == nil; i++ {
 		ctx, cancel := context.WithTimeout(parent, faultLossOpBound)
+		began := time.Now()
+		stuck := time.AfterFunc(faultLossStuck, func() {
+			if r.t != nil && r.dumped.CompareAndSwap(false, true) {
+				r.t.Logf("%s: an operation (kind %d) still running after %v; goroutines:\n%s", r.name, i%3, faultLossStuck, testkit.Stacks())
+			}
+		})
 		var err error
 		switch i % 3 {
 		case 0:
@@ -175,6 +190,10 @@ func (r *faultLossRun) work(w int, stop time.Time) {
 			}
 		}
 		cancel()
+		stuck.Stop()
+		if time.Since(began) > faultLossSlow {
+			r.slow.Add(1)
+		}
 		r.ops.Add(1)
 		if err != nil {
 			r.failed.Add(1)
