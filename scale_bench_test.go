@@ -30,7 +30,7 @@ const scaleTenants = 1000
 // scaleServer starts a server with room for every tenant's connection.
 func scaleServer(b *testing.B) *pgtest.Server {
 	b.Helper()
-	srv := newServer(b, pgtest.Options{Settings: map[string]string{"max_connections": "1100"}})
+	srv := newServer(b, pgtest.Options{Settings: map[string]string{"max_connections": "2100"}})
 	if err := srv.Start(); err != nil {
 		b.Fatal(err)
 	}
@@ -95,32 +95,42 @@ func scaleOpenOnce(b *testing.B, driverName string, dsnOf func(t int) string, wa
 }
 
 // BenchmarkScaleIdle measures what an idle tenant costs: goroutines and heap
-// per Ready tenant (its one warm connection included), and per tenant whose
-// database is unreachable (no connection at all).
+// per tenant once settled. tenant=ready is a new user's tenant (sql.Open with
+// newUserDSN, then Ping: one pooled connection each), for pgfast's backends
+// and, in the same run, the raw drivers; tenant=down is a pgfast tenant whose
+// database refuses (no connection at all).
+//
+//	go test -run '^$' -bench BenchmarkScaleIdle -benchtime 1x -count 5 .
 func BenchmarkScaleIdle(b *testing.B) {
 	srv := scaleServer(b)
-	dsns := map[string]string{
-		"ready": withKV(srv.DSN(pgtest.TrustUser), "pgfast_dns_recheck=0"),
-		"down":  fmt.Sprintf("host=127.0.0.1 port=%d user=x sslmode=disable", freeLoopbackPort(b)),
-	}
-	for _, bc := range backends {
-		for _, kind := range []string{"ready", "down"} {
-			b.Run(fmt.Sprintf("driver=%s/tenant=%s", bc.name, kind), func(b *testing.B) {
+	down := fmt.Sprintf("host=127.0.0.1 port=%d user=x sslmode=disable", freeLoopbackPort(b))
+	for _, name := range []string{"pgfast", "pgx", "pgfast-pq", "postgres"} {
+		wrapped := name == "pgfast" || name == "pgfast-pq"
+		kinds := []string{"ready"}
+		if wrapped {
+			kinds = append(kinds, "down")
+		}
+		for _, kind := range kinds {
+			b.Run(fmt.Sprintf("driver=%s/tenant=%s", name, kind), func(b *testing.B) {
+				dsn := newUserDSN(srv)
+				if kind == "down" {
+					dsn = down
+				}
 				for i := 0; i < b.N; i++ {
 					goroutines0, heap0 := settledFootprint()
 					dbs := make([]*sql.DB, 0, scaleTenants/2)
 					for t := 0; t < scaleTenants/2; t++ {
-						db, err := sql.Open(bc.name, dsns[kind])
+						db, err := sql.Open(name, dsn)
 						if err != nil {
 							b.Fatal(err)
 						}
 						dbs = append(dbs, db)
 					}
-					want := StateReady
 					if kind == "down" {
-						want = StateDown
+						waitState(b, dbs, StateDown, 20*time.Second)
+					} else {
+						pingAll(b, dbs, 60*time.Second)
 					}
-					waitState(b, dbs, want, 20*time.Second)
 					settleGoroutines(5 * time.Second) // let overlapping attempts finish
 					goroutines1, heap1 := settledFootprint()
 					n := float64(len(dbs))
@@ -129,6 +139,27 @@ func BenchmarkScaleIdle(b *testing.B) {
 					closeAll(dbs)
 				}
 			})
+		}
+	}
+}
+
+// newUserDSN is what a new user writes: no pgfast_ keys, a SCRAM password and
+// a host name (so pgfast's defaults, DNS rechecks included, all apply).
+func newUserDSN(srv *pgtest.Server) string {
+	return fmt.Sprintf("host=localhost port=%d user=%s password=%s dbname=%s sslmode=disable",
+		srv.Port(), pgtest.ScramUser, pgtest.ScramPassword, pgtest.Database)
+}
+
+// pingAll pings every db in turn (one pooled connection each), as a new
+// user's start-up does, failing the benchmark on the first error.
+func pingAll(b *testing.B, dbs []*sql.DB, limit time.Duration) {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	for _, db := range dbs {
+		if err := db.PingContext(ctx); err != nil {
+			closeAll(dbs)
+			b.Fatal(err)
 		}
 	}
 }
