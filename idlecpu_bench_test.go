@@ -38,7 +38,7 @@ func BenchmarkIdleTenantsCPU(b *testing.B) {
 					db.SetMaxIdleConns(1)
 					dbs = append(dbs, db)
 				}
-				pingAll(b, dbs, 60*time.Second)
+				pingAll(b, dbs, 180*time.Second)
 				settleGoroutines(5 * time.Second)
 				time.Sleep(2 * time.Second) // let start-up timers and GC settle
 				cpu0, ok0 := processCPU()
