@@ -29,8 +29,9 @@ func BenchmarkIdleTenantsCPU(b *testing.B) {
 		dsn := newUserDSN(srv)
 		b.Run("driver="+name, func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
-				dbs := make([]*sql.DB, 0, scaleTenants)
-				for t := 0; t < scaleTenants; t++ {
+				tenants := benchTenants(scaleTenants)
+				dbs := make([]*sql.DB, 0, tenants)
+				for t := 0; t < tenants; t++ {
 					db, err := sql.Open(name, dsn)
 					if err != nil {
 						b.Fatal(err)
@@ -38,7 +39,7 @@ func BenchmarkIdleTenantsCPU(b *testing.B) {
 					db.SetMaxIdleConns(1)
 					dbs = append(dbs, db)
 				}
-				pingAll(b, dbs, 180*time.Second)
+				pingAll(b, dbs, 300*time.Second)
 				settleGoroutines(5 * time.Second)
 				time.Sleep(2 * time.Second) // let start-up timers and GC settle
 				cpu0, ok0 := processCPU()

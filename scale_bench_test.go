@@ -7,6 +7,8 @@ import (
 	"database/sql"
 	"fmt"
 	"net"
+	"os"
+	"strconv"
 	"runtime"
 	"sync"
 	"testing"
@@ -118,8 +120,9 @@ func BenchmarkScaleIdle(b *testing.B) {
 				}
 				for i := 0; i < b.N; i++ {
 					goroutines0, heap0 := settledFootprint()
-					dbs := make([]*sql.DB, 0, scaleTenants/2)
-					for t := 0; t < scaleTenants/2; t++ {
+					tenants := benchTenants(scaleTenants / 2)
+					dbs := make([]*sql.DB, 0, tenants)
+					for t := 0; t < tenants; t++ {
 						db, err := sql.Open(name, dsn)
 						if err != nil {
 							b.Fatal(err)
@@ -129,7 +132,7 @@ func BenchmarkScaleIdle(b *testing.B) {
 					if kind == "down" {
 						waitState(b, dbs, StateDown, 20*time.Second)
 					} else {
-						pingAll(b, dbs, 180*time.Second)
+						pingAll(b, dbs, 300*time.Second)
 					}
 					settleGoroutines(5 * time.Second) // let overlapping attempts finish
 					goroutines1, heap1 := settledFootprint()
@@ -151,27 +154,60 @@ func newUserDSN(srv *pgtest.Server) string {
 }
 
 // pingAll pings every db until it answers (one pooled connection each), as a
-// new user's start-up does, retrying while a tenant is not ready yet (a
-// pgfast tenant fails fast while Down), and fails the benchmark at limit.
+// new user's start-up does: 16 tenants at a time, retrying while a tenant is
+// not ready yet (a pgfast tenant fails fast while Down); it fails the
+// benchmark at limit.
 func pingAll(b *testing.B, dbs []*sql.DB, limit time.Duration) {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
+	next := make(chan *sql.DB)
+	errs := make(chan error, 16)
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for db := range next {
+				for {
+					pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
+					err := db.PingContext(pctx)
+					pcancel()
+					if err == nil {
+						break
+					}
+					if ctx.Err() != nil {
+						errs <- err
+						return
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
+			}
+		})
+	}
+feed:
 	for _, db := range dbs {
-		for {
-			pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
-			err := db.PingContext(pctx)
-			pcancel()
-			if err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				closeAll(dbs)
-				b.Fatal(err)
-			}
-			time.Sleep(50 * time.Millisecond)
+		select {
+		case next <- db:
+		case <-ctx.Done():
+			break feed
 		}
 	}
+	close(next)
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		closeAll(dbs)
+		b.Fatal(err)
+	}
+}
+
+// benchTenants is how many tenants the idle benchmarks open:
+// PGFAST_BENCH_TENANTS, or def (on a loaded machine, fewer tenants still
+// give per-tenant numbers).
+func benchTenants(def int) int {
+	if n, err := strconv.Atoi(os.Getenv("PGFAST_BENCH_TENANTS")); err == nil && n > 0 {
+		return n
+	}
+	return def
 }
 
 // BenchmarkScaleNaiveStartup is the raw drivers' naive start-up loop for
