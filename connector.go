@@ -41,10 +41,11 @@ type Connector struct {
 	stats counters
 
 	adapter      adapter
-	in           inbox             // events for the connector's goroutine (loop.go)
-	inHook       atomic.Bool       // the state hook is running
-	dnsWatch     []*netx.NameWatch // host names rechecked (dnsrecheck.go)
-	noBackground bool              // no background goroutine (Driver.Open)
+	in           inbox                    // events for the connector's goroutine (loop.go)
+	inHook       atomic.Bool              // the state hook is running
+	dnsWatch     []*netx.NameWatch        // host names rechecked (dnsrecheck.go)
+	pool         atomic.Pointer[poolLink] // NewPool's pool (poolreg.go)
+	noBackground bool                     // no background goroutine (Driver.Open)
 
 	// resMu guards resClosed: once the goroutine stopped, a late attempt
 	// closes its own connection.
@@ -313,6 +314,7 @@ func (c *Connector) Close() error {
 	c.close.Do(func() {
 		c.cancel()
 		c.unwatchDNS()
+		c.forgetPool()
 		if c.noBackground {
 			// No goroutine: Close is the only writer left.
 			c.setState(StateClosed, ErrClosed)
