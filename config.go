@@ -84,8 +84,9 @@ type Config struct {
 	// WaitReady makes Connect wait for readiness within its context instead of
 	// failing fast with ErrNotReady while the database is down (pgfast_wait_ready).
 	WaitReady bool
-	// DNSRecheck is how often host names are re-resolved while Ready
-	// (pgfast_dns_recheck, seconds; 0 = off).
+	// DNSRecheck is how often host names are re-resolved, in any state
+	// (pgfast_dns_recheck, seconds; 0 = off). Each name is looked up once
+	// per process for every connector using it.
 	DNSRecheck time.Duration
 	// Share makes the connector share host-level verdicts (a server silent
 	// or unreachable) with every other connector of the process that uses

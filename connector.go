@@ -41,10 +41,11 @@ type Connector struct {
 	stats counters
 
 	adapter      adapter
-	in           inbox       // events for the connector's goroutine (loop.go)
-	inHook       atomic.Bool // the state hook is running
-	dnsBusy      atomic.Bool // a DNS recheck is running
-	noBackground bool        // no background goroutine (Driver.Open)
+	in           inbox                    // events for the connector's goroutine (loop.go)
+	inHook       atomic.Bool              // the state hook is running
+	dnsWatch     []*netx.NameWatch        // host names rechecked (dnsrecheck.go)
+	pool         atomic.Pointer[poolLink] // NewPool's pool (poolreg.go)
+	noBackground bool                     // no background goroutine (Driver.Open)
 
 	// resMu guards resClosed: once the goroutine stopped, a late attempt
 	// closes its own connection.
@@ -137,6 +138,7 @@ func newConnectorWith(a adapter, cfg *Config, o options) (*Connector, error) {
 	if o.noBackground {
 		close(c.done)
 	} else {
+		c.watchDNS()
 		go c.run()
 	}
 	return c, nil
@@ -321,6 +323,8 @@ func (c *Connector) Close() error {
 	c.close.Do(func() {
 		c.cancel()
 		c.book.Close() // the view forgets this tenant
+		c.unwatchDNS()
+		c.forgetPool()
 		if c.noBackground {
 			// No goroutine: Close is the only writer left.
 			c.setState(StateClosed, ErrClosed)

@@ -1,31 +1,35 @@
 package pgfast
 
 import (
-	"context"
 	"fmt"
 	"net/netip"
-	"time"
+
+	"github.com/pgfast/pgfast/internal/netx"
 )
 
-// recheckDNS re-resolves the DSN's host names and evicts the sockets of
-// addresses a name no longer lists (a failover that moved the name; the old
-// primary may stay reachable).
-func (c *Connector) recheckDNS(ctx context.Context) {
+// watchDNS subscribes the connector to its host names' rechecks (every
+// pgfast_dns_recheck; netx rechecks each name once for all its connectors),
+// so the sockets of addresses a name no longer lists are evicted softly (a
+// failover that moved the name; the old primary may stay reachable). It runs
+// once, when the connector is made; unwatchDNS ends it at Close.
+func (c *Connector) watchDNS() {
+	if c.cfg.DNSRecheck <= 0 {
+		return
+	}
 	for _, h := range c.cfg.Hosts {
 		if h.Addr != "" || h.Host == "" || isUnixHost(h.Host) || isIPLiteral(h.Host) {
 			continue
 		}
-		rctx, cancel := context.WithTimeout(ctx, min(c.cfg.DNSRecheck, 2*time.Second))
-		ips, err := c.resolver.LookupNetIP(rctx, "ip", h.Host)
-		cancel()
-		if err != nil || len(ips) == 0 {
-			continue // a failed lookup proves nothing; the dialer will see
-		}
-		current := make(map[netip.Addr]bool, len(ips))
-		for _, ip := range ips {
-			current[ip.Unmap()] = true
-		}
-		host, port := h.Host, h.Port
-		c.book.ForgetMoved(host, port, current, fmt.Errorf("DNS no longer lists it for %s", host))
+		host, port, book := h.Host, h.Port, c.book
+		c.dnsWatch = append(c.dnsWatch, netx.WatchName(c.resolver, host, c.cfg.DNSRecheck, func(current map[netip.Addr]bool) {
+			book.ForgetMoved(host, port, current, fmt.Errorf("DNS no longer lists it for %s", host))
+		}))
+	}
+}
+
+// unwatchDNS ends the connector's subscriptions (Close).
+func (c *Connector) unwatchDNS() {
+	for _, w := range c.dnsWatch {
+		w.Stop()
 	}
 }

@@ -3,12 +3,9 @@
 package pgfast
 
 import (
-	"context"
 	"database/sql"
 	"testing"
 	"time"
-
-	"github.com/pgfast/pgfast/internal/pgtest"
 )
 
 // idleMeasure is how long BenchmarkIdleTenantsCPU measures each driver's idle
@@ -16,10 +13,9 @@ import (
 const idleMeasure = 10 * time.Second
 
 // BenchmarkIdleTenantsCPU is the CPU 1,000 idle tenants cost the process:
-// 1,000 *sql.DB on one server, each with one idle connection (pgfast's: the
-// warm connection a Ready connector keeps, registered with the dead-peer
-// watcher; the raw drivers': the pooled connection of one Ping), then
-// idleMeasure of nothing. It reports the process's
+// 1,000 *sql.DB on one server, opened with a new user's DSN (newUserDSN: no
+// pgfast_ keys, a SCRAM password, a host name), each pinged once so it holds
+// one pooled connection, then idleMeasure of nothing. It reports the process's
 // CPU time over that period as a share of one core ("%core"), for pgfast's
 // two backends and, paired in the same run, the raw drivers (whose idle
 // pools cost only the Go runtime). pgfast's share includes its connector
@@ -30,15 +26,12 @@ const idleMeasure = 10 * time.Second
 func BenchmarkIdleTenantsCPU(b *testing.B) {
 	srv := scaleServer(b)
 	for _, name := range []string{"pgfast", "pgx", "pgfast-pq", "postgres"} {
-		wrapped := name == "pgfast" || name == "pgfast-pq"
-		dsn := srv.DSN(pgtest.TrustUser)
-		if wrapped {
-			dsn = withKV(dsn, "pgfast_dns_recheck=0")
-		}
+		dsn := newUserDSN(srv)
 		b.Run("driver="+name, func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
-				dbs := make([]*sql.DB, 0, scaleTenants)
-				for t := 0; t < scaleTenants; t++ {
+				tenants := benchTenants(scaleTenants)
+				dbs := make([]*sql.DB, 0, tenants)
+				for t := 0; t < tenants; t++ {
 					db, err := sql.Open(name, dsn)
 					if err != nil {
 						b.Fatal(err)
@@ -46,19 +39,7 @@ func BenchmarkIdleTenantsCPU(b *testing.B) {
 					db.SetMaxIdleConns(1)
 					dbs = append(dbs, db)
 				}
-				if wrapped {
-					waitState(b, dbs, StateReady, 60*time.Second)
-				} else {
-					ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-					for _, db := range dbs {
-						if err := db.PingContext(ctx); err != nil {
-							cancel()
-							closeAll(dbs)
-							b.Fatal(err)
-						}
-					}
-					cancel()
-				}
+				pingAll(b, dbs, 300*time.Second)
 				settleGoroutines(5 * time.Second)
 				time.Sleep(2 * time.Second) // let start-up timers and GC settle
 				cpu0, ok0 := processCPU()

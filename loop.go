@@ -136,12 +136,6 @@ func (c *Connector) run() {
 	limit := attemptLimit(c.cfg.ConnectTimeout)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	var dnsTick <-chan time.Time
-	if c.cfg.DNSRecheck > 0 {
-		t := time.NewTicker(c.cfg.DNSRecheck)
-		defer t.Stop()
-		dnsTick = t.C
-	}
 	for {
 		// Apply every report first, so an attempt begins after all earlier news.
 		for evs := c.takeEvents(); len(evs) > 0; evs = c.takeEvents() {
@@ -187,16 +181,6 @@ func (c *Connector) run() {
 			return
 		case <-wait:
 		case <-c.in.kick:
-		case <-dnsTick:
-			// Off the loop: a slow resolver must not delay the events.
-			if st == StateReady && c.dnsBusy.CompareAndSwap(false, true) {
-				if !c.bg.goIfOpen(func() {
-					defer c.dnsBusy.Store(false)
-					c.recheckDNS(c.ctx)
-				}) {
-					c.dnsBusy.Store(false)
-				}
-			}
 		}
 	}
 }

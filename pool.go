@@ -127,6 +127,7 @@ func newPool(ctx context.Context, pc *pgxpool.Config, dsn string, opts []Option)
 		return nil, err
 	}
 	equipPool(pc, a, c)
+	closeWithPool(pc, c)
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		_ = c.Close()

@@ -7,7 +7,9 @@ import (
 	"database/sql"
 	"fmt"
 	"net"
+	"os"
 	"runtime"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -30,7 +32,7 @@ const scaleTenants = 1000
 // scaleServer starts a server with room for every tenant's connection.
 func scaleServer(b *testing.B) *pgtest.Server {
 	b.Helper()
-	srv := newServer(b, pgtest.Options{Settings: map[string]string{"max_connections": "1100"}})
+	srv := newServer(b, pgtest.Options{Settings: map[string]string{"max_connections": "2100"}})
 	if err := srv.Start(); err != nil {
 		b.Fatal(err)
 	}
@@ -95,32 +97,43 @@ func scaleOpenOnce(b *testing.B, driverName string, dsnOf func(t int) string, wa
 }
 
 // BenchmarkScaleIdle measures what an idle tenant costs: goroutines and heap
-// per Ready tenant (its one warm connection included), and per tenant whose
-// database is unreachable (no connection at all).
+// per tenant once settled. tenant=ready is a new user's tenant (sql.Open with
+// newUserDSN, then Ping: one pooled connection each), for pgfast's backends
+// and, in the same run, the raw drivers; tenant=down is a pgfast tenant whose
+// database refuses (no connection at all).
+//
+//	go test -run '^$' -bench BenchmarkScaleIdle -benchtime 1x -count 5 .
 func BenchmarkScaleIdle(b *testing.B) {
 	srv := scaleServer(b)
-	dsns := map[string]string{
-		"ready": withKV(srv.DSN(pgtest.TrustUser), "pgfast_dns_recheck=0"),
-		"down":  fmt.Sprintf("host=127.0.0.1 port=%d user=x sslmode=disable", freeLoopbackPort(b)),
-	}
-	for _, bc := range backends {
-		for _, kind := range []string{"ready", "down"} {
-			b.Run(fmt.Sprintf("driver=%s/tenant=%s", bc.name, kind), func(b *testing.B) {
+	down := fmt.Sprintf("host=127.0.0.1 port=%d user=x sslmode=disable", freeLoopbackPort(b))
+	for _, name := range []string{"pgfast", "pgx", "pgfast-pq", "postgres"} {
+		wrapped := name == "pgfast" || name == "pgfast-pq"
+		kinds := []string{"ready"}
+		if wrapped {
+			kinds = append(kinds, "down")
+		}
+		for _, kind := range kinds {
+			b.Run(fmt.Sprintf("driver=%s/tenant=%s", name, kind), func(b *testing.B) {
+				dsn := newUserDSN(srv)
+				if kind == "down" {
+					dsn = down
+				}
 				for i := 0; i < b.N; i++ {
 					goroutines0, heap0 := settledFootprint()
-					dbs := make([]*sql.DB, 0, scaleTenants/2)
-					for t := 0; t < scaleTenants/2; t++ {
-						db, err := sql.Open(bc.name, dsns[kind])
+					tenants := benchTenants(scaleTenants / 2)
+					dbs := make([]*sql.DB, 0, tenants)
+					for t := 0; t < tenants; t++ {
+						db, err := sql.Open(name, dsn)
 						if err != nil {
 							b.Fatal(err)
 						}
 						dbs = append(dbs, db)
 					}
-					want := StateReady
 					if kind == "down" {
-						want = StateDown
+						waitState(b, dbs, StateDown, 20*time.Second)
+					} else {
+						pingAll(b, dbs, 300*time.Second)
 					}
-					waitState(b, dbs, want, 20*time.Second)
 					settleGoroutines(5 * time.Second) // let overlapping attempts finish
 					goroutines1, heap1 := settledFootprint()
 					n := float64(len(dbs))
@@ -131,6 +144,70 @@ func BenchmarkScaleIdle(b *testing.B) {
 			})
 		}
 	}
+}
+
+// newUserDSN is what a new user writes: no pgfast_ keys, a SCRAM password and
+// a host name (so pgfast's defaults, DNS rechecks included, all apply).
+func newUserDSN(srv *pgtest.Server) string {
+	return fmt.Sprintf("host=localhost port=%d user=%s password=%s dbname=%s sslmode=disable",
+		srv.Port(), pgtest.ScramUser, pgtest.ScramPassword, pgtest.Database)
+}
+
+// pingAll pings every db until it answers (one pooled connection each), as a
+// new user's start-up does: 16 tenants at a time, retrying while a tenant is
+// not ready yet (a pgfast tenant fails fast while Down); it fails the
+// benchmark at limit.
+func pingAll(b *testing.B, dbs []*sql.DB, limit time.Duration) {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	next := make(chan *sql.DB)
+	errs := make(chan error, 16)
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for db := range next {
+				for {
+					pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
+					err := db.PingContext(pctx)
+					pcancel()
+					if err == nil {
+						break
+					}
+					if ctx.Err() != nil {
+						errs <- err
+						return
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
+			}
+		})
+	}
+feed:
+	for _, db := range dbs {
+		select {
+		case next <- db:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		closeAll(dbs)
+		b.Fatal(err)
+	}
+}
+
+// benchTenants is how many tenants the idle benchmarks open:
+// PGFAST_BENCH_TENANTS, or def (on a loaded machine, fewer tenants still
+// give per-tenant numbers).
+func benchTenants(def int) int {
+	if n, err := strconv.Atoi(os.Getenv("PGFAST_BENCH_TENANTS")); err == nil && n > 0 {
+		return n
+	}
+	return def
 }
 
 // BenchmarkScaleNaiveStartup is the raw drivers' naive start-up loop for

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -166,7 +167,10 @@ func (w *silence) observe(now time.Time, s tcpSample, window time.Duration) (tim
 }
 
 // peerWatcher is the one process-wide goroutine watching pgfast's sockets
-// for a silent peer; it runs while at least one socket is registered.
+// for a silent peer. It runs only while some registered socket has a Read or
+// Write in progress: registering a socket (at dial) does not start it, the
+// socket's Read and Write do (wake, one load of parked while it runs), and
+// after idleTicksToPark ticks with no socket in I/O it parks (exits).
 //
 // Each goroutine owns its stop and done channels: one started inside a
 // testing/synctest bubble belongs to it, and the runtime aborts when a
@@ -174,6 +178,12 @@ func (w *silence) observe(now time.Time, s tcpSample, window time.Duration) (tim
 // for each other; turn (a mutex, which belongs to no bubble) keeps them from
 // looking at the sockets at the same time.
 type peerWatcher struct {
+	// parked: no goroutine runs (read on every tracked Read and Write;
+	// alone on its cache line, written only when the goroutine starts or
+	// parks).
+	parked atomic.Bool
+	_      [64 - 4]byte
+
 	tick time.Duration
 	// sample reads TCP_INFO (tcpInfoOf; tests replace it).
 	sample func(tc *trackedConn) (tcpSample, bool)
@@ -191,17 +201,39 @@ type peerWatcher struct {
 	done  chan struct{} // closed when the goroutine started with stop has exited
 }
 
+// idleTicksToPark is how many ticks in a row without a socket in I/O park
+// the watcher.
+const idleTicksToPark = 2
+
 var deadPeers = newPeerWatcher()
 
 func newPeerWatcher() *peerWatcher {
-	return &peerWatcher{tick: watchTick, sample: tcpInfoOf, now: time.Now, dial: handshake, socks: make(map[*trackedConn]struct{})}
+	w := &peerWatcher{tick: watchTick, sample: tcpInfoOf, now: time.Now, dial: handshake, socks: make(map[*trackedConn]struct{})}
+	w.parked.Store(true)
+	return w
 }
 
+// add registers tc; its first Read or Write wakes the watcher.
 func (w *peerWatcher) add(tc *trackedConn) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.socks[tc] = struct{}{}
-	if w.stop == nil {
+	tc.watcher = w
+}
+
+// wake starts the goroutine if it is parked (a tracked socket's Read or
+// Write is in progress: its inIO was raised before).
+func (w *peerWatcher) wake() {
+	if !w.parked.CompareAndSwap(true, false) {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case w.stop != nil: // a parking goroutine saw the socket and stayed
+	case len(w.socks) == 0:
+		w.parked.Store(true)
+	default:
 		w.stop, w.done = make(chan struct{}), make(chan struct{})
 		go w.run(w.stop, w.done)
 	}
@@ -217,6 +249,7 @@ func (w *peerWatcher) remove(tc *trackedConn) {
 	if len(w.socks) == 0 && w.stop != nil {
 		close(w.stop)
 		w.stop = nil
+		w.parked.Store(true)
 	}
 }
 
@@ -229,36 +262,66 @@ func (w *peerWatcher) running() <-chan struct{} {
 	return w.done
 }
 
-func (w *peerWatcher) run(stop <-chan struct{}, done chan<- struct{}) {
+func (w *peerWatcher) run(stop chan struct{}, done chan<- struct{}) {
 	defer close(done)
 	t := time.NewTicker(w.tick)
 	defer t.Stop()
 	var busy []*trackedConn
+	idle := 0
 	for {
 		select {
 		case <-stop:
 			return
 		case <-t.C:
 		}
-		busy = w.look(busy, stop)
+		var n int
+		busy, n = w.look(busy, stop)
+		if n > 0 {
+			idle = 0
+		} else if idle++; idle >= idleTicksToPark && w.park(stop) {
+			return
+		}
 	}
 }
 
-// look is one tick, skipped if stop was closed while it waited for its turn.
-func (w *peerWatcher) look(busy []*trackedConn, stop <-chan struct{}) []*trackedConn {
+// park ends the goroutine started with stop unless a socket is in I/O. The
+// order makes a lost wake-up impossible: parked is set before inIO is read
+// here, and a Read raises inIO before it reads parked, so either the Read
+// sees parked and wakes a new goroutine or this look sees the Read.
+func (w *peerWatcher) park(stop chan struct{}) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stop != stop {
+		return true // stopped (remove) meanwhile
+	}
+	w.parked.Store(true)
+	for tc := range w.socks {
+		if tc.inIO.Load() > 0 {
+			w.parked.Store(false)
+			return false
+		}
+	}
+	w.stop = nil
+	return true
+}
+
+// look is one tick, skipped if stop was closed while it waited for its turn;
+// it returns how many sockets were in I/O.
+func (w *peerWatcher) look(busy []*trackedConn, stop <-chan struct{}) ([]*trackedConn, int) {
 	w.turn.Lock()
 	defer w.turn.Unlock()
 	select {
 	case <-stop:
-		return busy
+		return busy, 0
 	default:
 	}
 	busy = w.inIO(busy[:0])
+	n := len(busy)
 	for _, tc := range busy {
 		w.check(tc)
 	}
 	clear(busy)
-	return busy
+	return busy, n
 }
 
 // inIO collects the sockets with a Read or Write in progress; the others
@@ -269,7 +332,7 @@ func (w *peerWatcher) inIO(out []*trackedConn) []*trackedConn {
 	for tc := range w.socks {
 		if tc.inIO.Load() > 0 {
 			out = append(out, tc)
-		} else {
+		} else if !tc.silence.since.IsZero() {
 			tc.silence.since = time.Time{}
 		}
 	}

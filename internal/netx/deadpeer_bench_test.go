@@ -94,6 +94,22 @@ func BenchmarkTrackedIO(b *testing.B) {
 		r := book.attemptDone(addr, s, nil)
 		run(b, w, r)
 	})
+	b.Run("path=watched", func(b *testing.B) {
+		c, s := loopbackPair(b)
+		book := NewBook(nil)
+		addr := netip.MustParseAddrPort("127.0.0.1:5432")
+		book.attemptStarted(addr)
+		book.attemptStarted(addr)
+		w := book.attemptDone(addr, c, nil).(*trackedConn)
+		r := book.attemptDone(addr, s, nil).(*trackedConn)
+		pw := newPeerWatcher()
+		for _, tc := range []*trackedConn{w, r} {
+			tc.window = DefaultDeadPeerWindow
+			pw.add(tc)
+		}
+		b.Cleanup(func() { pw.remove(w); pw.remove(r) })
+		run(b, w, r)
+	})
 }
 
 // BenchmarkWatcherIdleTick is one watcher tick over 2,000 registered idle
@@ -145,5 +161,19 @@ func BenchmarkTrackedIOWrapper(b *testing.B) {
 		addr := netip.MustParseAddrPort("127.0.0.1:5432")
 		book.attemptStarted(addr)
 		run(b, book.attemptDone(addr, nopConn{}, nil))
+	})
+	// watched: registered with a watcher, as a dialled socket is (its Read
+	// and Write look at whether the watcher is parked).
+	b.Run("path=watched", func(b *testing.B) {
+		book := NewBook(nil)
+		addr := netip.MustParseAddrPort("127.0.0.1:5432")
+		book.attemptStarted(addr)
+		tc := book.attemptDone(addr, nopConn{}, nil).(*trackedConn)
+		w := newPeerWatcher()
+		w.sample = func(*trackedConn) (tcpSample, bool) { return tcpSample{}, true }
+		tc.window = DefaultDeadPeerWindow
+		w.add(tc)
+		b.Cleanup(func() { w.remove(tc) })
+		run(b, tc)
 	})
 }

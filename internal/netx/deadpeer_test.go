@@ -226,10 +226,12 @@ func watchedPipe(t *testing.T, b *Book, addr netip.AddrPort) *trackedConn {
 	return tc
 }
 
-// TestPeerWatcherStartsAndStops: the watcher goroutine runs only while a
-// socket is registered; removing the last one stops it, and a new socket
-// starts it again. Idle sockets (no Read or Write in progress) are never
-// sampled.
+// TestPeerWatcherStartsAndStops: registering sockets starts no goroutine;
+// a socket in I/O wakes it (as Read and Write do), it parks after
+// idleTicksToPark ticks with no socket in I/O, wakes again, and stops when
+// the last socket is removed. Idle sockets (no Read or Write in progress)
+// are never sampled. Before parking, registration started the goroutine and
+// it ticked for as long as any socket was registered.
 func TestPeerWatcherStartsAndStops(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		w := newPeerWatcher()
@@ -246,26 +248,47 @@ func TestPeerWatcherStartsAndStops(t *testing.T) {
 		a, c := watchedPipe(t, b, addr), watchedPipe(t, b, addr)
 		w.add(a)
 		w.add(c)
-		done := w.running()
-		if done == nil {
-			t.Fatal("no goroutine after the first registration")
-		}
-		time.Sleep(10*time.Second + time.Millisecond) // between ticks
-		if n := samples.Load(); n != 0 {
-			t.Errorf("%d samples of idle sockets, want 0 (idle sockets cost no system call)", n)
+		if w.running() != nil {
+			t.Fatal("registering idle sockets started the goroutine")
 		}
 		a.inIO.Add(1)
+		w.wake()
+		done := w.running()
+		if done == nil {
+			t.Fatal("no goroutine once a socket is in I/O")
+		}
 		time.Sleep(2*watchTick + time.Millisecond)
 		if n := samples.Load(); n != 2 {
 			t.Errorf("%d samples of one busy socket in two ticks, want 2", n)
 		}
 		a.inIO.Add(-1)
+		time.Sleep(idleTicksToPark*watchTick + time.Millisecond)
+		synctest.Wait()
+		select {
+		case <-done:
+		default:
+			t.Fatalf("still running after %d ticks with no socket in I/O", idleTicksToPark)
+		}
+		if w.running() != nil || !w.parked.Load() {
+			t.Error("running() reports a goroutine, or not parked, after parking")
+		}
+		time.Sleep(10 * time.Second)
+		if n := samples.Load(); n != 2 {
+			t.Errorf("%d samples while parked, want none", n-2)
+		}
 
+		a.inIO.Add(1)
+		w.wake()
+		done = w.running()
+		if done == nil {
+			t.Fatal("no goroutine after a wake following a park")
+		}
+		a.inIO.Add(-1)
 		w.remove(a)
 		synctest.Wait()
 		select {
 		case <-done:
-			t.Fatal("stopped while a socket is still registered")
+			t.Fatal("stopped at once while a socket is still registered")
 		default:
 		}
 		w.remove(c)
@@ -279,13 +302,65 @@ func TestPeerWatcherStartsAndStops(t *testing.T) {
 		if w.running() != nil {
 			t.Error("running() reports a goroutine after the stop")
 		}
-
 		w.add(c)
+		c.inIO.Add(1)
+		w.wake()
 		if w.running() == nil {
-			t.Fatal("no goroutine after a registration following a stop")
+			t.Fatal("no goroutine after a registration and a wake following a stop")
 		}
+		c.inIO.Add(-1)
 		w.remove(c)
 		synctest.Wait() // the bubble would report a goroutine left running
+	})
+}
+
+// TestPeerWatcherReadWakes: a tracked socket's Read wakes the parked
+// watcher, which watches it while the Read waits and parks once it returned.
+func TestPeerWatcherReadWakes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w := newPeerWatcher()
+		var samples atomic.Int64
+		w.sample = func(*trackedConn) (tcpSample, bool) {
+			samples.Add(1)
+			return tcpSample{}, true
+		}
+		b := NewBook(nil)
+		addr := netip.MustParseAddrPort("127.0.0.1:5432")
+		b.attemptStarted(addr)
+		client, server := net.Pipe()
+		defer server.Close()
+		tc := b.attemptDone(addr, client, nil).(*trackedConn)
+		tc.window = DefaultDeadPeerWindow
+		w.add(tc)
+		defer tc.Close()
+		defer w.remove(tc)
+		read := make(chan error, 1)
+		go func() {
+			_, err := tc.Read(make([]byte, 1))
+			read <- err
+		}()
+		synctest.Wait()
+		done := w.running()
+		if done == nil {
+			t.Fatal("a Read did not wake the watcher")
+		}
+		time.Sleep(3*watchTick + time.Millisecond)
+		if n := samples.Load(); n != 3 {
+			t.Errorf("%d samples of the waiting Read in 3 ticks, want 3", n)
+		}
+		if _, err := server.Write([]byte{1}); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-read; err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(idleTicksToPark*watchTick + time.Millisecond)
+		synctest.Wait()
+		select {
+		case <-done:
+		default:
+			t.Fatal("the watcher did not park once the Read returned")
+		}
 	})
 }
 
@@ -339,6 +414,7 @@ func TestPeerWatcherEvictsSilentPeerOnly(t *testing.T) {
 		dead.inIO.Add(1)
 		w.add(slow)
 		w.add(dead)
+		w.wake() // as their Reads do
 		time.Sleep(10*time.Second + watchConfirm - time.Millisecond)
 		if evicted, _ := state(); len(evicted) != 0 {
 			t.Fatalf("evicted %v before the window and its confirmation passed", evicted)
@@ -399,10 +475,12 @@ func TestPeerWatcherGenerationsTakeTurns(t *testing.T) {
 	defer tc.inIO.Add(-1)
 
 	w.add(tc)
+	w.wake()
 	first1 := w.running()
 	waitClosed(t, entered, "the first goroutine's first look")
 	w.remove(tc) // stops the first goroutine, which is still looking
-	w.add(tc)    // starts the second one
+	w.add(tc)
+	w.wake() // starts the second one
 	second := w.running()
 	if second == nil || second == first1 {
 		t.Fatal("no new goroutine after a removal and an add")

@@ -24,7 +24,7 @@ func (d *Dialer) resolve(ctx context.Context, network, host string) ([]netip.Add
 	if ip, err := netip.ParseAddr(host); err == nil {
 		return []netip.Addr{ip}, nil
 	}
-	ips, err := d.resolver.LookupNetIP(ctx, resolverNetwork(network), host)
+	ips, err := lookupNetIP(ctx, d.resolver, resolverNetwork(network), host)
 	if err != nil {
 		return nil, err
 	}

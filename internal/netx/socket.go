@@ -29,8 +29,8 @@ type trackedConn struct {
 	inIO atomic.Int32
 	// window is the dead-peer window (set before watcher registration).
 	window time.Duration
-	// watcher is the dead-peer watcher it is registered with (its view's),
-	// nil when none.
+	// watcher is the dead-peer watcher the socket is registered with (set
+	// at registration, before the socket is used; nil: none).
 	watcher *peerWatcher
 	// silence is the watcher's state for this socket (its goroutine only).
 	silence silence
@@ -64,6 +64,9 @@ func (c *trackedConn) NetConn() net.Conn { return c.Conn }
 
 func (c *trackedConn) Read(p []byte) (int, error) {
 	c.inIO.Add(1)
+	if w := c.watcher; w != nil && w.parked.Load() {
+		w.wake()
+	}
 	n, err := c.Conn.Read(p)
 	c.inIO.Add(-1)
 	if err != nil {
@@ -77,6 +80,9 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 
 func (c *trackedConn) Write(p []byte) (int, error) {
 	c.inIO.Add(1)
+	if w := c.watcher; w != nil && w.parked.Load() {
+		w.wake()
+	}
 	n, err := c.Conn.Write(p)
 	c.inIO.Add(-1)
 	if n > 0 {
