@@ -74,6 +74,7 @@ func newCorroborationRig(t *testing.T, suspect func(since time.Duration) tcpSamp
 	r.suspect = r.sibling(suspect)
 	r.suspect.inIO.Add(1)
 	r.w.add(r.suspect)
+	r.w.wake() // the watcher parks until a socket's I/O wakes it; the rig sets inIO directly
 	return r
 }
 
