@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
-	"testing" // testing.Testing: a dialer made in a synctest bubble gets admission of its own (clockInBubble)
 	"time"
 )
 
@@ -33,6 +32,13 @@ const (
 	admitBaseWindow = 30 * time.Second
 	// admitSlack: a latency within 2·base + slack is no queueing.
 	admitSlack = 10 * time.Millisecond
+	// admitSynGrace: a connect() unanswered this long is a lost SYN or a
+	// blackholed address, not load on a server (nothing was forked): its
+	// slot goes to the next startup. Without it a blackholed address would
+	// hold every slot for connect_timeout and a caller's dial would queue
+	// behind them before its own connect_timeout even starts, which is
+	// later than raw moves on to the next host.
+	admitSynGrace = time.Second
 )
 
 // admitKey is a resolved address, or a unix socket's path.
@@ -105,6 +111,8 @@ type slot struct {
 	// last one to go releases it.
 	refs     int
 	released bool
+	// connected: the connect() it admitted returned (admitSynGrace).
+	connected bool
 }
 
 // signal is what a released slot says about the server.
@@ -146,10 +154,24 @@ func (a *admission) acquire(ctx context.Context, l *Login, key admitKey, timeout
 	if w == nil {
 		return nil, ctx.Err()
 	}
-	select {
-	case <-w.ch:
-		return w.s, nil
-	case <-ctx.Done():
+	// While queued, a holder whose SYN went unanswered for admitSynGrace
+	// gives its slot up: looked at once per grace period (this waiter's own
+	// timer; the table keeps none).
+	t := time.NewTimer(admitSynGrace)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.ch:
+			return w.s, nil
+		case <-ctx.Done():
+		case <-t.C:
+			a.mu.Lock()
+			a.expire(w.g, a.now())
+			a.mu.Unlock()
+			t.Reset(admitSynGrace)
+			continue
+		}
+		break
 	}
 	if s := a.leave(w); s != nil {
 		a.release(s, sigNone) // admitted as ctx ended
@@ -275,13 +297,18 @@ func (a *admission) admitWaiters(g *gate, now time.Time) {
 }
 
 // expire releases g's slots past their deadline whose release did not
-// come (a driver that never closed the socket nor ended the login).
+// come (a driver that never closed the socket nor ended the login), and
+// those whose connect() is unanswered after admitSynGrace: the dial goes on
+// without a slot.
 func (a *admission) expire(g *gate, now time.Time) {
 	if len(g.held) < g.capacity() {
 		return
 	}
 	for s := range g.held {
-		if !s.deadline.IsZero() && !now.Before(s.deadline) {
+		switch {
+		case !s.connected && now.Sub(s.admitted) >= admitSynGrace:
+			a.releaseLocked(s, sigNone, now)
+		case !s.deadline.IsZero() && !now.Before(s.deadline):
 			a.releaseLocked(s, sigSlow, now)
 		}
 	}
@@ -436,6 +463,9 @@ func signalOf(err error) signal {
 // the login ends. A failed dial, or one made after the login ended, drops
 // its reference; an untracked socket's slot waits for End.
 func (s *slot) settle(nc net.Conn, err error) {
+	s.a.mu.Lock()
+	s.connected = true
+	s.a.mu.Unlock()
 	if err != nil {
 		s.unref()
 		return
@@ -474,17 +504,10 @@ func (c *trackedConn) attemptExpired(err error) error {
 	return &attemptTimeoutError{after: s.timeout, err: err}
 }
 
-// clockInBubble reports a testing/synctest bubble: its clock starts at
-// 2000-01-01 UTC. Test binaries only: a dialer made there gets a private
-// admission table, so no bubble channel enters the process's.
-func clockInBubble() bool {
-	return testing.Testing() && time.Now().Year() < 2001
-}
-
 // admissionFor returns the process's table, or, for a dialer made inside a
 // synctest bubble, one of its own.
 func admissionFor() *admission {
-	if clockInBubble() {
+	if InBubble() {
 		return newAdmission(time.Now)
 	}
 	return admissions

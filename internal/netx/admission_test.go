@@ -48,9 +48,60 @@ func fill(t *testing.T, a *admission, n int, timeout time.Duration) []*slot {
 		if s == nil || w != nil {
 			t.Fatalf("login %d queued, want admitted", i)
 		}
+		a.mu.Lock()
+		s.connected = true // handshake done: a startup the server works on
+		a.mu.Unlock()
 		out[i] = s
 	}
 	return out
+}
+
+// TestAdmissionSynGrace: slots whose connect() is unanswered for
+// admitSynGrace (a blackholed address) stop holding the queue, so a caller
+// is not kept waiting behind attempts that load no server; a slot whose
+// handshake completed keeps its place until its deadline.
+func TestAdmissionSynGrace(t *testing.T) {
+	a, clk := newTestAdmission()
+	stuck := make([]*slot, admitStart)
+	for i := range stuck {
+		s, _ := a.enter(&Login{}, admitTestKey, 10*time.Second, false)
+		if s == nil {
+			t.Fatalf("login %d queued, want admitted", i)
+		}
+		stuck[i] = s
+	}
+	_, w := a.enter(&Login{}, admitTestKey, 10*time.Second, false)
+	if w == nil {
+		t.Fatal("admitted past the limit")
+	}
+	clk.advance(admitSynGrace - time.Millisecond)
+	a.mu.Lock()
+	a.expire(w.g, a.now())
+	a.mu.Unlock()
+	if admittedNow(w) {
+		t.Fatal("admitted before the grace passed")
+	}
+	clk.advance(time.Millisecond)
+	a.mu.Lock()
+	a.expire(w.g, a.now())
+	a.mu.Unlock()
+	if !admittedNow(w) {
+		t.Fatal("still queued behind connects unanswered for admitSynGrace")
+	}
+	if g := a.gateOf(admitTestKey); g.limit != admitStart {
+		t.Errorf("limit %.2f after unanswered SYNs, want %d: a blackhole is not a busy server", g.limit, admitStart)
+	}
+
+	b, clk2 := newTestAdmission()
+	fill(t, b, admitStart, 10*time.Second)
+	_, w2 := b.enter(&Login{}, admitTestKey, 10*time.Second, false)
+	clk2.advance(2 * admitSynGrace)
+	b.mu.Lock()
+	b.expire(w2.g, b.now())
+	b.mu.Unlock()
+	if admittedNow(w2) {
+		t.Fatal("a startup past its handshake lost its slot to the grace rule")
+	}
 }
 
 func (a *admission) gateOf(key admitKey) *gate {
