@@ -40,7 +40,10 @@ type Connector struct {
 
 	stats counters
 
-	adapter      adapter
+	adapter adapter
+	// poolLogin, set for a NewPool pool, makes the loop's attempt the
+	// pool's own connection (acquire, ping, release) instead of a dial.
+	poolLogin    atomic.Pointer[func(context.Context) error]
 	in           inbox       // events for the connector's goroutine (loop.go)
 	inHook       atomic.Bool // the state hook is running
 	dnsBusy      atomic.Bool // a DNS recheck is running
@@ -86,6 +89,17 @@ func newConnector(dsn string, o options) (*Connector, error) {
 }
 
 func newConnectorWith(a adapter, cfg *Config, o options) (*Connector, error) {
+	c, err := buildConnector(a, cfg, o)
+	if err != nil {
+		return nil, err
+	}
+	c.start()
+	return c, nil
+}
+
+// buildConnector makes the connector without starting its background work
+// (start), so that NewPool can first give it the pool.
+func buildConnector(a adapter, cfg *Config, o options) (*Connector, error) {
 	if err := o.check(); err != nil {
 		return nil, err
 	}
@@ -132,12 +146,16 @@ func newConnectorWith(a adapter, cfg *Config, o options) (*Connector, error) {
 		c.backend = o.testBackend(c.core)
 	}
 	c.started = time.Now()
-	if o.noBackground {
+	return c, nil
+}
+
+// start begins the background work (Driver.Open's connector has none).
+func (c *Connector) start() {
+	if c.noBackground {
 		close(c.done)
 	} else {
 		go c.run()
 	}
-	return c, nil
 }
 
 // Config returns the connector's effective settings (defaults applied).
@@ -203,6 +221,7 @@ func (c *Connector) notReady(waited time.Duration, ctxErr error) error {
 // cannot fix is returned at once either way. After Close: ErrClosed.
 func (c *Connector) Connect(ctx context.Context) (driver.Conn, error) {
 	start := time.Now()
+	refusals := c.ready.refusals.Load()
 	asked := false
 	for {
 		if c.ctx.Err() != nil {
@@ -228,6 +247,11 @@ func (c *Connector) Connect(ctx context.Context) (driver.Conn, error) {
 		if st == StateDown && !c.cfg.WaitReady {
 			return nil, c.notReady(0, nil)
 		}
+		if st == StateConnecting && !c.cfg.WaitReady && c.ready.refusals.Load() != refusals {
+			// The attempt it waited for failed on a slow or refusing
+			// server: its error, as the raw driver's dial would return.
+			return nil, c.notReady(time.Since(start), nil)
+		}
 		select {
 		case <-changed:
 		case <-ctx.Done():
@@ -238,13 +262,15 @@ func (c *Connector) Connect(ctx context.Context) (driver.Conn, error) {
 
 // dialNow makes a connection for a caller while Ready and tells the
 // goroutine the outcome: a network or permanent failure means Down unless a
-// connection was verified after this dial began; a success is a verification.
+// connection was verified after this dial began or the server answered
+// (attemptFailed); a success is a verification.
 func (c *Connector) dialNow(ctx context.Context) (driver.Conn, error) {
 	began := c.ready.mark()
-	dc, err := c.dial(ctx)
+	rctx, rec := withLoginRecord(ctx)
+	dc, err := c.dial(rctx)
 	switch {
 	case err != nil && ctx.Err() == nil:
-		c.post(event{kind: evDialFailed, err: err, began: began})
+		c.post(event{kind: evDialFailed, err: err, began: began, ev: rec.evidence(err)})
 	case err == nil:
 		c.post(event{kind: evVerified, fresh: true})
 	}

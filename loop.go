@@ -1,7 +1,9 @@
 package pgfast
 
 import (
+	"context"
 	"database/sql/driver"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
@@ -40,6 +42,7 @@ type event struct {
 	down  bool           // evEvicted
 	fresh bool           // evVerified
 	began attemptMark    // evDialFailed: when the dial began (0: unknown, taken as current)
+	ev    loginEvidence  // evDialFailed: what the dial's sockets saw
 	res   attemptResult  // evAttemptDone
 }
 
@@ -100,8 +103,11 @@ func (c *Connector) takeEvents() []event {
 const demandInterval = 250 * time.Millisecond
 
 type loop struct {
-	bo          backoff
-	inflight    int
+	bo       backoff
+	inflight int
+	// flying lists the attempts in flight, to tell whether they are all
+	// still before their TCP handshake and to cancel them on a success.
+	flying      []*attempt
 	warmDials   int
 	next        time.Time // when the next background attempt may start
 	lastAttempt time.Time // when the newest background attempt started
@@ -154,21 +160,25 @@ func (c *Connector) run() {
 		}
 		st := c.ready.current()
 		now := time.Now()
+		// One attempt at a time: another starts beside those in flight
+		// only while none has completed its TCP handshake (a SYN lost in
+		// a blackhole), never beside a slow startup.
+		stuck := l.allBeforeHandshake()
 		if l.asked {
 			l.asked = false
-			if perm, _ := c.ready.failedPermanently(); st == StateDown && !perm && !l.demand &&
+			if perm, _ := c.ready.failedPermanently(); st == StateDown && !perm && !l.demand && stuck &&
 				now.Sub(l.lastDemand) >= demandInterval {
 				l.demand, l.lastDemand = true, now
 				c.startAttempt(l, attemptDemand)
 			}
 		}
 		// While others are in flight, a new attempt starts only once the
-		// newest has been pending for attemptOverlap (one is stuck).
+		// newest has been pending for attemptOverlap before its handshake.
 		startAt := l.next
 		if l.inflight > 0 {
 			startAt = later(l.next, l.lastAttempt.Add(attemptOverlap))
 		}
-		if st != StateReady && l.inflight < limit && !now.Before(startAt) {
+		if st != StateReady && l.inflight < limit && stuck && !now.Before(startAt) {
 			l.next, l.lastAttempt = now.Add(l.bo.next()), now
 			startAt = later(l.next, l.lastAttempt.Add(attemptOverlap))
 			c.startAttempt(l, attemptBackground)
@@ -178,7 +188,9 @@ func (c *Connector) run() {
 			c.startAttempt(l, attemptWarming)
 		}
 		var wait <-chan time.Time
-		if st != StateReady && l.inflight < limit {
+		if st != StateReady && l.inflight < limit && l.allBeforeHandshake() {
+			// (A handshake completing in the meantime only makes the
+			// wake find nothing to start.)
 			resetTimer(timer, time.Until(startAt))
 			wait = timer.C
 		}
@@ -211,12 +223,17 @@ func (c *Connector) apply(l *loop, e event) {
 			c.setState(StateDown, fmt.Errorf("%s: %w", e.addr, e.err))
 		}
 	case evDialFailed:
-		c.attemptFailed(l, e.err, e.began, false)
+		c.attemptFailed(l, e.err, e.began, false, e.ev)
 	case evVerified:
 		if l.needFresh && !e.fresh {
 			// Sessions opened before the password or role changed keep
 			// working; only a fresh login proves new ones would.
 			return
+		}
+		if c.ready.current() != StateReady {
+			// A recovery by a caller's dial or by sessions in use: that
+			// connection is the tenant's first, as a warm one would be.
+			l.warmDials = 1
 		}
 		c.succeeded(l, e.fresh)
 	case evAttemptNow:
@@ -239,8 +256,54 @@ type attemptResult struct {
 	conn  driver.Conn
 	err   error
 	kind  attemptKind
-	began attemptMark // when the attempt began
+	began attemptMark   // when the attempt began
+	ev    loginEvidence // what its sockets saw, when it failed
+	a     *attempt
 }
+
+// attempt is one of the loop's attempts in flight.
+type attempt struct {
+	kind   attemptKind
+	rec    *loginRecord
+	cancel context.CancelFunc
+}
+
+// allBeforeHandshake reports whether no attempt in flight has completed a
+// TCP handshake (true with none in flight).
+func (l *loop) allBeforeHandshake() bool {
+	for _, a := range l.flying {
+		if a.rec.handshaken() {
+			return false
+		}
+	}
+	return true
+}
+
+func (l *loop) landed(a *attempt) {
+	for i, x := range l.flying {
+		if x == a {
+			l.flying = append(l.flying[:i], l.flying[i+1:]...)
+			return
+		}
+	}
+}
+
+// cancelFlying cancels the attempts in flight other than warm dials: a
+// verified connection makes them useless (cause A6: their logins were
+// closed on arrival).
+func (l *loop) cancelFlying() {
+	for _, a := range l.flying {
+		if a.kind != attemptWarming {
+			a.cancel()
+		}
+	}
+}
+
+// attemptKey marks the context of the loop's own attempts: a pool's gate
+// lets them through, and its tracer leaves their outcome to the loop.
+type attemptKey struct{}
+
+func isLoopAttempt(ctx context.Context) bool { return ctx.Value(attemptKey{}) != nil }
 
 // startAttempt dials in a goroutine of its own. Its result reaches the loop,
 // or, once the loop has stopped, is closed by the goroutine itself.
@@ -248,9 +311,18 @@ func (c *Connector) startAttempt(l *loop, kind attemptKind) {
 	l.inflight++
 	l.running.Add(1)
 	began := c.ready.mark()
+	ctx, cancel := context.WithCancel(context.WithValue(netx.NoSkip(c.ctx), attemptKey{}, true)) // never skipped (netx.NoSkip)
+	ctx, rec := withLoginRecord(ctx)
+	a := &attempt{kind: kind, rec: rec, cancel: cancel}
+	l.flying = append(l.flying, a)
 	go func() {
 		defer l.running.Done()
-		dc, err := c.dial(netx.NoSkip(c.ctx)) // never skipped (netx.NoSkip)
+		dc, err := c.login(ctx)
+		var ev loginEvidence
+		if err != nil {
+			ev = rec.evidence(err)
+		}
+		cancel()
 		c.resMu.Lock()
 		defer c.resMu.Unlock()
 		if c.resClosed {
@@ -259,58 +331,104 @@ func (c *Connector) startAttempt(l *loop, kind attemptKind) {
 			}
 			return
 		}
-		c.post(event{kind: evAttemptDone, res: attemptResult{conn: dc, err: err, kind: kind, began: began}})
+		c.post(event{kind: evAttemptDone, res: attemptResult{conn: dc, err: err, kind: kind, began: began, ev: ev, a: a}})
 	}()
 }
 
+// login is one attempt's login: through the backend, or for a pool through
+// the pool itself, so that its connection is the pool's first (nil conn).
+func (c *Connector) login(ctx context.Context) (driver.Conn, error) {
+	if f := c.poolLogin.Load(); f != nil {
+		c.stats.dials.Add(1)
+		if err := (*f)(ctx); err != nil {
+			c.stats.failures.Add(1)
+			c.lastErr.Store(&err)
+			return nil, err
+		}
+		return nil, nil
+	}
+	return c.dial(ctx)
+}
+
 func (c *Connector) settle(l *loop, r attemptResult) {
+	l.landed(r.a)
 	if r.kind == attemptDemand {
 		l.demand = false
 	}
 	if r.err != nil {
-		if c.ctx.Err() != nil || hookFailed(r.err) {
-			return // a hook's failure says nothing about the server
+		if c.ctx.Err() != nil {
+			return
+		}
+		if hookFailed(r.err) {
+			// A hook's failure says nothing about the server; whoever
+			// waits for this attempt gets it.
+			c.ready.refused(r.err)
+			return
+		}
+		var ne *noEvidenceError
+		if errors.As(r.err, &ne) {
+			return
 		}
 		if r.kind == attemptWarming {
 			// A warm dial fails like a caller's (the database answered
 			// before); warming stops either way.
 			l.warmDials = c.cfg.MinConns
-			c.attemptFailed(l, r.err, r.began, false)
+			c.attemptFailed(l, r.err, r.began, false, r.ev)
 			return
 		}
-		c.attemptFailed(l, r.err, r.began, true)
+		c.attemptFailed(l, r.err, r.began, true, r.ev)
 		return
 	}
-	if !c.addWarm(r.conn) {
-		_ = r.conn.Close()
-	} else if r.kind != attemptWarming {
-		// This connection counts as warm: dialling it again once a query
-		// takes it would be a second backend for an idle tenant.
-		l.warmDials++
+	if c.ready.current() != StateReady {
+		// Made at the start and again after a recovery: pgfast_min_conns
+		// counts from here.
+		l.warmDials = 0
+	}
+	if r.conn != nil {
+		if !c.addWarm(r.conn) {
+			_ = r.conn.Close()
+		} else if r.kind != attemptWarming {
+			// This connection counts as warm: dialling it again once a query
+			// takes it would be a second backend for an idle tenant.
+			l.warmDials++
+		}
 	}
 	c.succeeded(l, true)
 }
+
+// noEvidenceError is an attempt's failure that says nothing about the
+// server (a pool attempt that only waited for a slot).
+type noEvidenceError struct{ err error }
+
+func (e *noEvidenceError) Error() string { return e.err.Error() }
+func (e *noEvidenceError) Unwrap() error { return e.err }
 
 // attemptFailed applies the failure of an attempt begun at mark began.
 // Evidence is ordered by when the attempt began: a connection verified since
 // is newer news (an old attempt stuck on a blackholed address times out
 // after a newer one succeeded), and the failure changes nothing. Otherwise an
-// error waiting cannot fix is Down for good, a network failure is Down, and
-// any other error is Down only for a background attempt, not a fresh dial
-// (the server answered: "too many clients").
-func (c *Connector) attemptFailed(l *loop, err error, began attemptMark, anyError bool) {
+// error waiting cannot fix is Down for good; a login the server answered,
+// or whose address was heard meanwhile (ev, login_evidence.go), is a slow or
+// refusing server: the attempt fails to its caller only; a network failure
+// is Down, and any other error is Down only for a background attempt
+// (anyError), not a fresh dial.
+func (c *Connector) attemptFailed(l *loop, err error, began attemptMark, anyError bool, ev loginEvidence) {
 	if hookFailed(err) || c.ready.outdated(began) {
 		return // the application's hook failed, or newer evidence already spoke
 	}
 	if pe := c.permanent(err); pe != nil {
 		c.failPermanently(l, pe)
+	} else if ev == loginAnswered {
+		c.ready.refused(err)
 	} else if anyError || isNetworkFailure(err) {
 		c.setState(StateDown, err)
 	}
 }
 
-// succeeded records a verified connection: Ready, backoffs start over.
+// succeeded records a verified connection: Ready, backoffs start over,
+// attempts in flight are cancelled.
 func (c *Connector) succeeded(l *loop, fresh bool) {
+	l.cancelFlying()
 	l.bo.reset()
 	l.permRetry = 0
 	if fresh {

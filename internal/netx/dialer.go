@@ -239,6 +239,9 @@ func (d *Dialer) attempt(ctx context.Context, network string, target netip.AddrP
 	}
 	if tracked := d.book.attemptDone(target, conn, err); tracked != nil {
 		conn = tracked
+		if tc := trackedOf(tracked); tc != nil {
+			tc.hearing(target)
+		}
 		if tc := trackedOf(tracked); tc != nil && watchesPeers && tc.peek != nil {
 			tc.window = d.settings.deadPeerWindow()
 			deadPeers.add(tc)

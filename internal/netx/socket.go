@@ -36,6 +36,10 @@ type trackedConn struct {
 	writes atomic.Uint64
 	// recent lets a checkout skip its system call right after a reply.
 	recent readRecency
+	// heard is its address's process-wide clock (evidence.go), nil without
+	// an address; heardMark is its handshake's mark there.
+	heard     *heardCell
+	heardMark uint64
 }
 
 // trackUnix wraps a unix socket. With no TCP address it has no book entry
@@ -60,6 +64,9 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 	}
 	if n > 0 {
 		c.recent.reads.Add(1)
+		if c.heard != nil {
+			c.heard.read()
+		}
 	}
 	return n, nil
 }
