@@ -44,12 +44,12 @@ type Connector struct {
 	// poolLogin, set for a NewPool pool, makes the loop's attempt the
 	// pool's own connection (acquire, ping, release) instead of a dial.
 	poolLogin    atomic.Pointer[func(context.Context) error]
-	in           inbox       // events for the connector's goroutine (loop.go)
+	in           inbox       // events for the connector's loop (loop.go)
+	lp           *loop       // the loop's state, the running drain's
 	inHook       atomic.Bool // the state hook is running
-	dnsBusy      atomic.Bool // a DNS recheck is running
-	noBackground bool        // no background goroutine (Driver.Open)
+	noBackground bool        // no background work (Driver.Open)
 
-	// resMu guards resClosed: once the goroutine stopped, a late attempt
+	// resMu guards resClosed: once the loop shut down, a late attempt
 	// closes its own connection.
 	resMu     sync.Mutex
 	resClosed bool
@@ -59,7 +59,7 @@ type Connector struct {
 
 	ctx    context.Context // ends at Close: the background work's owner
 	cancel context.CancelFunc
-	done   chan struct{} // closed when the background goroutine has stopped
+	done   chan struct{} // closed when the loop has shut down (its last drain)
 	bg     workers       // short-lived background work (role verifications)
 	close  sync.Once
 }
@@ -117,7 +117,7 @@ func buildConnector(a adapter, cfg *Config, o options) (*Connector, error) {
 		ready:        newReadiness(),
 		adapter:      a,
 		noBackground: o.noBackground,
-		in:           inbox{kick: make(chan struct{}, 1)},
+		in:           inbox{draining: true, stopped: o.noBackground}, // start begins the first drain
 		done:         make(chan struct{}),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
@@ -149,13 +149,15 @@ func buildConnector(a adapter, cfg *Config, o options) (*Connector, error) {
 	return c, nil
 }
 
-// start begins the background work (Driver.Open's connector has none).
+// start begins the background work (Driver.Open's connector has none): the
+// first drain, which also applies what was posted before.
 func (c *Connector) start() {
 	if c.noBackground {
 		close(c.done)
-	} else {
-		go c.run()
+		return
 	}
+	c.lp = c.newLoop()
+	go c.drain()
 }
 
 // Config returns the connector's effective settings (defaults applied).
@@ -328,11 +330,11 @@ func (c *Connector) addWarm(dc driver.Conn) bool {
 	return true
 }
 
-// Close stops the background goroutine, waits a bounded time for it, and
-// closes unclaimed warm connections (handed-out ones are database/sql's).
+// Close stops the background work, waits a bounded time for it, and closes
+// unclaimed warm connections (handed-out ones are database/sql's).
 // Close always returns: an attempt ignoring its context is abandoned after a
 // few seconds and its connection closed on arrival. Called from the state
-// hook, it does not wait for the goroutine. Close is idempotent; Connect and
+// hook, it does not wait for the loop. Close is idempotent; Connect and
 // Ready after Close return ErrClosed.
 func (c *Connector) Close() error {
 	c.close.Do(func() {
@@ -341,7 +343,7 @@ func (c *Connector) Close() error {
 			// No goroutine: Close is the only writer left.
 			c.setState(StateClosed, ErrClosed)
 		}
-		c.wake()
+		c.post(event{kind: evWake}) // a drain sees the context ended and shuts down
 		c.mu.Lock()
 		warm := c.warm
 		c.warm, c.warmClosed = nil, true

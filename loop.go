@@ -13,10 +13,16 @@ import (
 	"github.com/pgfast/pgfast/internal/netx"
 )
 
-// The connector's goroutine (run) is the only writer of its state and the
-// only caller of the state hook, so hook calls arrive one at a time, in
-// order. Everything else posts an event (a mutex-guarded queue and a
-// non-blocking kick): the poster never waits for the loop nor runs user code.
+// The connector's loop is a serial executor, not a resident goroutine:
+// post appends an event to a mutex-guarded queue and, when no drain runs,
+// starts one (go drain). The drain applies the events, starts attempts
+// (goroutines that post their results), arms one timer (time.AfterFunc,
+// posting a wake) when it must act later, and exits once the queue is
+// empty. Only one drain runs at a time, so it is the only writer of the
+// state and the only caller of the state hook: hook calls arrive one at a
+// time, in order, never under a lock. The poster never waits for the loop
+// nor runs user code. A Ready, idle connector holds no goroutine and no
+// armed timer.
 
 type eventKind uint8
 
@@ -33,6 +39,8 @@ const (
 	// evAttemptDone: one of the loop's own attempts ended (res); through
 	// the same queue so all reports apply in the order they happened.
 	evAttemptDone
+	// evWake: the loop's timer fired, or Close or start asks for a drain.
+	evWake
 )
 
 type event struct {
@@ -51,15 +59,22 @@ type event struct {
 const maxEvents = 256
 
 type inbox struct {
-	mu   sync.Mutex
-	q    []event
-	kick chan struct{} // capacity 1
+	mu sync.Mutex
+	q  []event
+	// draining: a drain runs, or is about to (also set from the start until
+	// start, so early posts only queue); stopped: the loop shut down, posts
+	// are dropped (a Connector without background work starts so).
+	draining, stopped bool
 }
 
-// post queues e and wakes the loop. It never blocks.
+// post queues e and starts a drain if none runs. It never blocks.
 func (c *Connector) post(e event) {
 	c.in.mu.Lock()
-	if n := len(c.in.q); n > 0 && c.in.q[n-1].kind == e.kind && (e.kind == evVerified || e.kind == evAttemptNow) {
+	if c.in.stopped {
+		c.in.mu.Unlock()
+		return
+	}
+	if n := len(c.in.q); n > 0 && c.in.q[n-1].kind == e.kind && (e.kind == evVerified || e.kind == evAttemptNow || e.kind == evWake) {
 		// Merged: fresh when either was (a fresh login ends a Down that
 		// answered I/O cannot).
 		e.fresh = e.fresh || c.in.q[n-1].fresh
@@ -70,8 +85,12 @@ func (c *Connector) post(e event) {
 		}
 		c.in.q = append(c.in.q, e)
 	}
+	start := !c.in.draining
+	c.in.draining = true
 	c.in.mu.Unlock()
-	c.wake()
+	if start {
+		go c.drain()
+	}
 }
 
 func dropOldest(q []event) []event {
@@ -81,13 +100,6 @@ func dropOldest(q []event) []event {
 		}
 	}
 	return q
-}
-
-func (c *Connector) wake() {
-	select {
-	case c.in.kick <- struct{}{}:
-	default:
-	}
 }
 
 func (c *Connector) takeEvents() []event {
@@ -121,6 +133,8 @@ type loop struct {
 	needFresh bool
 	jitter    func(max time.Duration) time.Duration
 	running   sync.WaitGroup
+	limit     int         // attempts in flight at most (attemptLimit)
+	timer     *time.Timer // posts evWake (time.AfterFunc); nil until first needed
 }
 
 // jitterSource lets a test backend make the loop's random delays
@@ -129,25 +143,22 @@ type jitterSource interface {
 	jitter(max time.Duration) time.Duration
 }
 
-// run is the connector's goroutine: it connects until Ready, keeps MinConns
-// warm at the start, attempts again when Down (capped jittered backoff, or
-// on demand) and applies posted events, until Close.
-func (c *Connector) run() {
-	l := &loop{next: time.Now(), jitter: jitter}
+// newLoop makes the loop's state, which outlives each drain.
+func (c *Connector) newLoop() *loop {
+	l := &loop{next: time.Now(), jitter: jitter, limit: attemptLimit(c.cfg.ConnectTimeout)}
 	if s, ok := c.backend.(jitterSource); ok {
 		l.jitter = s.jitter
 	}
 	l.bo.rand = l.jitter
-	defer c.shutdown(l)
-	limit := attemptLimit(c.cfg.ConnectTimeout)
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	var dnsTick <-chan time.Time
-	if c.cfg.DNSRecheck > 0 {
-		t := time.NewTicker(c.cfg.DNSRecheck)
-		defer t.Stop()
-		dnsTick = t.C
-	}
+	return l
+}
+
+// drain is one activation of the loop: it applies every queued report,
+// then acts on the state (connect until Ready, keep MinConns warm at the
+// start and after a recovery, attempt again when Down at the backoff's pace
+// or on demand), and exits when nothing is queued; at Close it shuts down.
+func (c *Connector) drain() {
+	l := c.lp
 	for {
 		// Apply every report first, so an attempt begins after all earlier news.
 		for evs := c.takeEvents(); len(evs) > 0; evs = c.takeEvents() {
@@ -156,61 +167,71 @@ func (c *Connector) run() {
 			}
 		}
 		if c.ctx.Err() != nil {
+			c.shutdown(l)
 			return
 		}
-		st := c.ready.current()
-		now := time.Now()
-		// One attempt at a time: another starts beside those in flight
-		// only while none has completed its TCP handshake (a SYN lost in
-		// a blackhole), never beside a slow startup.
-		stuck := l.allBeforeHandshake()
-		if l.asked {
-			l.asked = false
-			if perm, _ := c.ready.failedPermanently(); st == StateDown && !perm && !l.demand && stuck &&
-				now.Sub(l.lastDemand) >= demandInterval {
-				l.demand, l.lastDemand = true, now
-				c.startAttempt(l, attemptDemand)
-			}
-		}
-		// While others are in flight, a new attempt starts only once the
-		// newest has been pending for attemptOverlap before its handshake.
-		startAt := l.next
-		if l.inflight > 0 {
-			startAt = later(l.next, l.lastAttempt.Add(attemptOverlap))
-		}
-		if st != StateReady && l.inflight < limit && stuck && !now.Before(startAt) {
-			l.next, l.lastAttempt = now.Add(l.bo.next()), now
-			startAt = later(l.next, l.lastAttempt.Add(attemptOverlap))
-			c.startAttempt(l, attemptBackground)
-		}
-		if st == StateReady && l.inflight == 0 && l.warmDials < c.cfg.MinConns && c.warmCount() < c.cfg.MinConns {
-			l.warmDials++
-			c.startAttempt(l, attemptWarming)
-		}
-		var wait <-chan time.Time
-		if st != StateReady && l.inflight < limit && l.allBeforeHandshake() {
-			// (A handshake completing in the meantime only makes the
-			// wake find nothing to start.)
-			resetTimer(timer, time.Until(startAt))
-			wait = timer.C
-		}
-		select {
-		case <-c.ctx.Done():
+		c.step(l)
+		// Exit only with nothing queued, deciding under the lock post
+		// takes: a report posted after this sees draining false and
+		// starts the next drain.
+		c.in.mu.Lock()
+		if len(c.in.q) == 0 {
+			c.in.draining = false
+			c.in.mu.Unlock()
 			return
-		case <-wait:
-		case <-c.in.kick:
-		case <-dnsTick:
-			// Off the loop: a slow resolver must not delay the events.
-			if st == StateReady && c.dnsBusy.CompareAndSwap(false, true) {
-				if !c.bg.goIfOpen(func() {
-					defer c.dnsBusy.Store(false)
-					c.recheckDNS(c.ctx)
-				}) {
-					c.dnsBusy.Store(false)
-				}
-			}
+		}
+		c.in.mu.Unlock()
+	}
+}
+
+// step starts what the state calls for and arms the timer for the next
+// thing due, or stops it.
+func (c *Connector) step(l *loop) {
+	st := c.ready.current()
+	now := time.Now()
+	// One attempt at a time: another starts beside those in flight only
+	// while none has completed its TCP handshake (a SYN lost in a
+	// blackhole), never beside a slow startup.
+	stuck := l.allBeforeHandshake()
+	if l.asked {
+		l.asked = false
+		if perm, _ := c.ready.failedPermanently(); st == StateDown && !perm && !l.demand && stuck &&
+			now.Sub(l.lastDemand) >= demandInterval {
+			l.demand, l.lastDemand = true, now
+			c.startAttempt(l, attemptDemand)
 		}
 	}
+	// While others are in flight, a new attempt starts only once the newest
+	// has been pending for attemptOverlap before its handshake.
+	startAt := l.next
+	if l.inflight > 0 {
+		startAt = later(l.next, l.lastAttempt.Add(attemptOverlap))
+	}
+	if st != StateReady && l.inflight < l.limit && stuck && !now.Before(startAt) {
+		l.next, l.lastAttempt = now.Add(l.bo.next()), now
+		startAt = later(l.next, l.lastAttempt.Add(attemptOverlap))
+		c.startAttempt(l, attemptBackground)
+	}
+	if st == StateReady && l.inflight == 0 && l.warmDials < c.cfg.MinConns && c.warmCount() < c.cfg.MinConns {
+		l.warmDials++
+		c.startAttempt(l, attemptWarming)
+	}
+	if st != StateReady && l.inflight < l.limit && l.allBeforeHandshake() {
+		// (A handshake completing meanwhile only makes the wake find
+		// nothing to start.)
+		c.wakeAfter(l, time.Until(startAt))
+	} else if l.timer != nil {
+		l.timer.Stop()
+	}
+}
+
+// wakeAfter arms the loop's one timer: a drain in d.
+func (c *Connector) wakeAfter(l *loop, d time.Duration) {
+	if l.timer == nil {
+		l.timer = time.AfterFunc(d, func() { c.post(event{kind: evWake}) })
+		return
+	}
+	l.timer.Reset(d)
 }
 
 func (c *Connector) apply(l *loop, e event) {
@@ -241,6 +262,7 @@ func (c *Connector) apply(l *loop, e event) {
 	case evAttemptDone:
 		l.inflight--
 		c.settle(l, e.res)
+	case evWake:
 	}
 }
 
@@ -459,7 +481,7 @@ func (c *Connector) permanent(err error) *permanentError {
 func (c *Connector) setState(st State, err error) { c.setStateOf(st, err, false) }
 
 // setStateOf moves to st with cause err, logging and reporting the change
-// once. Only the connector's goroutine calls it (and Close, for a connector
+// once. Only the loop's drain calls it (and Close, for a connector
 // without one).
 func (c *Connector) setStateOf(st State, err error, permanent bool) {
 	if !c.ready.set(st, err, permanent) {
@@ -480,15 +502,19 @@ func (c *Connector) setStateOf(st State, err error, permanent bool) {
 	}
 }
 
-// closeWait bounds Close's wait for the goroutine and its attempts: a backend
+// closeWait bounds Close's wait for the loop and its attempts: a backend
 // ignoring its context (lib/pq's prefer-standby with every host down) is
 // abandoned, and what it returns later is closed on arrival.
 const closeWait = 2 * time.Second
 
-// shutdown ends the goroutine: StateClosed, then a bounded wait for the
-// attempts in flight, whose connections are closed.
+// shutdown ends the loop, on its last drain: StateClosed, then a bounded
+// wait for the attempts in flight, whose connections are closed; posts are
+// dropped from then on, and nothing is left running or armed.
 func (c *Connector) shutdown(l *loop) {
 	c.cancel()
+	if l.timer != nil {
+		l.timer.Stop()
+	}
 	c.setState(StateClosed, ErrClosed)
 	if !waitBounded(&l.running, closeWait) {
 		c.abandoned.Store(true)
@@ -502,6 +528,9 @@ func (c *Connector) shutdown(l *loop) {
 		}
 	}
 	c.bg.closeAndWait(closeWait)
+	c.in.mu.Lock()
+	c.in.stopped, c.in.draining, c.in.q = true, false, nil
+	c.in.mu.Unlock()
 	close(c.done)
 }
 
@@ -539,7 +568,6 @@ func attemptLimit(connectTimeout time.Duration) int {
 	return min(int(connectTimeout/maxBackoff)+2, 8)
 }
 
-func resetTimer(t *time.Timer, d time.Duration) {
-	t.Stop()
-	t.Reset(d)
-}
+// recheckDNS (dnsrecheck.go) no longer runs from the loop: a process-wide
+// per-name scheduler calls it (issue 19 item 5, stage S4's names).
+var _ = (*Connector).recheckDNS
