@@ -40,14 +40,18 @@ type Connector struct {
 
 	stats counters
 
-	adapter      adapter
-	in           inbox                    // events for the connector's goroutine (loop.go)
+	adapter adapter
+	// poolLogin, set for a NewPool pool, makes the loop's attempt the
+	// pool's own connection (acquire, ping, release) instead of a dial.
+	poolLogin    atomic.Pointer[func(context.Context) error]
+	in           inbox                    // events for the connector's loop (loop.go)
+	lp           *loop                    // the loop's state, the running drain's
 	inHook       atomic.Bool              // the state hook is running
 	dnsWatch     []*netx.NameWatch        // host names rechecked (dnsrecheck.go)
 	pool         atomic.Pointer[poolLink] // NewPool's pool (poolreg.go)
-	noBackground bool                     // no background goroutine (Driver.Open)
+	noBackground bool                     // no background work (Driver.Open)
 
-	// resMu guards resClosed: once the goroutine stopped, a late attempt
+	// resMu guards resClosed: once the loop shut down, a late attempt
 	// closes its own connection.
 	resMu     sync.Mutex
 	resClosed bool
@@ -57,7 +61,7 @@ type Connector struct {
 
 	ctx    context.Context // ends at Close: the background work's owner
 	cancel context.CancelFunc
-	done   chan struct{} // closed when the background goroutine has stopped
+	done   chan struct{} // closed when the loop has shut down (its last drain)
 	bg     workers       // short-lived background work (role verifications)
 	close  sync.Once
 }
@@ -87,6 +91,17 @@ func newConnector(dsn string, o options) (*Connector, error) {
 }
 
 func newConnectorWith(a adapter, cfg *Config, o options) (*Connector, error) {
+	c, err := buildConnector(a, cfg, o)
+	if err != nil {
+		return nil, err
+	}
+	c.start()
+	return c, nil
+}
+
+// buildConnector makes the connector without starting its background work
+// (start), so that NewPool can first give it the pool.
+func buildConnector(a adapter, cfg *Config, o options) (*Connector, error) {
 	if err := o.check(); err != nil {
 		return nil, err
 	}
@@ -104,7 +119,7 @@ func newConnectorWith(a adapter, cfg *Config, o options) (*Connector, error) {
 		ready:        newReadiness(),
 		adapter:      a,
 		noBackground: o.noBackground,
-		in:           inbox{kick: make(chan struct{}, 1)},
+		in:           inbox{draining: true, stopped: o.noBackground}, // start begins the first drain
 		done:         make(chan struct{}),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
@@ -135,13 +150,19 @@ func newConnectorWith(a adapter, cfg *Config, o options) (*Connector, error) {
 		c.backend = o.testBackend(c.core)
 	}
 	c.started = time.Now()
-	if o.noBackground {
-		close(c.done)
-	} else {
-		c.watchDNS()
-		go c.run()
-	}
 	return c, nil
+}
+
+// start begins the background work (Driver.Open's connector has none): the
+// first drain, which also applies what was posted before.
+func (c *Connector) start() {
+	if c.noBackground {
+		close(c.done)
+		return
+	}
+	c.watchDNS()
+	c.lp = c.newLoop()
+	go c.drain()
 }
 
 // Config returns the connector's effective settings (defaults applied).
@@ -207,6 +228,7 @@ func (c *Connector) notReady(waited time.Duration, ctxErr error) error {
 // cannot fix is returned at once either way. After Close: ErrClosed.
 func (c *Connector) Connect(ctx context.Context) (driver.Conn, error) {
 	start := time.Now()
+	refusals := c.ready.refusals.Load()
 	asked := false
 	for {
 		if c.ctx.Err() != nil {
@@ -232,6 +254,11 @@ func (c *Connector) Connect(ctx context.Context) (driver.Conn, error) {
 		if st == StateDown && !c.cfg.WaitReady {
 			return nil, c.notReady(0, nil)
 		}
+		if st == StateConnecting && !c.cfg.WaitReady && c.ready.refusals.Load() != refusals {
+			// The attempt it waited for failed on a slow or refusing
+			// server: its error, as the raw driver's dial would return.
+			return nil, c.notReady(time.Since(start), nil)
+		}
 		select {
 		case <-changed:
 		case <-ctx.Done():
@@ -242,13 +269,15 @@ func (c *Connector) Connect(ctx context.Context) (driver.Conn, error) {
 
 // dialNow makes a connection for a caller while Ready and tells the
 // goroutine the outcome: a network or permanent failure means Down unless a
-// connection was verified after this dial began; a success is a verification.
+// connection was verified after this dial began or the server answered
+// (attemptFailed); a success is a verification.
 func (c *Connector) dialNow(ctx context.Context) (driver.Conn, error) {
 	began := c.ready.mark()
-	dc, err := c.dial(ctx)
+	rctx, rec := withLoginRecord(ctx)
+	dc, err := c.dial(rctx)
 	switch {
 	case err != nil && ctx.Err() == nil && !c.lossOnly(err):
-		c.post(event{kind: evDialFailed, err: err, began: began})
+		c.post(event{kind: evDialFailed, err: err, began: began, ev: rec.evidence(err)})
 	case err == nil:
 		c.post(event{kind: evVerified, fresh: true})
 	}
@@ -313,11 +342,11 @@ func (c *Connector) addWarm(dc driver.Conn) bool {
 	return true
 }
 
-// Close stops the background goroutine, waits a bounded time for it, and
-// closes unclaimed warm connections (handed-out ones are database/sql's).
+// Close stops the background work, waits a bounded time for it, and closes
+// unclaimed warm connections (handed-out ones are database/sql's).
 // Close always returns: an attempt ignoring its context is abandoned after a
 // few seconds and its connection closed on arrival. Called from the state
-// hook, it does not wait for the goroutine. Close is idempotent; Connect and
+// hook, it does not wait for the loop. Close is idempotent; Connect and
 // Ready after Close return ErrClosed.
 func (c *Connector) Close() error {
 	c.close.Do(func() {
@@ -329,7 +358,7 @@ func (c *Connector) Close() error {
 			// No goroutine: Close is the only writer left.
 			c.setState(StateClosed, ErrClosed)
 		}
-		c.wake()
+		c.post(event{kind: evWake}) // a drain sees the context ended and shuts down
 		c.mu.Lock()
 		warm := c.warm
 		c.warm, c.warmClosed = nil, true

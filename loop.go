@@ -1,7 +1,9 @@
 package pgfast
 
 import (
+	"context"
 	"database/sql/driver"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
@@ -11,10 +13,16 @@ import (
 	"github.com/pgfast/pgfast/internal/netx"
 )
 
-// The connector's goroutine (run) is the only writer of its state and the
-// only caller of the state hook, so hook calls arrive one at a time, in
-// order. Everything else posts an event (a mutex-guarded queue and a
-// non-blocking kick): the poster never waits for the loop nor runs user code.
+// The connector's loop is a serial executor, not a resident goroutine:
+// post appends an event to a mutex-guarded queue and, when no drain runs,
+// starts one (go drain). The drain applies the events, starts attempts
+// (goroutines that post their results), arms one timer (time.AfterFunc,
+// posting a wake) when it must act later, and exits once the queue is
+// empty. Only one drain runs at a time, so it is the only writer of the
+// state and the only caller of the state hook: hook calls arrive one at a
+// time, in order, never under a lock. The poster never waits for the loop
+// nor runs user code. A Ready, idle connector holds no goroutine and no
+// armed timer.
 
 type eventKind uint8
 
@@ -31,6 +39,8 @@ const (
 	// evAttemptDone: one of the loop's own attempts ended (res); through
 	// the same queue so all reports apply in the order they happened.
 	evAttemptDone
+	// evWake: the loop's timer fired, or Close or start asks for a drain.
+	evWake
 )
 
 type event struct {
@@ -40,6 +50,7 @@ type event struct {
 	down  bool           // evEvicted
 	fresh bool           // evVerified
 	began attemptMark    // evDialFailed: when the dial began (0: unknown, taken as current)
+	ev    loginEvidence  // evDialFailed: what the dial's sockets saw
 	res   attemptResult  // evAttemptDone
 }
 
@@ -48,15 +59,22 @@ type event struct {
 const maxEvents = 256
 
 type inbox struct {
-	mu   sync.Mutex
-	q    []event
-	kick chan struct{} // capacity 1
+	mu sync.Mutex
+	q  []event
+	// draining: a drain runs, or is about to (also set from the start until
+	// start, so early posts only queue); stopped: the loop shut down, posts
+	// are dropped (a Connector without background work starts so).
+	draining, stopped bool
 }
 
-// post queues e and wakes the loop. It never blocks.
+// post queues e and starts a drain if none runs. It never blocks.
 func (c *Connector) post(e event) {
 	c.in.mu.Lock()
-	if n := len(c.in.q); n > 0 && c.in.q[n-1].kind == e.kind && (e.kind == evVerified || e.kind == evAttemptNow) {
+	if c.in.stopped {
+		c.in.mu.Unlock()
+		return
+	}
+	if n := len(c.in.q); n > 0 && c.in.q[n-1].kind == e.kind && (e.kind == evVerified || e.kind == evAttemptNow || e.kind == evWake) {
 		// Merged: fresh when either was (a fresh login ends a Down that
 		// answered I/O cannot).
 		e.fresh = e.fresh || c.in.q[n-1].fresh
@@ -67,8 +85,12 @@ func (c *Connector) post(e event) {
 		}
 		c.in.q = append(c.in.q, e)
 	}
+	start := !c.in.draining
+	c.in.draining = true
 	c.in.mu.Unlock()
-	c.wake()
+	if start {
+		go c.drain()
+	}
 }
 
 func dropOldest(q []event) []event {
@@ -78,13 +100,6 @@ func dropOldest(q []event) []event {
 		}
 	}
 	return q
-}
-
-func (c *Connector) wake() {
-	select {
-	case c.in.kick <- struct{}{}:
-	default:
-	}
 }
 
 func (c *Connector) takeEvents() []event {
@@ -100,8 +115,11 @@ func (c *Connector) takeEvents() []event {
 const demandInterval = 250 * time.Millisecond
 
 type loop struct {
-	bo          backoff
-	inflight    int
+	bo       backoff
+	inflight int
+	// flying lists the attempts in flight, to tell whether they are all
+	// still before their TCP handshake and to cancel them on a success.
+	flying      []*attempt
 	warmDials   int
 	next        time.Time // when the next background attempt may start
 	lastAttempt time.Time // when the newest background attempt started
@@ -115,6 +133,8 @@ type loop struct {
 	needFresh bool
 	jitter    func(max time.Duration) time.Duration
 	running   sync.WaitGroup
+	limit     int         // attempts in flight at most (attemptLimit)
+	timer     *time.Timer // posts evWake (time.AfterFunc); nil until first needed
 }
 
 // jitterSource lets a test backend make the loop's random delays
@@ -123,19 +143,22 @@ type jitterSource interface {
 	jitter(max time.Duration) time.Duration
 }
 
-// run is the connector's goroutine: it connects until Ready, keeps MinConns
-// warm at the start, attempts again when Down (capped jittered backoff, or
-// on demand) and applies posted events, until Close.
-func (c *Connector) run() {
-	l := &loop{next: time.Now(), jitter: jitter}
+// newLoop makes the loop's state, which outlives each drain.
+func (c *Connector) newLoop() *loop {
+	l := &loop{next: time.Now(), jitter: jitter, limit: attemptLimit(c.cfg.ConnectTimeout)}
 	if s, ok := c.backend.(jitterSource); ok {
 		l.jitter = s.jitter
 	}
 	l.bo.rand = l.jitter
-	defer c.shutdown(l)
-	limit := attemptLimit(c.cfg.ConnectTimeout)
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
+	return l
+}
+
+// drain is one activation of the loop: it applies every queued report,
+// then acts on the state (connect until Ready, keep MinConns warm at the
+// start and after a recovery, attempt again when Down at the backoff's pace
+// or on demand), and exits when nothing is queued; at Close it shuts down.
+func (c *Connector) drain() {
+	l := c.lp
 	for {
 		// Apply every report first, so an attempt begins after all earlier news.
 		for evs := c.takeEvents(); len(evs) > 0; evs = c.takeEvents() {
@@ -144,45 +167,71 @@ func (c *Connector) run() {
 			}
 		}
 		if c.ctx.Err() != nil {
+			c.shutdown(l)
 			return
 		}
-		st := c.ready.current()
-		now := time.Now()
-		if l.asked {
-			l.asked = false
-			if perm, _ := c.ready.failedPermanently(); st == StateDown && !perm && !l.demand &&
-				now.Sub(l.lastDemand) >= demandInterval {
-				l.demand, l.lastDemand = true, now
-				c.startAttempt(l, attemptDemand)
-			}
-		}
-		// While others are in flight, a new attempt starts only once the
-		// newest has been pending for attemptOverlap (one is stuck).
-		startAt := l.next
-		if l.inflight > 0 {
-			startAt = later(l.next, l.lastAttempt.Add(attemptOverlap))
-		}
-		if st != StateReady && l.inflight < limit && !now.Before(startAt) {
-			l.next, l.lastAttempt = now.Add(l.bo.next()), now
-			startAt = later(l.next, l.lastAttempt.Add(attemptOverlap))
-			c.startAttempt(l, attemptBackground)
-		}
-		if st == StateReady && l.inflight == 0 && l.warmDials < c.cfg.MinConns && c.warmCount() < c.cfg.MinConns {
-			l.warmDials++
-			c.startAttempt(l, attemptWarming)
-		}
-		var wait <-chan time.Time
-		if st != StateReady && l.inflight < limit {
-			resetTimer(timer, time.Until(startAt))
-			wait = timer.C
-		}
-		select {
-		case <-c.ctx.Done():
+		c.step(l)
+		// Exit only with nothing queued, deciding under the lock post
+		// takes: a report posted after this sees draining false and
+		// starts the next drain.
+		c.in.mu.Lock()
+		if len(c.in.q) == 0 {
+			c.in.draining = false
+			c.in.mu.Unlock()
 			return
-		case <-wait:
-		case <-c.in.kick:
+		}
+		c.in.mu.Unlock()
+	}
+}
+
+// step starts what the state calls for and arms the timer for the next
+// thing due, or stops it.
+func (c *Connector) step(l *loop) {
+	st := c.ready.current()
+	now := time.Now()
+	// One attempt at a time: another starts beside those in flight only
+	// while none has completed its TCP handshake (a SYN lost in a
+	// blackhole), never beside a slow startup.
+	stuck := l.allBeforeHandshake()
+	if l.asked {
+		l.asked = false
+		if perm, _ := c.ready.failedPermanently(); st == StateDown && !perm && !l.demand && stuck &&
+			now.Sub(l.lastDemand) >= demandInterval {
+			l.demand, l.lastDemand = true, now
+			c.startAttempt(l, attemptDemand)
 		}
 	}
+	// While others are in flight, a new attempt starts only once the newest
+	// has been pending for attemptOverlap before its handshake.
+	startAt := l.next
+	if l.inflight > 0 {
+		startAt = later(l.next, l.lastAttempt.Add(attemptOverlap))
+	}
+	if st != StateReady && l.inflight < l.limit && stuck && !now.Before(startAt) {
+		l.next, l.lastAttempt = now.Add(l.bo.next()), now
+		startAt = later(l.next, l.lastAttempt.Add(attemptOverlap))
+		c.startAttempt(l, attemptBackground)
+	}
+	if st == StateReady && l.inflight == 0 && l.warmDials < c.cfg.MinConns && c.warmCount() < c.cfg.MinConns {
+		l.warmDials++
+		c.startAttempt(l, attemptWarming)
+	}
+	if st != StateReady && l.inflight < l.limit && l.allBeforeHandshake() {
+		// (A handshake completing meanwhile only makes the wake find
+		// nothing to start.)
+		c.wakeAfter(l, time.Until(startAt))
+	} else if l.timer != nil {
+		l.timer.Stop()
+	}
+}
+
+// wakeAfter arms the loop's one timer: a drain in d.
+func (c *Connector) wakeAfter(l *loop, d time.Duration) {
+	if l.timer == nil {
+		l.timer = time.AfterFunc(d, func() { c.post(event{kind: evWake}) })
+		return
+	}
+	l.timer.Reset(d)
 }
 
 func (c *Connector) apply(l *loop, e event) {
@@ -195,12 +244,17 @@ func (c *Connector) apply(l *loop, e event) {
 			c.setState(StateDown, fmt.Errorf("%s: %w", e.addr, e.err))
 		}
 	case evDialFailed:
-		c.attemptFailed(l, e.err, e.began, false)
+		c.attemptFailed(l, e.err, e.began, false, e.ev)
 	case evVerified:
 		if l.needFresh && !e.fresh {
 			// Sessions opened before the password or role changed keep
 			// working; only a fresh login proves new ones would.
 			return
+		}
+		if c.ready.current() != StateReady {
+			// A recovery by a caller's dial or by sessions in use: that
+			// connection is the tenant's first, as a warm one would be.
+			l.warmDials = 1
 		}
 		c.succeeded(l, e.fresh)
 	case evAttemptNow:
@@ -208,6 +262,7 @@ func (c *Connector) apply(l *loop, e event) {
 	case evAttemptDone:
 		l.inflight--
 		c.settle(l, e.res)
+	case evWake:
 	}
 }
 
@@ -223,8 +278,54 @@ type attemptResult struct {
 	conn  driver.Conn
 	err   error
 	kind  attemptKind
-	began attemptMark // when the attempt began
+	began attemptMark   // when the attempt began
+	ev    loginEvidence // what its sockets saw, when it failed
+	a     *attempt
 }
+
+// attempt is one of the loop's attempts in flight.
+type attempt struct {
+	kind   attemptKind
+	rec    *loginRecord
+	cancel context.CancelFunc
+}
+
+// allBeforeHandshake reports whether no attempt in flight has completed a
+// TCP handshake (true with none in flight).
+func (l *loop) allBeforeHandshake() bool {
+	for _, a := range l.flying {
+		if a.rec.handshaken() {
+			return false
+		}
+	}
+	return true
+}
+
+func (l *loop) landed(a *attempt) {
+	for i, x := range l.flying {
+		if x == a {
+			l.flying = append(l.flying[:i], l.flying[i+1:]...)
+			return
+		}
+	}
+}
+
+// cancelFlying cancels the attempts in flight other than warm dials: a
+// verified connection makes them useless (cause A6: their logins were
+// closed on arrival).
+func (l *loop) cancelFlying() {
+	for _, a := range l.flying {
+		if a.kind != attemptWarming {
+			a.cancel()
+		}
+	}
+}
+
+// attemptKey marks the context of the loop's own attempts: a pool's gate
+// lets them through, and its tracer leaves their outcome to the loop.
+type attemptKey struct{}
+
+func isLoopAttempt(ctx context.Context) bool { return ctx.Value(attemptKey{}) != nil }
 
 // startAttempt dials in a goroutine of its own. Its result reaches the loop,
 // or, once the loop has stopped, is closed by the goroutine itself.
@@ -232,9 +333,18 @@ func (c *Connector) startAttempt(l *loop, kind attemptKind) {
 	l.inflight++
 	l.running.Add(1)
 	began := c.ready.mark()
+	ctx, cancel := context.WithCancel(context.WithValue(netx.NoSkip(c.ctx), attemptKey{}, true)) // never skipped (netx.NoSkip)
+	ctx, rec := withLoginRecord(ctx)
+	a := &attempt{kind: kind, rec: rec, cancel: cancel}
+	l.flying = append(l.flying, a)
 	go func() {
 		defer l.running.Done()
-		dc, err := c.dial(netx.NoSkip(c.ctx)) // never skipped (netx.NoSkip)
+		dc, err := c.login(ctx)
+		var ev loginEvidence
+		if err != nil {
+			ev = rec.evidence(err)
+		}
+		cancel()
 		c.resMu.Lock()
 		defer c.resMu.Unlock()
 		if c.resClosed {
@@ -243,58 +353,104 @@ func (c *Connector) startAttempt(l *loop, kind attemptKind) {
 			}
 			return
 		}
-		c.post(event{kind: evAttemptDone, res: attemptResult{conn: dc, err: err, kind: kind, began: began}})
+		c.post(event{kind: evAttemptDone, res: attemptResult{conn: dc, err: err, kind: kind, began: began, ev: ev, a: a}})
 	}()
 }
 
+// login is one attempt's login: through the backend, or for a pool through
+// the pool itself, so that its connection is the pool's first (nil conn).
+func (c *Connector) login(ctx context.Context) (driver.Conn, error) {
+	if f := c.poolLogin.Load(); f != nil {
+		c.stats.dials.Add(1)
+		if err := (*f)(ctx); err != nil {
+			c.stats.failures.Add(1)
+			c.lastErr.Store(&err)
+			return nil, err
+		}
+		return nil, nil
+	}
+	return c.dial(ctx)
+}
+
 func (c *Connector) settle(l *loop, r attemptResult) {
+	l.landed(r.a)
 	if r.kind == attemptDemand {
 		l.demand = false
 	}
 	if r.err != nil {
-		if c.ctx.Err() != nil || hookFailed(r.err) {
-			return // a hook's failure says nothing about the server
+		if c.ctx.Err() != nil {
+			return
+		}
+		if hookFailed(r.err) {
+			// A hook's failure says nothing about the server; whoever
+			// waits for this attempt gets it.
+			c.ready.refused(r.err)
+			return
+		}
+		var ne *noEvidenceError
+		if errors.As(r.err, &ne) {
+			return
 		}
 		if r.kind == attemptWarming {
 			// A warm dial fails like a caller's (the database answered
 			// before); warming stops either way.
 			l.warmDials = c.cfg.MinConns
-			c.attemptFailed(l, r.err, r.began, false)
+			c.attemptFailed(l, r.err, r.began, false, r.ev)
 			return
 		}
-		c.attemptFailed(l, r.err, r.began, true)
+		c.attemptFailed(l, r.err, r.began, true, r.ev)
 		return
 	}
-	if !c.addWarm(r.conn) {
-		_ = r.conn.Close()
-	} else if r.kind != attemptWarming {
-		// This connection counts as warm: dialling it again once a query
-		// takes it would be a second backend for an idle tenant.
-		l.warmDials++
+	if c.ready.current() != StateReady {
+		// Made at the start and again after a recovery: pgfast_min_conns
+		// counts from here.
+		l.warmDials = 0
+	}
+	if r.conn != nil {
+		if !c.addWarm(r.conn) {
+			_ = r.conn.Close()
+		} else if r.kind != attemptWarming {
+			// This connection counts as warm: dialling it again once a query
+			// takes it would be a second backend for an idle tenant.
+			l.warmDials++
+		}
 	}
 	c.succeeded(l, true)
 }
+
+// noEvidenceError is an attempt's failure that says nothing about the
+// server (a pool attempt that only waited for a slot).
+type noEvidenceError struct{ err error }
+
+func (e *noEvidenceError) Error() string { return e.err.Error() }
+func (e *noEvidenceError) Unwrap() error { return e.err }
 
 // attemptFailed applies the failure of an attempt begun at mark began.
 // Evidence is ordered by when the attempt began: a connection verified since
 // is newer news (an old attempt stuck on a blackholed address times out
 // after a newer one succeeded), and the failure changes nothing. Otherwise an
-// error waiting cannot fix is Down for good, a network failure is Down, and
-// any other error is Down only for a background attempt, not a fresh dial
-// (the server answered: "too many clients").
-func (c *Connector) attemptFailed(l *loop, err error, began attemptMark, anyError bool) {
+// error waiting cannot fix is Down for good; a login the server answered,
+// or whose address was heard meanwhile (ev, login_evidence.go), is a slow or
+// refusing server: the attempt fails to its caller only; a network failure
+// is Down, and any other error is Down only for a background attempt
+// (anyError), not a fresh dial.
+func (c *Connector) attemptFailed(l *loop, err error, began attemptMark, anyError bool, ev loginEvidence) {
 	if hookFailed(err) || c.ready.outdated(began) {
 		return // the application's hook failed, or newer evidence already spoke
 	}
 	if pe := c.permanent(err); pe != nil {
 		c.failPermanently(l, pe)
+	} else if ev == loginAnswered {
+		c.ready.refused(err)
 	} else if anyError || isNetworkFailure(err) {
 		c.setState(StateDown, err)
 	}
 }
 
-// succeeded records a verified connection: Ready, backoffs start over.
+// succeeded records a verified connection: Ready, backoffs start over,
+// attempts in flight are cancelled.
 func (c *Connector) succeeded(l *loop, fresh bool) {
+	l.cancelFlying()
 	l.bo.reset()
 	l.permRetry = 0
 	if fresh {
@@ -325,7 +481,7 @@ func (c *Connector) permanent(err error) *permanentError {
 func (c *Connector) setState(st State, err error) { c.setStateOf(st, err, false) }
 
 // setStateOf moves to st with cause err, logging and reporting the change
-// once. Only the connector's goroutine calls it (and Close, for a connector
+// once. Only the loop's drain calls it (and Close, for a connector
 // without one).
 func (c *Connector) setStateOf(st State, err error, permanent bool) {
 	if !c.ready.set(st, err, permanent) {
@@ -346,15 +502,19 @@ func (c *Connector) setStateOf(st State, err error, permanent bool) {
 	}
 }
 
-// closeWait bounds Close's wait for the goroutine and its attempts: a backend
+// closeWait bounds Close's wait for the loop and its attempts: a backend
 // ignoring its context (lib/pq's prefer-standby with every host down) is
 // abandoned, and what it returns later is closed on arrival.
 const closeWait = 2 * time.Second
 
-// shutdown ends the goroutine: StateClosed, then a bounded wait for the
-// attempts in flight, whose connections are closed.
+// shutdown ends the loop, on its last drain: StateClosed, then a bounded
+// wait for the attempts in flight, whose connections are closed; posts are
+// dropped from then on, and nothing is left running or armed.
 func (c *Connector) shutdown(l *loop) {
 	c.cancel()
+	if l.timer != nil {
+		l.timer.Stop()
+	}
 	c.setState(StateClosed, ErrClosed)
 	if !waitBounded(&l.running, closeWait) {
 		c.abandoned.Store(true)
@@ -368,6 +528,9 @@ func (c *Connector) shutdown(l *loop) {
 		}
 	}
 	c.bg.closeAndWait(closeWait)
+	c.in.mu.Lock()
+	c.in.stopped, c.in.draining, c.in.q = true, false, nil
+	c.in.mu.Unlock()
 	close(c.done)
 }
 
@@ -403,9 +566,4 @@ func later(a, b time.Time) time.Time {
 // attempt from starting within maxBackoff.
 func attemptLimit(connectTimeout time.Duration) int {
 	return min(int(connectTimeout/maxBackoff)+2, 8)
-}
-
-func resetTimer(t *time.Timer, d time.Duration) {
-	t.Stop()
-	t.Reset(d)
 }

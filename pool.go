@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"reflect"
+	"weak"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -111,17 +112,17 @@ func newPool(ctx context.Context, pc *pgxpool.Config, dsn string, opts []Option)
 	if err := o.check(); err != nil {
 		return nil, err // WithMinConns does not apply to a pool, but a bad one is still a mistake
 	}
-	// The pool keeps its own connections; the connector's attempts only say
-	// whether the database answers.
+	// The pool keeps its own connections: the connector's attempt is the
+	// pool's (poolLogin), none is kept warm beside it.
 	cfg.MinConns, o.minConns = 0, 0
 	// pgfast's own connections run the application's BeforeConnect too: it
 	// may supply the password.
 	a.before = pc.BeforeConnect
-	// The application's tracer, like its AfterConnect, does not see the
-	// connector's attempts.
+	// The backend's connector (a copy of pc.ConnConfig) serves only
+	// Connector.Connect; without the application's tracer.
 	userTracer := pc.ConnConfig.Tracer
 	pc.ConnConfig.Tracer = nil
-	c, err := newConnectorWith(a, cfg, o) // copies pc.ConnConfig for its attempts
+	c, err := buildConnector(a, cfg, o)
 	pc.ConnConfig.Tracer = userTracer
 	if err != nil {
 		return nil, err
@@ -130,9 +131,36 @@ func newPool(ctx context.Context, pc *pgxpool.Config, dsn string, opts []Option)
 	closeWithPool(pc, c)
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
+		c.start()
 		_ = c.Close()
 		return nil, err
 	}
 	registerPool(pool, c)
+	login := poolLogin(weak.Make(pool))
+	c.poolLogin.Store(&login)
+	c.start() // after poolLogin: the first attempt is the pool's first connection
 	return pool, nil
+}
+
+// poolLogin is a pool connector's attempt (cause A9): Acquire, Ping,
+// Release through the pool itself, so the login stays in the pool, idle, as
+// after a raw pool.Ping, and the application's BeforeConnect, AfterConnect
+// and tracer see it. The pool is held weakly (it stays collectable).
+func poolLogin(key weak.Pointer[pgxpool.Pool]) func(context.Context) error {
+	return func(ctx context.Context) error {
+		p := key.Value()
+		if p == nil {
+			return ErrClosed
+		}
+		conn, err := p.Acquire(ctx)
+		if err != nil {
+			if ctx.Err() != nil && !loginRecordOf(ctx).handshaken() {
+				// Cancelled while it waited for a slot, before any socket.
+				return &noEvidenceError{err: err}
+			}
+			return err
+		}
+		defer conn.Release()
+		return conn.Ping(ctx)
+	}
 }

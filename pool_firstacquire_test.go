@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgfast/pgfast/internal/pgtest"
 )
 
@@ -127,17 +128,16 @@ func (p *holdFirstProxy) close() {
 	p.wg.Wait()
 }
 
-// TestPoolFirstAcquireDoesNotWaitForProbe: a new pool's first Acquire dials
-// its own connection at once instead of waiting for the connector's first
-// attempt, which the pool cannot use (it only tells whether the database
-// answers). Raw pgxpool pays one connect for its first Acquire; pgfast did
-// pay two, one after the other (BenchmarkPoolConnectPaired, op=new-pool,
-// ratio 0.47). Here the connector's first attempt is held by a proxy until
-// the first Acquire has returned: the Acquire's connection must be the
-// second one the proxy accepted. Before the fix it was the third: the
-// Acquire waited until the connector started a second attempt beside the
-// held one (probeOverlap, 1 s), saw it succeed, and only then dialled.
-func TestPoolFirstAcquireDoesNotWaitForProbe(t *testing.T) {
+// TestPoolFirstAcquireTakesTheAttempt: a new pool's first Acquire, made
+// while the connector's first attempt is in flight, does not dial a second
+// login beside it (cause A8: that login's timeout on a busy server made the
+// pool Down): it waits, bounded by its context, and gets the attempt's
+// connection, the pool's first (cause A9). Here the attempt is held by a
+// proxy: while held, the proxy accepts no other connection; once released,
+// the Acquire's connection is the proxy's first. Before, the Acquire dialled
+// at once (the proxy's second connection) and the attempt's login was
+// closed.
+func TestPoolFirstAcquireTakesTheAttempt(t *testing.T) {
 	srv := server(t)
 	proxy := newHoldFirstProxy(t, fmt.Sprintf("127.0.0.1:%d", srv.Port()))
 	dsn := strings.Replace(srv.DSN(pgtest.TrustUser), fmt.Sprintf("port=%d", srv.Port()), fmt.Sprintf("port=%d", proxy.port()), 1)
@@ -149,24 +149,43 @@ func TestPoolFirstAcquireDoesNotWaitForProbe(t *testing.T) {
 	if got := PoolConnector(p).State(); got != StateConnecting {
 		t.Fatalf("state right after NewPool = %v, want connecting (the first attempt is held)", got)
 	}
+	// An Acquire whose context ends while the attempt is held returns its
+	// context's error and dials nothing.
+	short, cancelShort := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	if _, err := p.Acquire(short); err == nil {
+		t.Fatal("Acquire got a connection while the only login is held")
+	}
+	cancelShort()
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
 	defer cancel()
-	start := time.Now()
-	conn, err := p.Acquire(ctx)
-	if err != nil {
-		t.Fatalf("first Acquire while the connector's first attempt is in flight: %v (after %v)", err, time.Since(start))
+	type acquired struct {
+		conn *pgxpool.Conn
+		err  error
 	}
+	got := make(chan acquired, 1)
+	go func() {
+		conn, err := p.Acquire(ctx)
+		got <- acquired{conn, err}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	proxy.mu.Lock()
+	n := len(proxy.clients)
+	proxy.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("the proxy accepted %d connections while the first attempt was held, want 1: the pool dialled beside it", n)
+	}
+	proxy.unhold()
+	a := <-got
+	if a.err != nil {
+		t.Fatalf("first Acquire once the attempt went through: %v", a.err)
+	}
+	defer a.conn.Release()
 	var one int
-	if err := conn.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil || one != 1 {
+	if err := a.conn.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil || one != 1 {
 		t.Fatalf("SELECT 1 = %d, %v", one, err)
 	}
-	took := time.Since(start)
-	if n := proxy.accepted(conn.Conn().PgConn().Conn().LocalAddr().String()); n != 2 {
-		t.Errorf("the first Acquire's connection was the proxy's connection #%d (after %v), want #2: it waited for the connector's attempts", n, took)
+	if n := proxy.accepted(a.conn.Conn().PgConn().Conn().LocalAddr().String()); n != 1 {
+		t.Errorf("the first Acquire's connection was the proxy's connection #%d, want #1 (the attempt's)", n)
 	}
-	conn.Release()
-	// The pool's own connection is evidence: the connector is Ready
-	// although its first attempt is still held.
 	poolReadyT(t, p, 5*time.Second)
-	proxy.unhold()
 }

@@ -63,18 +63,36 @@ func equipPool(pc *pgxpool.Config, a *pgxAdapter, c *Connector) {
 
 // poolGate is the pool's BeforeConnect, Connect without the dial: Ready
 // connects; Down fails fast (asking for an attempt) unless WaitReady; a
-// permanent error returns at once. While StateConnecting the pool dials
-// without waiting: it cannot take the connector's first connection, so
-// waiting would make a new pool's first Acquire pay two connects (raw
-// pgxpool pays one). pgxpool's constructor context outlives the Acquire that
-// asked, so a wait is bounded by the connect timeout too.
+// permanent error returns at once. The connector's own attempt (the pool's
+// first connection) always passes. While StateConnecting the pool does not
+// dial beside that attempt (cause A8: a second login, and its timeout on a
+// busy server made the pool Down): it waits for the attempt, and fails with
+// the attempt's error when a slow or refusing server failed it (unless
+// WaitReady). An Acquire waits for the attempt before it gets here
+// (TraceAcquireStart), bounded by its own context, so this wait is mostly
+// pgxpool's background connects'; pgxpool's constructor context outlives
+// the Acquire that asked, so the wait is bounded by the connect timeout too.
 func (c *Connector) poolGate(ctx context.Context) error {
 	if c.ready.current() == StateReady && c.ctx.Err() == nil {
 		return nil
 	}
+	if isLoopAttempt(ctx) {
+		if c.ctx.Err() != nil {
+			return ErrClosed
+		}
+		return nil
+	}
 	start := time.Now()
-	bound := time.NewTimer(c.cfg.ConnectTimeout)
-	defer bound.Stop()
+	refusals := c.ready.refusals.Load()
+	if r, ok := ctx.Value(acquireWaitKey{}).(uint64); ok {
+		refusals = r // the Acquire waited for the attempt: its outcome counts
+	}
+	var bound <-chan time.Time
+	if c.cfg.ConnectTimeout > 0 {
+		t := time.NewTimer(c.cfg.ConnectTimeout)
+		defer t.Stop()
+		bound = t.C
+	}
 	asked := false
 	for {
 		if c.ctx.Err() != nil {
@@ -90,9 +108,6 @@ func (c *Connector) poolGate(ctx context.Context) error {
 		if perm, _ := c.ready.failedPermanently(); perm {
 			return c.notReady(time.Since(start), nil)
 		}
-		if st == StateConnecting {
-			return nil
-		}
 		if !asked && st == StateDown {
 			c.post(event{kind: evAttemptNow})
 			asked = true
@@ -100,23 +115,60 @@ func (c *Connector) poolGate(ctx context.Context) error {
 		if st == StateDown && !c.cfg.WaitReady {
 			return c.notReady(0, nil)
 		}
+		if st == StateConnecting && !c.cfg.WaitReady && c.ready.refusals.Load() != refusals {
+			return c.notReady(time.Since(start), nil)
+		}
 		select {
 		case <-changed:
 		case <-ctx.Done():
 			return c.notReady(time.Since(start), ctx.Err())
-		case <-bound.C:
+		case <-bound:
 			return c.notReady(time.Since(start), context.DeadlineExceeded)
 		}
 	}
 }
 
+// awaitFirstAttempt holds an Acquire while the connector is Connecting,
+// bounded by the Acquire's context: the attempt's connection is the pool's
+// first, and the Acquire takes it instead of dialling a second login
+// beside it (cause A8). It returns once the state moved, the attempt failed
+// on a slow or refusing server (or in the application's hook), or ctx ended
+// (pgxpool then returns ctx's error); the context it returns tells poolGate
+// which attempt outcome the Acquire waited for. Ready costs one atomic load.
+func (c *Connector) awaitFirstAttempt(ctx context.Context) context.Context {
+	if c.ready.current() != StateConnecting || isLoopAttempt(ctx) {
+		return ctx
+	}
+	refusals := c.ready.refusals.Load()
+	for {
+		st, changed, _ := c.ready.load()
+		if st != StateConnecting || c.ready.refusals.Load() != refusals || c.ctx.Err() != nil {
+			return context.WithValue(ctx, acquireWaitKey{}, refusals)
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx
+		case <-c.ctx.Done():
+			return ctx
+		}
+	}
+}
+
+// acquireWaitKey holds, in an Acquire's context, the connector's refusal
+// count when it began waiting for the attempt (awaitFirstAttempt).
+type acquireWaitKey struct{}
+
 // connectTracer tells the connector's goroutine how each pool connection
-// attempt ended, as dialNow does for the driver; it traces nothing else.
+// attempt ended, as dialNow does for the driver (the loop's own attempt
+// reports itself), and holds Acquires while the connector's first attempt
+// is in flight; it traces nothing else.
 type connectTracer struct{ c *Connector }
 
 var (
-	_ pgx.QueryTracer   = (*connectTracer)(nil)
-	_ pgx.ConnectTracer = (*connectTracer)(nil)
+	_ pgx.QueryTracer       = (*connectTracer)(nil)
+	_ pgx.ConnectTracer     = (*connectTracer)(nil)
+	_ pgxpool.AcquireTracer = (*connectTracer)(nil)
 )
 
 func (t *connectTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
@@ -125,9 +177,20 @@ func (t *connectTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.
 
 func (t *connectTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
+func (t *connectTracer) TraceAcquireStart(ctx context.Context, _ *pgxpool.Pool, _ pgxpool.TraceAcquireStartData) context.Context {
+	return t.c.awaitFirstAttempt(ctx)
+}
+
+func (t *connectTracer) TraceAcquireEnd(context.Context, *pgxpool.Pool, pgxpool.TraceAcquireEndData) {
+}
+
 func (t *connectTracer) TraceConnectStart(ctx context.Context, _ pgx.TraceConnectStartData) context.Context {
+	ctx, _ = netx.WithLogin(ctx) // admission, the loop's attempts too; TraceConnectEnd ends it
+	if isLoopAttempt(ctx) {
+		return ctx // counted and judged by the loop (Connector.login)
+	}
 	t.c.stats.dials.Add(1)
-	ctx, _ = netx.WithLogin(ctx) // admission; TraceConnectEnd ends it
+	ctx, _ = withLoginRecord(ctx)
 	return context.WithValue(ctx, attemptBeganKey{}, t.c.ready.mark())
 }
 
@@ -137,6 +200,9 @@ type attemptBeganKey struct{}
 func (t *connectTracer) TraceConnectEnd(ctx context.Context, data pgx.TraceConnectEndData) {
 	c := t.c
 	netx.LoginOf(ctx).End(data.Err)
+	if isLoopAttempt(ctx) {
+		return
+	}
 	switch {
 	case data.Err != nil:
 		c.stats.failures.Add(1)
@@ -144,7 +210,7 @@ func (t *connectTracer) TraceConnectEnd(ctx context.Context, data pgx.TraceConne
 		c.lastErr.Store(&err)
 		if ctx.Err() == nil && c.ctx.Err() == nil && !c.lossOnly(err) {
 			began, _ := ctx.Value(attemptBeganKey{}).(attemptMark)
-			c.post(event{kind: evDialFailed, err: err, began: began})
+			c.post(event{kind: evDialFailed, err: err, began: began, ev: loginRecordOf(ctx).evidence(err)})
 		}
 	default:
 		c.post(event{kind: evVerified, fresh: true})
@@ -158,8 +224,9 @@ func composeTracer(ours *connectTracer, user pgx.QueryTracer) pgx.QueryTracer {
 		return ours
 	}
 	t := &multitracer.Tracer{
-		QueryTracers:   []pgx.QueryTracer{user},
-		ConnectTracers: []pgx.ConnectTracer{ours},
+		QueryTracers:       []pgx.QueryTracer{user},
+		ConnectTracers:     []pgx.ConnectTracer{ours},
+		PoolAcquireTracers: []pgxpool.AcquireTracer{ours},
 	}
 	if x, ok := user.(pgx.BatchTracer); ok {
 		t.BatchTracers = append(t.BatchTracers, x)

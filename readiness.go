@@ -54,6 +54,10 @@ type readiness struct {
 	// fails counts the times the state went Down: a connection in use
 	// proves the server only by answering a request made since.
 	fails atomic.Uint64
+	// refusals counts the connector's attempts that failed while not Ready
+	// on a server that answered or was busy (a slow or refusing server: no
+	// state change): a caller waiting for that attempt gets its error.
+	refusals atomic.Uint64
 }
 
 // attemptMark is the verified count when an attempt began, plus one; 0
@@ -121,6 +125,22 @@ func (r *readiness) set(st State, err error, permanent bool) bool {
 	r.changes++
 	r.wake()
 	return true
+}
+
+// refused records the failure err of an attempt on a slow or refusing
+// server: the state stays, err becomes the cause (unless Ready or a
+// permanent one stands), and waiters wake to see refusals moved.
+func (r *readiness) refused(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.state == StateClosed {
+		return
+	}
+	if r.state != StateReady && !r.permanent {
+		r.cause = err
+	}
+	r.refusals.Add(1)
+	r.wake()
 }
 
 func (r *readiness) wake() {

@@ -12,15 +12,16 @@ import (
 // connectorCore is the Connector's side of the adapter seam.
 type connectorCore struct {
 	c *Connector
-	// dialFn: the dialer, recording a lib/pq Connect's sockets, paused
-	// once Close abandoned the attempt (closedPause).
+	// dialFn: the dialer, recording a lib/pq Connect's sockets and a
+	// login's (witnessing), paused once Close abandoned the attempt
+	// (closedPause).
 	dialFn dialFunc
 }
 
 var _ core = (*connectorCore)(nil)
 
 func (c *Connector) newCore(d *netx.Dialer) *connectorCore {
-	return &connectorCore{c: c, dialFn: c.closedPause(recording(d.DialContext))}
+	return &connectorCore{c: c, dialFn: c.closedPause(witnessing(recording(d.DialContext)))}
 }
 
 func (k *connectorCore) config() *Config { return k.c.cfg }

@@ -34,6 +34,9 @@ import (
 //     after an error waiting cannot fix, only a fresh login counts.
 //   - A failure is dated by when its attempt began: it changes nothing when a
 //     connection was verified after that.
+//   - A login the server answered with an error (53300) is a slow or
+//     refusing server: never Down; it fails to its caller (and to callers
+//     waiting for it while connecting) and becomes the cause shown.
 //   - Reports are applied in the order they were made (one queue), each
 //     change is one hook call, in order, closed last.
 //
@@ -106,6 +109,7 @@ type stateModel struct {
 	needFresh bool  // an error waiting cannot fix, and no fresh login since
 	oks       int   // connections verified so far
 	fails     int   // failures recorded so far
+	refusals  int   // attempts the server answered with an error (no state change)
 	hooks     []hookCall
 	armed     bool         // the next change holds the loop in the hook
 	held      bool         // the loop is in the hook: reports queue up
@@ -159,10 +163,19 @@ func (m *stateModel) apply(e modelEvent) {
 		}
 		perm := isModelPermanent(e.err)
 		var ne net.Error
+		var coded interface{ SQLState() string }
 		switch {
 		case perm:
 			m.needFresh = true
 			m.set(StateDown, e.err, true)
+		case errors.As(e.err, &coded):
+			// The server answered: slow or refusing, never Down; the
+			// attempt fails to its caller only (and to those waiting
+			// for it while connecting).
+			m.refusals++
+			if m.st != StateReady && m.st != StateClosed && !m.perm {
+				m.cause = e.err
+			}
 		case e.anyError || errors.As(e.err, &ne):
 			m.set(StateDown, e.err, false)
 		}
@@ -244,10 +257,11 @@ type modelAttempt struct {
 }
 
 type modelCaller struct {
-	id     int
-	cancel context.CancelFunc
-	done   chan callerResult
-	over   bool
+	id       int
+	refusals int // the model's refusals when it called
+	cancel   context.CancelFunc
+	done     chan callerResult
+	over     bool
 }
 
 type callerResult struct {
@@ -556,7 +570,7 @@ func (r *modelRun) roleVerdict(mc *modelConn) {
 
 func (r *modelRun) callConnect() {
 	ctx, cancel := context.WithCancel(context.Background())
-	cl := &modelCaller{id: len(r.callers), cancel: cancel, done: make(chan callerResult, 1)}
+	cl := &modelCaller{id: len(r.callers), refusals: r.m.refusals, cancel: cancel, done: make(chan callerResult, 1)}
 	ctx = context.WithValue(ctx, modelCallerKey{}, cl)
 	r.callers = append(r.callers, cl)
 	r.note("caller %d: Connect (state %s)", cl.id, r.m.st)
@@ -766,6 +780,8 @@ func (r *modelRun) checkCaller(cl *modelCaller, err error) {
 		if own.err != nil && !errors.Is(err, own.err) {
 			r.fail("caller %d: %v, want its dial's own %v", cl.id, err, own.err)
 		}
+	case errors.Is(err, ErrNotReady) && r.m.st == StateConnecting && r.m.refusals > cl.refusals:
+		// The attempt it waited for was refused by the server.
 	case errors.Is(err, ErrNotReady):
 		if r.m.st != StateDown {
 			r.fail("caller %d: ErrNotReady while the model is %s", cl.id, r.m.st)
@@ -859,7 +875,7 @@ func TestInboxKeepsWhatEveryReportSays(t *testing.T) {
 	t.Logf("seed %d (replay: PGFAST_STATEMODEL_SEED=%d)", seed, seed)
 	rng := rand.New(rand.NewPCG(seed, 0))
 	for i := 0; i < 5000; i++ {
-		c := &Connector{in: inbox{kick: make(chan struct{}, 1)}}
+		c := &Connector{in: inbox{draining: true}} // posts only queue
 		raw, want := newStateModel(), []event(nil)
 		for n := 1 + rng.IntN(12); len(want) < n; {
 			var e event

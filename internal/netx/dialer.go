@@ -265,6 +265,9 @@ func (d *Dialer) attemptBooked(ctx context.Context, network string, target netip
 	}
 	if tracked := d.book.attemptDone(target, conn, err); tracked != nil {
 		conn = tracked
+		if tc := trackedOf(tracked); tc != nil {
+			tc.hearing(target)
+		}
 		if tc := trackedOf(tracked); tc != nil && watchesPeers && tc.peek != nil {
 			tc.window = d.settings.deadPeerWindow()
 			tc.watcher = d.book.watcher()

@@ -47,6 +47,10 @@ type trackedConn struct {
 	// attempt is the admission slot whose deadline the socket carries
 	// until its login ends (admission.go); nil after.
 	attempt atomic.Pointer[slot]
+	// heard is its address's process-wide clock (evidence.go), nil without
+	// an address; heardMark is its handshake's mark there.
+	heard     *heardCell
+	heardMark uint64
 }
 
 // trackUnix wraps a unix socket. With no TCP address it has no book entry
@@ -74,6 +78,9 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 	}
 	if n > 0 {
 		c.recent.reads.Add(1)
+		if c.heard != nil {
+			c.heard.read()
+		}
 	}
 	return n, nil
 }
