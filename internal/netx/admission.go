@@ -530,7 +530,9 @@ func (d *Dialer) admitted(ctx context.Context, key admitKey, onAdmit func(), dia
 		}
 		return dial(deadline)
 	}
+	d.queued.Add(1)
 	s, err := d.adm.acquire(ctx, l, key, timeout)
+	d.queued.Add(-1)
 	if err != nil {
 		return nil, err
 	}
@@ -541,6 +543,11 @@ func (d *Dialer) admitted(ctx context.Context, key admitKey, onAdmit func(), dia
 	s.settle(nc, err)
 	return nc, err
 }
+
+// Queued returns how many of d's dials wait for admission. An attempt
+// waiting there has sent nothing: it is not one whose SYN may be lost, and
+// starting another beside it only lengthens the queue.
+func (d *Dialer) Queued() int { return int(d.queued.Load()) }
 
 // resolveBounded resolves within connect_timeout: the caller's context
 // alone no longer bounds a login (queue time is not connect_timeout's), and

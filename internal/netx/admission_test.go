@@ -546,12 +546,18 @@ func TestDialQueuedTimesFromAdmission(t *testing.T) {
 	if calls := hook.calls(); len(calls) != 0 {
 		t.Fatalf("dialled %v while the first attempt was queued, want nothing yet", calls)
 	}
+	if n := d.Queued(); n != 1 {
+		t.Errorf("Queued() = %d while one dial waits, want 1", n)
+	}
 	held[0].unref()
 	r := <-done
 	if r.err != nil {
 		t.Fatalf("DialContext: %v", r.err)
 	}
 	defer r.nc.Close()
+	if n := d.Queued(); n != 0 {
+		t.Errorf("Queued() = %d once admitted, want 0", n)
+	}
 	calls := hook.calls()
 	if len(calls) != 2 || !strings.HasPrefix(calls[0], "[::1]") || !strings.HasPrefix(calls[1], "127.0.0.1") {
 		t.Fatalf("attempts %v, want ::1 then 127.0.0.1", calls)

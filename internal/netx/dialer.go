@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -39,6 +40,8 @@ type Dialer struct {
 
 	// adm admits startups (the process's table; a bubble's own in tests).
 	adm *admission
+	// queued counts this dialer's dials waiting for admission (Queued).
+	queued atomic.Int32
 }
 
 // NewDialer returns a dialer; r == nil means net.DefaultResolver (never cached).
