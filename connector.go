@@ -50,6 +50,7 @@ type Connector struct {
 	dnsWatch     []*netx.NameWatch        // host names rechecked (dnsrecheck.go)
 	pool         atomic.Pointer[poolLink] // NewPool's pool (poolreg.go)
 	noBackground bool                     // no background work (Driver.Open)
+	queued       func() int               // the dialer's dials waiting for admission
 
 	// resMu guards resClosed: once the loop shut down, a late attempt
 	// closes its own connection.
@@ -142,6 +143,7 @@ func buildConnector(a adapter, cfg *Config, o options) (*Connector, error) {
 	d := netx.NewDialer(cfg.dialSettings(), c.resolver)
 	d.SetBook(c.book)
 	c.core = c.newCore(d)
+	c.queued = d.Queued
 	if o.testDial != nil {
 		c.core.dialFn = o.testDial(c.core.dialFn)
 	}

@@ -135,6 +135,8 @@ type loop struct {
 	running   sync.WaitGroup
 	limit     int         // attempts in flight at most (attemptLimit)
 	timer     *time.Timer // posts evWake (time.AfterFunc); nil until first needed
+	// queued counts the connector's dials waiting for admission (nil: none).
+	queued func() int
 }
 
 // jitterSource lets a test backend make the loop's random delays
@@ -145,7 +147,7 @@ type jitterSource interface {
 
 // newLoop makes the loop's state, which outlives each drain.
 func (c *Connector) newLoop() *loop {
-	l := &loop{next: time.Now(), jitter: jitter, limit: attemptLimit(c.cfg.ConnectTimeout)}
+	l := &loop{next: time.Now(), jitter: jitter, limit: attemptLimit(c.cfg.ConnectTimeout), queued: c.queued}
 	if s, ok := c.backend.(jitterSource); ok {
 		l.jitter = s.jitter
 	}
@@ -192,7 +194,10 @@ func (c *Connector) step(l *loop) {
 	// One attempt at a time: another starts beside those in flight only
 	// while none has completed its TCP handshake (a SYN lost in a
 	// blackhole), never beside a slow startup.
-	stuck := l.allBeforeHandshake()
+	// An attempt waiting for admission sent nothing: no SYN to lose, and
+	// one more beside it would only lengthen the queue (the timer below
+	// still looks again once it is admitted).
+	stuck := l.allBeforeHandshake() && (l.queued == nil || l.queued() == 0)
 	if l.asked {
 		l.asked = false
 		if perm, _ := c.ready.failedPermanently(); st == StateDown && !perm && !l.demand && stuck &&

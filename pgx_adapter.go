@@ -239,7 +239,11 @@ func lookup(_ context.Context, host string) ([]string, error) {
 }
 
 func (a *pgxAdapter) connector(co core) driver.Connector {
-	cc := a.cfg.Copy()
+	// A shallow copy, wired: it shares the adapter's maps and TLS configs,
+	// which nothing changes after parsing (pgx copies the configuration on
+	// every connect), so a tenant holds one deep ConnConfig, not two.
+	shallow := *a.cfg
+	cc := &shallow
 	a.wire(cc, co)
 	opts := []stdlib.OptionOpenDB{
 		stdlib.OptionResetSession(func(ctx context.Context, c *pgx.Conn) error {

@@ -80,7 +80,7 @@ type addrEntry struct {
 // NewBook returns an empty book. onEvict, when not nil, is told about every
 // eviction, outside the book's lock and possibly on a query's I/O path.
 func NewBook(onEvict func(addr netip.AddrPort, cause error, down bool)) *Book {
-	b := &Book{addrs: make(map[netip.AddrPort]*addrEntry), hosts: make(map[string][]netip.AddrPort)}
+	b := &Book{} // its maps are made on first use: an idle tenant may never dial
 	if onEvict != nil {
 		b.onEvict = func(addr netip.AddrPort, cause error, how eviction) { onEvict(addr, cause, how.down) }
 	}
@@ -130,6 +130,9 @@ func (b *Book) entry(addr netip.AddrPort) *addrEntry {
 	e := b.addrs[addr]
 	if e == nil {
 		e = &addrEntry{conns: make(map[*trackedConn]struct{})}
+		if b.addrs == nil {
+			b.addrs = make(map[netip.AddrPort]*addrEntry)
+		}
 		b.addrs[addr] = e
 	}
 	return e
@@ -138,6 +141,9 @@ func (b *Book) entry(addr netip.AddrPort) *addrEntry {
 func (b *Book) resolved(host, port string, targets []netip.AddrPort) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.hosts == nil {
+		b.hosts = make(map[string][]netip.AddrPort)
+	}
 	b.hosts[net.JoinHostPort(host, port)] = slices.Clone(targets)
 	for _, t := range targets {
 		e := b.entry(t)

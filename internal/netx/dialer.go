@@ -49,9 +49,17 @@ func NewDialer(s Settings, r Resolver) *Dialer {
 	if r == nil {
 		r = net.DefaultResolver
 	}
-	nd := &net.Dialer{KeepAlive: -1} // our options, not Go's keep-alive defaults
-	configureSocketOptions(nd, s)
-	return &Dialer{settings: s, resolver: r, dialAddr: nd.DialContext, adm: admissionFor()}
+	d := &Dialer{settings: s, resolver: r, adm: admissionFor()}
+	d.dialAddr = d.dialNet
+	return d
+}
+
+// dialNet dials one address with a net.Dialer made for the dial: none is
+// kept per connector (an idle tenant's memory).
+func (d *Dialer) dialNet(ctx context.Context, network, addr string) (net.Conn, error) {
+	nd := net.Dialer{KeepAlive: -1} // our options, not Go's keep-alive defaults
+	configureSocketOptions(&nd, d.settings)
+	return nd.DialContext(ctx, network, addr)
 }
 
 // SetBook makes d record every attempt in b and track every socket it makes.
