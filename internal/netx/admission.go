@@ -317,11 +317,17 @@ func (a *admission) expire(g *gate, now time.Time) {
 // adapt applies the limit rule to one released slot.
 //
 //   - A login's latency ℓ runs from admission to its end; base is the
-//     fastest of the last 30 s. ℓ > 2·base + 10 ms: the server is queueing
-//     inside, limit = max(4, 0.9·limit). ℓ ≤ 1.5·base with waiters: the
-//     server keeps up, limit grows by 1/limit (one slot per limit logins).
-//   - A login past connect_timeout lowers it as a slow one does; 53300
-//     (too many clients) halves it.
+//     fastest of the last 30 s. ℓ ≤ 1.5·base + 10 ms with waiters: the
+//     server keeps up, and the limit grows by one slot per such login (it
+//     doubles per round, as TCP's slow start: a remote server with a long
+//     RTT and many cores reaches the parallelism raw would use within a few
+//     rounds). ℓ > 2·base + 10 ms: the server is queueing inside, limit =
+//     0.9·limit, but latency alone never takes it below admitStart: on a
+//     machine shared with other work a server's logins are slow without
+//     being overloaded by us, and fewer startups than raw's would then only
+//     make the cold start slower than raw's.
+//   - Only failures push it lower (to admitMin): a login past
+//     connect_timeout (×0.9), 53300 too many clients (×0.5).
 //   - A decrease counts once per round: a login admitted before the last
 //     decrease ran under the old limit and lowers it no further.
 func (g *gate) adapt(s *slot, sig signal, now time.Time) {
@@ -331,9 +337,12 @@ func (g *gate) adapt(s *slot, sig signal, now time.Time) {
 		base := g.observe(now, l)
 		switch {
 		case l > 2*base+admitSlack:
-			g.decrease(s, 0.9, now)
-		case l <= base*3/2 && len(g.queue) > 0:
-			g.limit = min(admitMax, g.limit+1/g.limit)
+			if g.limit > admitStart {
+				g.decrease(s, 0.9, now)
+				g.limit = max(g.limit, admitStart)
+			}
+		case l <= base*3/2+admitSlack && len(g.queue) > 0:
+			g.limit = min(admitMax, g.limit+1)
 		}
 	case sigSlow:
 		g.decrease(s, 0.9, now)

@@ -268,18 +268,19 @@ func TestAdmissionLimitRule(t *testing.T) {
 		waiters bool
 		want    float64
 	}{
-		{"fast with waiters grows by 1/limit", 16, 10 * ms, 12 * ms, sigDone, true, 16 + 1.0/16},
+		{"fast with waiters grows by 1", 16, 10 * ms, 12 * ms, sigDone, true, 17},
 		{"fast without waiters stays", 16, 10 * ms, 12 * ms, sigDone, false, 16},
-		{"between 1.5 and 2 base stays", 16, 10 * ms, 25 * ms, sigDone, true, 16},
+		{"between 1.5 base + 10ms and 2 base + 10ms stays", 16, 10 * ms, 26 * ms, sigDone, true, 16},
 		{"2 base + 10ms stays", 16, 10 * ms, 30 * ms, sigDone, true, 16},
-		{"slow shrinks by 0.9", 16, 10 * ms, 31 * ms, sigDone, true, 16 * 0.9},
-		{"slow never below 4", 4.2, 10 * ms, 100 * ms, sigDone, false, 4},
+		{"slow shrinks by 0.9", 32, 10 * ms, 31 * ms, sigDone, true, 32 * 0.9},
+		{"slow never below the start", 17, 10 * ms, 100 * ms, sigDone, false, admitStart},
+		{"slow at the start stays", 16, 10 * ms, 100 * ms, sigDone, false, 16},
 		{"past connect_timeout shrinks", 16, 0, 0, sigSlow, false, 16 * 0.9},
 		{"53300 halves", 16, 0, 0, sigTooMany, false, 8},
 		{"53300 never below 4", 6, 0, 0, sigTooMany, false, 4},
 		{"growth stops at 256", 256, 10 * ms, 10 * ms, sigDone, true, 256},
 		{"cancelled says nothing", 16, 0, 0, sigNone, true, 16},
-		{"a new minimum is the base", 16, 50 * ms, 5 * ms, sigDone, true, 16 + 1.0/16},
+		{"a new minimum is the base", 16, 50 * ms, 5 * ms, sigDone, true, 17},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -315,15 +316,18 @@ func TestAdmissionBaseWindow(t *testing.T) {
 // decrease lower the limit no further (they ran under the old limit).
 func TestAdmissionDecreaseOncePerRound(t *testing.T) {
 	a, clk := newTestAdmission()
-	held := fill(t, a, admitStart, 0)
+	a.mu.Lock()
+	a.gateFor(admitTestKey, a.now()).limit = 2 * admitStart // grown earlier
+	a.mu.Unlock()
+	held := fill(t, a, 2*admitStart, 0)
 	clk.advance(10 * time.Millisecond)
 	held[0].login.End(nil) // base 10ms
 	clk.advance(time.Second)
 	for _, s := range held[1:] {
 		s.login.End(nil) // 1s: slow, all admitted before the first decrease
 	}
-	if g := a.gateOf(admitTestKey); g.limit != admitStart*0.9 {
-		t.Errorf("limit = %.2f after one round of slow logins, want %.2f", g.limit, admitStart*0.9)
+	if g := a.gateOf(admitTestKey); g.limit != 2*admitStart*0.9 {
+		t.Errorf("limit = %.2f after one round of slow logins, want %.2f", g.limit, 2*admitStart*0.9)
 	}
 }
 
