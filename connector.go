@@ -294,6 +294,9 @@ func (c *Connector) lossOnly(err error) bool {
 }
 
 func (c *Connector) dial(ctx context.Context) (driver.Conn, error) {
+	if c.closeIfPoolClosed() {
+		return nil, ErrClosed // its pool was closed (poolreg.go)
+	}
 	c.stats.dials.Add(1)
 	dc, err := c.backend.Connect(ctx)
 	if err != nil {

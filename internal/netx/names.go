@@ -201,16 +201,18 @@ func (g *nameRegistry) fire() {
 	g.mu.Lock()
 	now := g.now()
 	var due []*name
+	var timeouts []time.Duration
 	for len(g.due) > 0 && !g.due[0].due.After(now) {
 		n := heap.Pop(&g.due).(*name)
 		n.looking = true
 		due = append(due, n)
+		timeouts = append(timeouts, min(n.every, recheckTimeout))
 	}
 	g.armed = time.Time{}
 	g.arm()
 	g.mu.Unlock()
-	for _, n := range due {
-		go g.recheck(n, now)
+	for i, n := range due {
+		go g.recheck(n, now, timeouts[i])
 	}
 }
 
@@ -219,8 +221,8 @@ const recheckTimeout = 2 * time.Second
 
 // recheck looks n up, tells the subscribers that must hear the answer, and
 // schedules n's next recheck (if it still has subscribers).
-func (g *nameRegistry) recheck(n *name, began time.Time) {
-	ctx, cancel := context.WithTimeout(context.Background(), min(n.every, recheckTimeout))
+func (g *nameRegistry) recheck(n *name, began time.Time, timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	ips, err := g.lookup(ctx, n.resolver, n.key.resolver, "ip", n.host)
 	cancel()
 	var tell []*NameWatch

@@ -262,3 +262,28 @@ func TestWatchNameInBubbleIsPrivate(t *testing.T) {
 		t.Fatal("inBubble outside a bubble")
 	}
 }
+
+// TestNamesStopDuringLookup: subscribers leaving (and joining) while a
+// recheck's lookup runs neither race with it nor get a name rescheduled once
+// the last one left.
+func TestNamesStopDuringLookup(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := newNameRegistry()
+		r := &countingResolver{gate: make(chan struct{})}
+		r.set("10.0.0.1")
+		a := g.watch(r, "db", time.Second, func(map[netip.Addr]bool) {})
+		b := g.watch(r, "db", 2*time.Second, func(map[netip.Addr]bool) {})
+		time.Sleep(1100 * time.Millisecond)
+		synctest.Wait() // the lookup waits at the gate
+		a.Stop()
+		b.Stop()
+		close(r.gate)
+		synctest.Wait()
+		g.mu.Lock()
+		left, armed := len(g.names)+len(g.due), !g.armed.IsZero()
+		g.mu.Unlock()
+		if left != 0 || armed {
+			t.Errorf("after the last Stop during a lookup: %d names/due entries, timer armed %v", left, armed)
+		}
+	})
+}
