@@ -338,7 +338,7 @@ func (c *Connector) startAttempt(l *loop, kind attemptKind) {
 	l.inflight++
 	l.running.Add(1)
 	began := c.ready.mark()
-	ctx, cancel := context.WithCancel(context.WithValue(netx.NoSkip(c.ctx), attemptKey{}, true)) // never skipped (netx.NoSkip)
+	ctx, cancel := context.WithCancel(context.WithValue(netx.NoSkip(c.ctx), attemptKey{}, true)) // the connector's own (netx.NoSkip); a dead verdict fails it at once too: the view's pulse finds the server again
 	ctx, rec := withLoginRecord(ctx)
 	a := &attempt{kind: kind, rec: rec, cancel: cancel}
 	l.flying = append(l.flying, a)
