@@ -223,8 +223,14 @@ func (c *Connector) step(l *loop) {
 	}
 	if st != StateReady && l.inflight < l.limit && l.allBeforeHandshake() {
 		// (A handshake completing meanwhile only makes the wake find
-		// nothing to start.)
-		c.wakeAfter(l, time.Until(startAt))
+		// nothing to start.) While an attempt waits for admission
+		// startAt may be past: look again in attemptOverlap, not at once,
+		// or the loop would spin until it is admitted.
+		d := time.Until(startAt)
+		if !stuck {
+			d = max(d, attemptOverlap)
+		}
+		c.wakeAfter(l, d)
 	} else if l.timer != nil {
 		l.timer.Stop()
 	}
