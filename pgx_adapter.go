@@ -280,11 +280,12 @@ func (a *pgxAdapter) connector(co core) driver.Connector {
 // dialer armed is cleared before database/sql gets the connection.
 type pgxLoginConnector struct{ driver.Connector }
 
-func (c pgxLoginConnector) Connect(ctx context.Context) (driver.Conn, error) {
+func (c pgxLoginConnector) Connect(ctx context.Context) (dc driver.Conn, err error) {
 	ctx, login := netx.WithLogin(ctx)
-	dc, err := c.Connector.Connect(ctx)
-	login.End(err)
-	return dc, err
+	// Deferred: a hook that panics (the application's AfterConnect) must
+	// not keep the address's slot.
+	defer func() { login.End(err) }()
+	return c.Connector.Connect(ctx)
 }
 
 // wire points cc at the core: pgfast's dialer, hosts in the DSN's order and

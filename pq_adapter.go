@@ -150,12 +150,22 @@ func (c *pqConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	return nil, err
 }
 
+// errLoginPanicked ends the admission of a login whose connect panicked.
+var errLoginPanicked = errors.New("pgfast: login panicked")
+
 func (c *pqConnector) connectPass(ctx context.Context, pass int) (driver.Conn, error) {
 	ctx, rec := withDialRecord(ctx)
 	ctx, login := netx.WithLogin(ctx)
+	ended := false
+	defer func() {
+		if !ended { // a panic below: the address's slot must not stay held
+			login.End(errLoginPanicked)
+		}
+	}()
 	dc, err := c.ordered(pass).Connect(ctx)
 	nc, expired := rec.done()
 	login.End(err) // after done disarmed the record's watch: End clears the deadline last
+	ended = true
 	if err != nil {
 		if cerr := ctx.Err(); cerr != nil && errors.Is(err, cerr) {
 			// The caller's context ended the dial: its error, as

@@ -78,7 +78,18 @@ type gate struct {
 	// the old limit, and its latency does not lower the limit again.
 	cut     time.Time
 	lastUse time.Time
+	// live counts held slots whose connect() succeeded. silent is set
+	// when a slot gave its place up unanswered (admitSynGrace) while none
+	// was live: the address answers no SYN (blackholed, or its host gone),
+	// nothing is forked there, and queueing would only make callers wait
+	// longer than raw before their own connect_timeout; while it is set,
+	// startups are admitted without limit. A connect() that succeeds ends it.
+	live   int
+	silent bool
 }
+
+// room reports whether another startup may be admitted now.
+func (g *gate) room() bool { return g.silent || len(g.held) < g.capacity() }
 
 type latencySample struct {
 	at time.Time
@@ -111,8 +122,9 @@ type slot struct {
 	// last one to go releases it.
 	refs     int
 	released bool
-	// connected: the connect() it admitted returned (admitSynGrace).
-	connected bool
+	// connected: the connect() it admitted returned (admitSynGrace);
+	// live: it succeeded while the slot was held (gate.live).
+	connected, live bool
 }
 
 // signal is what a released slot says about the server.
@@ -193,7 +205,7 @@ func (a *admission) enter(l *Login, key admitKey, timeout time.Duration, done bo
 	g := a.gateFor(key, now)
 	a.expire(g, now)
 	cont := prev != nil
-	if len(g.held) < g.capacity() && (len(g.queue) == 0 || cont && !g.queue[0].cont) {
+	if g.room() && (len(g.queue) == 0 || cont && !g.queue[0].cont) {
 		return a.admitLocked(g, l, key, timeout, now), nil
 	}
 	if done {
@@ -277,6 +289,9 @@ func (a *admission) releaseLocked(s *slot, sig signal, now time.Time) {
 	s.released = true
 	g := s.g
 	delete(g.held, s)
+	if s.live {
+		g.live--
+	}
 	g.lastUse = now
 	g.adapt(s, sig, now)
 	a.admitWaiters(g, now)
@@ -284,7 +299,7 @@ func (a *admission) releaseLocked(s *slot, sig signal, now time.Time) {
 
 // admitWaiters admits the queue's head while slots are free.
 func (a *admission) admitWaiters(g *gate, now time.Time) {
-	for len(g.queue) > 0 && len(g.held) < g.capacity() {
+	for len(g.queue) > 0 && g.room() {
 		w := g.queue[0]
 		g.queue[0] = nil
 		g.queue = g.queue[1:]
@@ -307,6 +322,9 @@ func (a *admission) expire(g *gate, now time.Time) {
 	for s := range g.held {
 		switch {
 		case !s.connected && now.Sub(s.admitted) >= admitSynGrace:
+			if g.live == 0 {
+				g.silent = true
+			}
 			a.releaseLocked(s, sigNone, now)
 		case !s.deadline.IsZero() && !now.Before(s.deadline):
 			a.releaseLocked(s, sigSlow, now)
@@ -474,6 +492,13 @@ func signalOf(err error) signal {
 func (s *slot) settle(nc net.Conn, err error) {
 	s.a.mu.Lock()
 	s.connected = true
+	if err == nil {
+		s.g.silent = false
+		if !s.released {
+			s.live = true
+			s.g.live++
+		}
+	}
 	s.a.mu.Unlock()
 	if err != nil {
 		s.unref()
