@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -24,7 +23,7 @@ import (
 //     connect_timeout of the subscribers, so a path slower than pulseCut
 //     still recovers;
 //   - after the handshake it writes an SSLRequest and waits for one byte
-//     ('S', 'N', or 'E'): that byte, not the handshake (a frozen server's
+//     (PostgreSQL's 'S', 'N' or 'E'; any byte counts): that byte, not the handshake (a frozen server's
 //     kernel completes handshakes), lifts the verdict, and every
 //     subscriber's connector is told to try at once;
 //   - a server that refuses (a reset is cheap) is pulsed when a dial asks,
@@ -199,9 +198,10 @@ func dialPulse(ctx context.Context, addr netip.AddrPort) (bool, error) {
 	if _, err := io.ReadFull(nc, b[:]); err != nil {
 		return false, err
 	}
-	switch b[0] {
-	case 'S', 'N', 'E':
-		return false, nil
-	}
-	return false, fmt.Errorf("pgfast: %s answered an SSLRequest with %q, not PostgreSQL", addr, b[0])
+	// PostgreSQL answers 'S', 'N' or (old servers) 'E'. Any other byte still
+	// proves a live peer on the path (a proxy that speaks only direct TLS,
+	// say): the tenants' own logins judge what it is. Requiring PostgreSQL's
+	// byte would keep every tenant failing fast for ever where raw would
+	// connect.
+	return false, nil
 }
