@@ -135,13 +135,23 @@ func handshake(ctx context.Context, addr netip.AddrPort) error {
 	return nil
 }
 
-// peersOf lists the sockets to tc's address that may vouch for the path: today
-// those of tc's book (its connector's), tc excluded.
+// peersOf lists the sockets to tc's address that may vouch for the path:
+// those of tc's book (its connector's), tc excluded, and, since a verdict
+// is shared, those of every other book of its view (another tenant's
+// socket heard since the silence began proves the path for all: one
+// tenant's short window or lossy socket must not shut the others down).
+// Books are asked outside the view's lock (Book.mu before View.mu).
 func peersOf(tc *trackedConn) []*trackedConn {
 	if tc.book == nil {
 		return nil
 	}
-	return tc.book.peers(tc.addr, tc)
+	out := tc.book.peers(tc.addr, tc)
+	if v := tc.book.view; v != nil {
+		for _, b := range v.others(tc.addr, tc.book) {
+			out = append(out, b.peers(tc.addr, nil)...)
+		}
+	}
+	return out
 }
 
 // heardAfter reports whether any of socks was heard from after t.

@@ -502,3 +502,30 @@ func TestCheckoutConfirmedDeathGoesDown(t *testing.T) {
 		})
 	}
 }
+
+// TestCorroborationVetoedByAnotherTenant: the suspect's own tenant has no
+// other socket, but another tenant of the same view was heard from the
+// address throughout: the path is proven, nothing is evicted, no handshake
+// is needed. Before, only the suspect's book vouched, so one tenant's lone
+// lossy socket could shut every tenant's sockets down (outside review).
+func TestCorroborationVetoedByAnotherTenant(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newCorroborationRig(t, unacked)
+		defer r.stop()
+		v := NewView()
+		r.b.SetView(v)
+		other := NewBook(nil)
+		other.SetView(v)
+		other.resolved("db", strconv.Itoa(int(rigAddr.Port())), []netip.AddrPort{rigAddr})
+		defer other.Close()
+		sib := watchedPipe(t, other, rigAddr)
+		r.mu.Lock()
+		r.samples[sib] = heardAlways
+		r.mu.Unlock()
+		time.Sleep(todayVerdict + corroborateMin + watchTick)
+		synctest.Wait()
+		if ev, _, dials := r.counts(); ev != 0 || dials != 0 {
+			t.Fatalf("%d evictions, %d handshakes with another tenant's socket heard throughout; want none", ev, dials)
+		}
+	})
+}

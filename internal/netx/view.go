@@ -201,6 +201,26 @@ func (v *View) subscribe(addr netip.AddrPort, b *Book) *server {
 	return s
 }
 
+// others lists the books other than except that resolved addr: their
+// sockets vouch for the path too before a verdict every one of them would
+// pay for (verdict.go's peersOf).
+func (v *View) others(addr netip.AddrPort, except *Book) []*Book {
+	addr = unmapped(addr)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	s := v.servers[addr]
+	if s == nil {
+		return nil
+	}
+	out := make([]*Book, 0, len(s.subs))
+	for b := range s.subs {
+		if b != except {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
 // unsubscribe removes b from s, and s from the table once nothing uses it
 // (no subscriber, no pulse): the table never grows with address churn.
 func (v *View) unsubscribe(s *server, b *Book) {
