@@ -333,10 +333,19 @@ func (l *loop) cancelFlying() {
 }
 
 // attemptKey marks the context of the loop's own attempts: a pool's gate
-// lets them through, and its tracer leaves their outcome to the loop.
+// lets them through, and its tracer leaves their outcome to the loop. Its
+// value is the attempt's own context (attemptContext).
 type attemptKey struct{}
 
 func isLoopAttempt(ctx context.Context) bool { return ctx.Value(attemptKey{}) != nil }
+
+// attemptContext returns the loop attempt's own context when ctx carries
+// one's values: pgxpool connects with a context that keeps the Acquire's
+// values but not its cancellation (pool_hooks.go follows it).
+func attemptContext(ctx context.Context) context.Context {
+	a, _ := ctx.Value(attemptKey{}).(context.Context)
+	return a
+}
 
 // startAttempt dials in a goroutine of its own. Its result reaches the loop,
 // or, once the loop has stopped, is closed by the goroutine itself.
@@ -344,7 +353,8 @@ func (c *Connector) startAttempt(l *loop, kind attemptKind) {
 	l.inflight++
 	l.running.Add(1)
 	began := c.ready.mark()
-	ctx, cancel := context.WithCancel(context.WithValue(netx.NoSkip(c.ctx), attemptKey{}, true)) // the connector's own (netx.NoSkip); a dead verdict fails it at once too: the view's pulse finds the server again
+	ctx, cancel := context.WithCancel(netx.NoSkip(c.ctx)) // the connector's own (netx.NoSkip); a dead verdict fails it at once too: the view's pulse finds the server again
+	ctx = context.WithValue(ctx, attemptKey{}, ctx)
 	ctx, rec := withLoginRecord(ctx)
 	a := &attempt{kind: kind, rec: rec, cancel: cancel}
 	l.flying = append(l.flying, a)

@@ -186,6 +186,9 @@ func (t *connectTracer) TraceAcquireEnd(context.Context, *pgxpool.Pool, pgxpool.
 
 func (t *connectTracer) TraceConnectStart(ctx context.Context, _ pgx.TraceConnectStartData) context.Context {
 	ctx, _ = netx.WithLogin(ctx) // admission, the loop's attempts too; TraceConnectEnd ends it
+	if a := attemptContext(ctx); a != nil {
+		ctx = followAttempt(ctx, a)
+	}
 	if isLoopAttempt(ctx) {
 		return ctx // counted and judged by the loop (Connector.login)
 	}
@@ -194,12 +197,35 @@ func (t *connectTracer) TraceConnectStart(ctx context.Context, _ pgx.TraceConnec
 	return context.WithValue(ctx, attemptBeganKey{}, t.c.ready.mark())
 }
 
+// followAttempt ties a pool connect made for one of the loop's attempts to
+// that attempt's cancellation. pgxpool connects with a context of its own
+// (it keeps the Acquire's values only), so cancelling the attempt (another
+// one succeeded: loop.cancelFlying; Close) stopped only its Acquire, and its
+// login went on: a second session for the tenant (TestScaleCounts' NewPool
+// row, 1.3-1.5 logins per tenant, where raw pgxpool has 1.00). The connect
+// now ends with the attempt, as a driver attempt's dial does. TraceConnectEnd
+// calls the stop func it stores (followKey).
+func followAttempt(ctx, attempt context.Context) context.Context {
+	ctx, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(attempt, func() { cancel(context.Cause(attempt)) })
+	return context.WithValue(ctx, followKey{}, func() {
+		stop()
+		cancel(nil)
+	})
+}
+
+// followKey holds, in a followed connect's context, what ends the following.
+type followKey struct{}
+
 // attemptBeganKey holds a pool attempt's mark in its context.
 type attemptBeganKey struct{}
 
 func (t *connectTracer) TraceConnectEnd(ctx context.Context, data pgx.TraceConnectEndData) {
 	c := t.c
 	netx.LoginOf(ctx).End(data.Err)
+	if stop, ok := ctx.Value(followKey{}).(func()); ok {
+		stop()
+	}
 	if isLoopAttempt(ctx) {
 		return
 	}

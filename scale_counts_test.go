@@ -4,6 +4,8 @@ package pgfast_test
 
 import (
 	"errors"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -45,7 +47,8 @@ func TestScaleCounts(t *testing.T) {
 
 	mark := fleet.Mark(srv.Log())
 	results := map[*fleet.FrontEnd]fleet.Result{}
-	for _, p := range fleet.Pairs {
+	pairs := scalePairs(t)
+	for _, p := range pairs {
 		for _, fe := range []*fleet.FrontEnd{p.Raw, p.Fast} {
 			res, err := fleet.Run(fleet.Spec{
 				FrontEnd:     fe,
@@ -75,7 +78,7 @@ func TestScaleCounts(t *testing.T) {
 		results[fe] = res
 	}
 
-	for _, p := range fleet.Pairs {
+	for _, p := range pairs {
 		raw, fast := results[p.Raw], results[p.Fast]
 		for _, fe := range []*fleet.FrontEnd{p.Raw, p.Fast} {
 			r := results[fe]
@@ -94,4 +97,26 @@ func TestScaleCounts(t *testing.T) {
 			})
 		}
 	}
+}
+
+// scalePairs is fleet.Pairs, or only those whose pgfast front end
+// PGFAST_SCALE_PAIRS names (comma-separated, e.g. "newpool"), to rerun one
+// row while working on it.
+func scalePairs(t *testing.T) []fleet.Pair {
+	env := os.Getenv("PGFAST_SCALE_PAIRS")
+	if env == "" {
+		return fleet.Pairs
+	}
+	var pairs []fleet.Pair
+	for _, name := range strings.Split(env, ",") {
+		for _, p := range fleet.Pairs {
+			if p.Fast.Name == strings.TrimSpace(name) {
+				pairs = append(pairs, p)
+			}
+		}
+	}
+	if len(pairs) == 0 {
+		t.Fatalf("PGFAST_SCALE_PAIRS=%q names no pair (pgfast, pgfast-pq, newpool)", env)
+	}
+	return pairs
 }
