@@ -22,6 +22,9 @@ func (c *Connector) watchDNS() {
 		}
 		host, port, book := h.Host, h.Port, c.book
 		c.dnsWatch = append(c.dnsWatch, netx.WatchName(c.resolver, host, c.cfg.DNSRecheck, func(current map[netip.Addr]bool) {
+			if c.closeIfPoolClosed() {
+				return // a closed pool's idle connector: nothing else would notice
+			}
 			book.ForgetMoved(host, port, current, fmt.Errorf("DNS no longer lists it for %s", host))
 		}))
 	}

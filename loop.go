@@ -382,6 +382,11 @@ func (c *Connector) startAttempt(l *loop, kind attemptKind) {
 // the pool itself, so that its connection is the pool's first (nil conn).
 func (c *Connector) login(ctx context.Context) (driver.Conn, error) {
 	if f := c.poolLogin.Load(); f != nil {
+		// No watcher goroutine waits for the pool's Close (poolreg.go): a
+		// Down pool connector's attempts are where it notices.
+		if c.closeIfPoolClosed() {
+			return nil, ErrClosed
+		}
 		c.stats.dials.Add(1)
 		if err := (*f)(ctx); err != nil {
 			c.stats.failures.Add(1)
@@ -435,6 +440,13 @@ func (c *Connector) settle(l *loop, r attemptResult) {
 			// takes it would be a second backend for an idle tenant.
 			l.warmDials++
 		}
+	}
+	if r.conn == nil && l.needFresh && (r.a == nil || !r.a.rec.handshaken()) {
+		// A pool's attempt that pinged a connection the pool already held
+		// is answered I/O on an old session, not a fresh login: after a
+		// password change it must not end Down (needFresh).
+		c.apply(l, event{kind: evVerified})
+		return
 	}
 	c.succeeded(l, true)
 }
