@@ -156,6 +156,7 @@ var errLoginPanicked = errors.New("pgfast: login panicked")
 func (c *pqConnector) connectPass(ctx context.Context, pass int) (driver.Conn, error) {
 	ctx, rec := withDialRecord(ctx)
 	ctx, login := netx.WithLogin(ctx)
+	login.PlainTimeouts() // a startup read past connect_timeout fails as raw lib/pq's does
 	ended := false
 	defer func() {
 		if !ended { // a panic below: the address's slot must not stay held

@@ -397,7 +397,16 @@ type Login struct {
 	ended bool
 	slots []*slot
 	socks []*trackedConn
+	// plainIO: a read or write past the attempt's deadline reports as a
+	// plain I/O timeout (PlainTimeouts).
+	plainIO bool
 }
+
+// PlainTimeouts makes a read or write past the attempt's deadline match
+// os.ErrDeadlineExceeded only, as lib/pq's own connect_timeout (a socket
+// deadline) reports it; by default it also matches context.DeadlineExceeded,
+// as pgx's (a context) does. Call it before the first dial.
+func (l *Login) PlainTimeouts() { l.plainIO = true }
 
 type loginKey struct{}
 
@@ -532,10 +541,10 @@ func (c *trackedConn) attemptExpired(err error) error {
 	var op *net.OpError
 	if errors.As(err, &op) {
 		cp := *op
-		cp.Err = &attemptTimeoutError{after: s.timeout, err: op.Err}
+		cp.Err = &attemptTimeoutError{after: s.timeout, err: op.Err, ioOnly: s.login != nil && s.login.plainIO}
 		return &cp
 	}
-	return &attemptTimeoutError{after: s.timeout, err: err}
+	return &attemptTimeoutError{after: s.timeout, err: err, ioOnly: s.login != nil && s.login.plainIO}
 }
 
 // admissionFor returns the process's table, or, for a dialer made inside a

@@ -178,6 +178,11 @@ func (w *silence) observe(now time.Time, s tcpSample, window time.Duration) (tim
 // for each other; turn (a mutex, which belongs to no bubble) keeps them from
 // looking at the sockets at the same time.
 type peerWatcher struct {
+	// flights joins the corroboration handshakes of sockets to one
+	// address (verdict.go): with a thousand tenants silenced by one dead
+	// host, two handshakes, not two per tenant. Per watcher, so per view:
+	// a bubble's view has its own.
+	flights handshakeFlights
 	// parked: no goroutine runs (read on every tracked Read and Write;
 	// alone on its cache line, written only when the goroutine starts or
 	// parks).
@@ -350,5 +355,5 @@ func (w *peerWatcher) check(tc *trackedConn) {
 	if tc.evicted.Load() {
 		return
 	}
-	corroborator{sample: w.sample, dial: w.dial, now: w.now}.judgeSilent(tc, s, silent, dead)
+	corroborator{sample: w.sample, dial: w.dial, now: w.now, flights: &w.flights}.judgeSilent(tc, s, silent, dead)
 }

@@ -98,6 +98,8 @@ func ConciseCause(err error) string {
 type attemptTimeoutError struct {
 	after time.Duration
 	err   error
+	// ioOnly: matches os.ErrDeadlineExceeded only (Login.PlainTimeouts).
+	ioOnly bool
 }
 
 func (e *attemptTimeoutError) Error() string   { return "i/o timeout after " + e.after.String() }
@@ -106,7 +108,7 @@ func (e *attemptTimeoutError) Timeout() bool   { return true }
 func (e *attemptTimeoutError) Temporary() bool { return true }
 
 func (e *attemptTimeoutError) Is(target error) bool {
-	return target == os.ErrDeadlineExceeded || target == context.DeadlineExceeded
+	return target == os.ErrDeadlineExceeded || !e.ioOnly && target == context.DeadlineExceeded
 }
 
 // AddrStats is what pgfast knows of one server address: the one per-address

@@ -49,6 +49,7 @@ func HoldAdmission(address string) (release func()) {
 		if s == nil {
 			break
 		}
+		s.settle(nil, nil) // connected: startups the server works on, not unanswered SYNs
 		held = append(held, s)
 	}
 	return func() {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -117,6 +118,19 @@ type corroborator struct {
 	sample func(*trackedConn) (tcpSample, bool)
 	dial   func(ctx context.Context, addr netip.AddrPort) error
 	now    func() time.Time
+	// flights, when set, joins handshakes to the same address in flight.
+	flights *handshakeFlights
+}
+
+// handshakeFlights are the corroboration handshakes in flight, by address.
+type handshakeFlights struct {
+	mu sync.Mutex
+	m  map[netip.AddrPort]*handshakeFlight
+}
+
+type handshakeFlight struct {
+	done chan struct{}
+	f    finding
 }
 
 // verdicts is the corroborator for evidence found outside the watcher (I/O
@@ -173,6 +187,36 @@ func (k corroborator) heardAfter(socks []*trackedConn, t time.Time) bool {
 // unreachable or unanswered), pending when ctx ended first. Every dial has
 // returned when it does.
 func (k corroborator) handshakes(parent context.Context, addr netip.AddrPort, deadline time.Time) finding {
+	if k.flights == nil {
+		return k.handshakesNow(parent, addr, deadline)
+	}
+	fs := k.flights
+	fs.mu.Lock()
+	if fl := fs.m[addr]; fl != nil {
+		fs.mu.Unlock()
+		select {
+		case <-fl.done:
+			return fl.f
+		case <-parent.Done():
+			return findingPending
+		}
+	}
+	fl := &handshakeFlight{done: make(chan struct{})}
+	if fs.m == nil {
+		fs.m = make(map[netip.AddrPort]*handshakeFlight)
+	}
+	fs.m[addr] = fl
+	fs.mu.Unlock()
+	fl.f = k.handshakesNow(parent, addr, deadline)
+	fs.mu.Lock()
+	delete(fs.m, addr)
+	fs.mu.Unlock()
+	close(fl.done)
+	return fl.f
+}
+
+// handshakesNow is handshakes without joining one in flight.
+func (k corroborator) handshakesNow(parent context.Context, addr netip.AddrPort, deadline time.Time) finding {
 	ctx, cancel := context.WithDeadline(parent, deadline)
 	defer cancel()
 	errs := make(chan error, corroborateDials)
