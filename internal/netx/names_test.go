@@ -176,6 +176,7 @@ func TestNamesSingleFlight(t *testing.T) {
 				}
 			})
 		}
+		synctest.Wait() // the leader waits in the resolver, the rest joined it
 		ctx, cancel := context.WithCancel(context.Background())
 		impatient := make(chan error, 1)
 		go func() { _, err := g.lookup(ctx, r, r, "ip", "db"); impatient <- err }()
