@@ -9,6 +9,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgfast/pgfast/internal/netx"
 )
 
 // poolRegistry maps each NewPool pool to its connector, holding the pool
@@ -55,9 +57,12 @@ func registerPool(p *pgxpool.Pool, c *Connector) {
 	}
 	poolRegistry.m[key] = c
 	poolRegistry.mu.Unlock()
-	// The closure does not refer to p: the pool stays collectable.
+	// The closure does not refer to p: the pool stays collectable. A pool
+	// made inside a synctest bubble is only forgotten: the cleanup runs
+	// outside the bubble, where closing the connector's channels is fatal.
+	bubble := netx.InBubble()
 	runtime.AddCleanup(p, func(key weak.Pointer[pgxpool.Pool]) {
-		if c := unregisterPool(key); c != nil {
+		if c := unregisterPool(key); c != nil && !bubble {
 			go c.Close() // Close waits (boundedly): not on the cleanup goroutine
 		}
 	}, key)

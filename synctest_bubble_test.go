@@ -3,14 +3,19 @@ package pgfast
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgfast/pgfast/internal/pgtest"
 )
@@ -37,6 +42,7 @@ var bubbleScenarios = map[string]func(t *testing.T, dsn string){
 	"pool":          bubblePool,
 	"connector-pgx": func(t *testing.T, dsn string) { bubbleDB(t, dsn, PGX) },
 	"connector-pq":  func(t *testing.T, dsn string) { bubbleDB(t, dsn, LibPQ) },
+	"pool-refused":  bubblePoolRefused,
 }
 
 // TestPoolAndConnectorAfterSynctestBubble: after a pgfast pool or connector
@@ -56,7 +62,7 @@ func TestPoolAndConnectorAfterSynctestBubble(t *testing.T) {
 	} {
 		dsn := fmt.Sprintf("host=%s port=%d user=%s dbname=%s sslmode=disable connect_timeout=10",
 			v.host, srv.Port(), pgtest.TrustUser, pgtest.Database)
-		for _, name := range []string{"pool", "connector-pgx", "connector-pq"} {
+		for _, name := range []string{"pool", "connector-pgx", "connector-pq", "pool-refused"} {
 			t.Run(name+"/"+v.host+"/"+v.netdns, func(t *testing.T) {
 				ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 				defer cancel()
@@ -98,6 +104,7 @@ func bubbleChild(t *testing.T, name, dsn string) {
 		return
 	}
 	t.Log("bubble closed; now outside it")
+	collectBubblePools(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if _, err := net.DefaultResolver.LookupHost(ctx, "localhost"); err != nil {
@@ -128,6 +135,46 @@ func bubblePool(t *testing.T, dsn string) {
 	if err := p.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil || one != 1 {
 		t.Fatalf("SELECT 1 on the pool: %d, %v", one, err)
 	}
+}
+
+// bubblePoolRefused makes a pool whose every login fails in the caller's
+// BeforeConnect and closes it before it ever held a connection, so no
+// connection's close tells its connector the pool is gone (pgxpool's own
+// synctest tests do this); the pool is left to the garbage collector.
+func bubblePoolRefused(t *testing.T, dsn string) {
+	pc, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc.BeforeConnect = func(context.Context, *pgx.ConnConfig) error { return errors.New("refused by the test") }
+	p, err := NewPoolWithConfig(context.Background(), pc)
+	if err != nil {
+		t.Fatalf("NewPoolWithConfig: %v", err)
+	}
+	synctest.Wait()
+	p.Close()
+}
+
+// collectBubblePools collects the pools the bubble left (bounded) and gives
+// their cleanups time to run: a cleanup runs outside the bubble, where
+// closing a bubble's channel kills the process.
+func collectBubblePools(t *testing.T) {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		runtime.GC()
+		poolRegistry.mu.Lock()
+		n := len(poolRegistry.m)
+		poolRegistry.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Logf("%d pools of the bubble still registered after 5 s of collections", n)
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // a cleanup's goroutine runs now
 }
 
 // bubbleDB opens a *sql.DB on a pgfast connector of backend b, waits until it
