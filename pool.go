@@ -127,7 +127,8 @@ func newPool(ctx context.Context, pc *pgxpool.Config, dsn string, opts []Option)
 	if err != nil {
 		return nil, err
 	}
-	equipPool(pc, a, c)
+	probe := &poolProbe{}
+	equipPool(pc, a, c, probe)
 	closeWithPool(pc, c)
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
@@ -136,7 +137,7 @@ func newPool(ctx context.Context, pc *pgxpool.Config, dsn string, opts []Option)
 		return nil, err
 	}
 	registerPool(pool, c)
-	login := poolLogin(weak.Make(pool))
+	login := poolLogin(weak.Make(pool), probe)
 	c.poolLogin.Store(&login)
 	c.start() // after poolLogin: the first attempt is the pool's first connection
 	return pool, nil
@@ -146,7 +147,7 @@ func newPool(ctx context.Context, pc *pgxpool.Config, dsn string, opts []Option)
 // Release through the pool itself, so the login stays in the pool, idle, as
 // after a raw pool.Ping, and the application's BeforeConnect, AfterConnect
 // and tracer see it. The pool is held weakly (it stays collectable).
-func poolLogin(key weak.Pointer[pgxpool.Pool]) func(context.Context) error {
+func poolLogin(key weak.Pointer[pgxpool.Pool], probe *poolProbe) func(context.Context) error {
 	return func(ctx context.Context) error {
 		p := key.Value()
 		if p == nil {
@@ -160,7 +161,9 @@ func poolLogin(key weak.Pointer[pgxpool.Pool]) func(context.Context) error {
 			}
 			return err
 		}
-		defer conn.Release()
-		return conn.Ping(ctx)
+		err = conn.Ping(ctx)
+		probe.releasing(conn.Conn())
+		conn.Release()
+		return err
 	}
 }

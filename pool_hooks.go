@@ -2,6 +2,7 @@ package pgfast
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -13,7 +14,7 @@ import (
 
 // equipPool wires c's core into pc: the driver's connection settings, then
 // pgfast's pool hooks before the application's.
-func equipPool(pc *pgxpool.Config, a *pgxAdapter, c *Connector) {
+func equipPool(pc *pgxpool.Config, a *pgxAdapter, c *Connector, probe *poolProbe) {
 	co := c.core
 	a.wire(pc.ConnConfig, co)
 
@@ -46,10 +47,20 @@ func equipPool(pc *pgxpool.Config, a *pgxAdapter, c *Connector) {
 		if co.checkout(ctx, nc) != nil {
 			return false, nil
 		}
-		if userPrepare != nil {
+		if userPrepare != nil && !isLoopAttempt(ctx) {
 			return userPrepare(ctx, conn)
 		}
 		return true, nil
+	}
+
+	if user := pc.AfterRelease; user != nil {
+		probe.marked = true
+		pc.AfterRelease = func(conn *pgx.Conn) bool {
+			if probe.conn.CompareAndSwap(conn, nil) {
+				return true // pgfast's attempt: not the application's release
+			}
+			return user(conn)
+		}
 	}
 
 	if pc.ShouldPing == nil && c.plat.Peek {
@@ -58,7 +69,63 @@ func equipPool(pc *pgxpool.Config, a *pgxAdapter, c *Connector) {
 		pc.ShouldPing = func(context.Context, pgxpool.ShouldPingParams) bool { return false }
 	}
 
-	pc.ConnConfig.Tracer = composeTracer(&connectTracer{c: c}, pc.ConnConfig.Tracer)
+	pc.ConnConfig.Tracer = composeTracer(&connectTracer{c: c}, pc.ConnConfig.Tracer, probe)
+}
+
+// poolProbe keeps the connector's attempt (poolLogin: Acquire, Ping,
+// Release) out of the application's acquire and release hooks and tracers:
+// they see the pool's connections as on a raw pool, not pgfast's check of
+// one (pgxpool's own tests count those calls). The attempt's connect is
+// the pool's, and its BeforeConnect, AfterConnect and connect tracer run.
+type poolProbe struct {
+	// marked: an application hook sees releases, so the attempt marks the
+	// connection it releases (set before the pool exists, then read-only).
+	marked bool
+	// conn is the connection the attempt released, until the application's
+	// release hook (or release tracer, when it has no AfterRelease) saw it.
+	conn atomic.Pointer[pgx.Conn]
+}
+
+// releasing marks conn as the attempt's, before it is released.
+func (p *poolProbe) releasing(conn *pgx.Conn) {
+	if p.marked {
+		p.conn.Store(conn)
+	}
+}
+
+// hideProbeAcquire is the application's acquire tracer without the
+// connector's attempts.
+type hideProbeAcquire struct{ pgxpool.AcquireTracer }
+
+func (h hideProbeAcquire) TraceAcquireStart(ctx context.Context, p *pgxpool.Pool, d pgxpool.TraceAcquireStartData) context.Context {
+	if isLoopAttempt(ctx) {
+		return ctx
+	}
+	return h.AcquireTracer.TraceAcquireStart(ctx, p, d)
+}
+
+func (h hideProbeAcquire) TraceAcquireEnd(ctx context.Context, p *pgxpool.Pool, d pgxpool.TraceAcquireEndData) {
+	if !isLoopAttempt(ctx) {
+		h.AcquireTracer.TraceAcquireEnd(ctx, p, d)
+	}
+}
+
+// hideProbeRelease is the application's release tracer without the
+// connector's attempts.
+type hideProbeRelease struct {
+	pgxpool.ReleaseTracer
+	probe        *poolProbe
+	afterRelease bool // the AfterRelease wrapper forgets the mark
+}
+
+func (h hideProbeRelease) TraceRelease(p *pgxpool.Pool, d pgxpool.TraceReleaseData) {
+	if h.probe.conn.Load() == d.Conn && d.Conn != nil {
+		if !h.afterRelease {
+			h.probe.conn.CompareAndSwap(d.Conn, nil)
+		}
+		return
+	}
+	h.ReleaseTracer.TraceRelease(p, d)
 }
 
 // poolGate is the pool's BeforeConnect, Connect without the dial: Ready
@@ -245,7 +312,7 @@ func (t *connectTracer) TraceConnectEnd(ctx context.Context, data pgx.TraceConne
 
 // composeTracer returns ours alone, or a multitracer calling ours first and
 // then every tracer interface the application's implements.
-func composeTracer(ours *connectTracer, user pgx.QueryTracer) pgx.QueryTracer {
+func composeTracer(ours *connectTracer, user pgx.QueryTracer, probe *poolProbe) pgx.QueryTracer {
 	if user == nil {
 		return ours
 	}
@@ -267,10 +334,12 @@ func composeTracer(ours *connectTracer, user pgx.QueryTracer) pgx.QueryTracer {
 		t.ConnectTracers = append(t.ConnectTracers, x)
 	}
 	if x, ok := user.(pgxpool.AcquireTracer); ok {
-		t.PoolAcquireTracers = append(t.PoolAcquireTracers, x)
+		t.PoolAcquireTracers = append(t.PoolAcquireTracers, hideProbeAcquire{x})
 	}
 	if x, ok := user.(pgxpool.ReleaseTracer); ok {
-		t.PoolReleaseTracers = append(t.PoolReleaseTracers, x)
+		afterRelease := probe.marked
+		probe.marked = true
+		t.PoolReleaseTracers = append(t.PoolReleaseTracers, hideProbeRelease{x, probe, afterRelease})
 	}
 	return t
 }
