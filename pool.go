@@ -127,10 +127,14 @@ func newPool(ctx context.Context, pc *pgxpool.Config, dsn string, opts []Option)
 	if err != nil {
 		return nil, err
 	}
-	probe := &poolProbe{}
+	probe := newPoolProbe(pc)
 	equipPool(pc, a, c, probe)
 	closeWithPool(pc, c)
-	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	eager := ctx
+	if pc.MinConns > 0 || pc.MinIdleConns > 0 {
+		eager = context.WithValue(ctx, eagerKey{}, true)
+	}
+	pool, err := pgxpool.NewWithConfig(eager, pc)
 	if err != nil {
 		c.start()
 		_ = c.Close()
@@ -162,6 +166,9 @@ func poolLogin(key weak.Pointer[pgxpool.Pool], probe *poolProbe) func(context.Co
 			return err
 		}
 		err = conn.Ping(ctx)
+		if err == nil {
+			probe.attemptKept()
+		}
 		probe.releasing(conn.Conn())
 		conn.Release()
 		return err
