@@ -2,6 +2,7 @@ package pgfast
 
 import (
 	"context"
+	"database/sql/driver"
 	"net"
 	"net/netip"
 	"time"
@@ -84,6 +85,9 @@ func (c *Connector) closedPause(dial dialFunc) dialFunc {
 // pass alone proves nothing: a silent host's idle socket passes the peek.
 // The healthy path costs one atomic load.
 func (c *Connector) verifiedCheckout(ctx context.Context, nc net.Conn) error {
+	if c.refusesRetired(ctx, nc) {
+		return driver.ErrBadConn // a Drain replaces it (drain.go)
+	}
 	err := netx.Checkout(ctx, nc)
 	if err == nil && c.ready.current() == StateDown {
 		if netx.AnsweredSince(nc, c.ready.failures()) {
