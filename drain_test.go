@@ -91,7 +91,13 @@ var drainFronts = []drainFront{
 				return conn.Release, nil
 			},
 			drain: func(ctx context.Context) error { return Drain(ctx, p) },
-			close: p.Close,
+			close: func() {
+				p.Close()
+				// A pool closed with no connection left (Drain emptied it)
+				// has no BeforeClose to tell its connector: PoolConnector
+				// looks (poolreg.go).
+				PoolConnector(p)
+			},
 		}
 	}},
 }
