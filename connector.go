@@ -44,13 +44,14 @@ type Connector struct {
 	// poolLogin, set for a NewPool pool, makes the loop's attempt the
 	// pool's own connection (acquire, ping, release) instead of a dial.
 	poolLogin    atomic.Pointer[func(context.Context) error]
-	in           inbox                    // events for the connector's loop (loop.go)
-	lp           *loop                    // the loop's state, the running drain's
-	inHook       atomic.Bool              // the state hook is running
-	dnsWatch     []*netx.NameWatch        // host names rechecked (dnsrecheck.go)
-	pool         atomic.Pointer[poolLink] // NewPool's pool (poolreg.go)
-	noBackground bool                     // no background work (Driver.Open)
-	queued       func() int               // the dialer's dials waiting for admission
+	in           inbox                      // events for the connector's loop (loop.go)
+	lp           *loop                      // the loop's state, the running drain's
+	inHook       atomic.Bool                // the state hook is running
+	dnsWatch     []*netx.NameWatch          // host names rechecked (dnsrecheck.go)
+	pool         atomic.Pointer[poolLink]   // NewPool's pool (poolreg.go)
+	noBackground bool                       // no background work (Driver.Open)
+	queued       func() int                 // the dialer's dials waiting for admission
+	retiring     atomic.Pointer[drainMarks] // the latest Drain's (drain.go); nil before any
 
 	// resMu guards resClosed: once the loop shut down, a late attempt
 	// closes its own connection.

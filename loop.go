@@ -41,6 +41,9 @@ const (
 	evAttemptDone
 	// evWake: the loop's timer fired, or Close or start asks for a drain.
 	evWake
+	// evRewarm: Drain (drain.go) closed warm connections: make
+	// pgfast_min_conns new ones.
+	evRewarm
 )
 
 type event struct {
@@ -274,6 +277,8 @@ func (c *Connector) apply(l *loop, e event) {
 		l.inflight--
 		c.settle(l, e.res)
 	case evWake:
+	case evRewarm:
+		l.warmDials = 0
 	}
 }
 

@@ -2,6 +2,7 @@ package pgfast
 
 import (
 	"context"
+	"database/sql/driver"
 	"net"
 	"net/netip"
 	"time"
@@ -82,8 +83,12 @@ func (c *Connector) closedPause(dial dialFunc) dialFunc {
 // passing it that read its server's answer to a request made since the
 // latest failure proves the database works, so the goroutine is told. A
 // pass alone proves nothing: a silent host's idle socket passes the peek.
-// The healthy path costs one atomic load.
+// A connection a Drain retired is refused first where that is safe
+// (drain.go). The healthy path costs two atomic loads.
 func (c *Connector) verifiedCheckout(ctx context.Context, nc net.Conn) error {
+	if c.refusesRetired(ctx, nc) {
+		return driver.ErrBadConn // a Drain replaces it (drain.go)
+	}
 	err := netx.Checkout(ctx, nc)
 	if err == nil && c.ready.current() == StateDown {
 		if netx.AnsweredSince(nc, c.ready.failures()) {

@@ -38,6 +38,9 @@ type Book struct {
 	connectTimeout time.Duration
 	// closed: Close ran; the book subscribes to nothing any more.
 	closed bool
+	// unix lists the open unix sockets, which have no address entry (for
+	// Sockets).
+	unix map[*trackedConn]struct{}
 }
 
 // eviction says how an address's old generation goes.
@@ -413,6 +416,40 @@ func (b *Book) untrack(tc *trackedConn) {
 		delete(e.conns, tc)
 		e.sockets--
 	}
+}
+
+func (b *Book) trackUnix(tc *trackedConn) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.unix == nil {
+		b.unix = make(map[*trackedConn]struct{})
+	}
+	b.unix[tc] = struct{}{}
+	tc.unixBook = b
+}
+
+func (b *Book) untrackUnix(tc *trackedConn) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.unix, tc)
+}
+
+// Sockets returns the book's open sockets: every address's current
+// generation (older ones were shut down or doomed by their eviction) and
+// the unix sockets.
+func (b *Book) Sockets() []net.Conn {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []net.Conn
+	for _, e := range b.addrs {
+		for tc := range e.conns {
+			out = append(out, tc)
+		}
+	}
+	for tc := range b.unix {
+		out = append(out, tc)
+	}
+	return out
 }
 
 // hostBad reports whether every known address of name:port is bad (a host

@@ -39,6 +39,9 @@ func socketState(nc net.Conn) (bool, error) {
 
 // Alive reports whether nc still looks usable, without any I/O on the wire.
 func Alive(nc net.Conn) bool {
+	if Retired(nc) {
+		return false
+	}
 	if inUse(nc) {
 		return true
 	}
@@ -169,7 +172,7 @@ func inUse(nc net.Conn) bool {
 // record is left alone so the next checkout dates that read conservatively.
 func ReadSinceCheck(nc net.Conn) bool {
 	tc := trackedOf(nc)
-	if tc == nil || tc.doomed.Load() || tc.evicted.Load() || tc.closed.Load() {
+	if tc == nil || tc.doomed.Load() || tc.evicted.Load() || tc.closed.Load() || tc.retired.Load() {
 		return false
 	}
 	return tc.recent.reads.Load() != tc.recent.seenReads.Load()

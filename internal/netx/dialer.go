@@ -151,7 +151,11 @@ func (d *Dialer) dialUnix(ctx context.Context, path string) (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		return trackUnix(nc), nil
+		tc := trackUnix(nc)
+		if d.book != nil {
+			d.book.trackUnix(tc)
+		}
+		return tc, nil
 	})
 }
 

@@ -24,7 +24,12 @@ type trackedConn struct {
 	doomed  atomic.Bool // evicted softly: dropped at its next checkout
 	evicted atomic.Bool // shut down by an eviction
 	closed  atomic.Bool // Close ran
-	peek    *peeker     // the liveness check, nil when the socket has no fd
+	// retired: a drain is replacing it (Retire): not alive, so it is
+	// dropped at its release or at a checkout that may refuse it.
+	retired atomic.Bool
+	// unixBook lists a unix socket (no address entry) until it closes.
+	unixBook *Book
+	peek     *peeker // the liveness check, nil when the socket has no fd
 	// inIO counts Read and Write calls in progress (for the watcher).
 	inIO atomic.Int32
 	// window is the dead-peer window (set before watcher registration).
@@ -120,6 +125,9 @@ func (c *trackedConn) Close() error {
 	if c.closed.CompareAndSwap(false, true) {
 		if c.book != nil {
 			c.book.untrack(c)
+		}
+		if c.unixBook != nil {
+			c.unixBook.untrackUnix(c)
 		}
 		if c.watcher != nil {
 			c.watcher.remove(c)
@@ -264,6 +272,28 @@ func Doom(nc net.Conn) {
 	if tc := trackedOf(nc); tc != nil {
 		tc.doomed.Store(true)
 	}
+}
+
+// Retire marks nc, pgfast's socket, as being replaced by a drain: Alive and
+// ReadSinceCheck report false from then on (the checkout itself leaves the
+// decision to the connector: see Retired).
+func Retire(nc net.Conn) {
+	if tc := trackedOf(nc); tc != nil {
+		tc.retired.Store(true)
+	}
+}
+
+// Retired reports whether nc is pgfast's socket and was retired.
+func Retired(nc net.Conn) bool {
+	tc := trackedOf(nc)
+	return tc != nil && tc.retired.Load()
+}
+
+// Gone reports whether nc, pgfast's socket, no longer holds a server
+// session: closed by its user, or shut down by an eviction.
+func Gone(nc net.Conn) bool {
+	tc := trackedOf(nc)
+	return tc == nil || tc.closed.Load() || tc.evicted.Load()
 }
 
 // Gen names the generation of a socket's address: what an eviction or role
