@@ -1,29 +1,82 @@
 package pgfast
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
-// The core's side of an application's before-connect hook (a pgxpool's
-// BeforeConnect): it may fail, and it may supply the credentials, which
-// changes what a failed login means.
+// The core's side of an application's connection hooks (a pgxpool's
+// BeforeConnect, WithOpenDBOptions' and WithPQBeforeConnect's): they may
+// fail, and a before-connect hook may supply the credentials, which changes
+// what a failed login means.
 
-// beforeConnectError is the hook's failure: the attempt fails with it, but
-// it says nothing about the server (no eviction, never permanent).
+// beforeConnectError is an application hook's failure: the attempt fails
+// with it, but it says nothing about the server (no eviction, never
+// permanent).
 type beforeConnectError struct {
-	err       error // the hook's error (scrubbed), or why it was abandoned
-	abandoned bool  // the hook had not returned when the attempt's time ran out
+	err       error  // the hook's error (scrubbed), or why it was abandoned
+	abandoned bool   // the hook had not returned when the attempt's time ran out
+	hook      string // the hook's name; "" for BeforeConnect
 }
 
 func (e *beforeConnectError) Error() string {
-	if e.abandoned {
-		return "pgfast: BeforeConnect abandoned: " + e.err.Error()
+	hook := e.hook
+	if hook == "" {
+		hook = "BeforeConnect"
 	}
-	return "pgfast: BeforeConnect: " + e.err.Error()
+	if e.abandoned {
+		return "pgfast: " + hook + " abandoned: " + e.err.Error()
+	}
+	return "pgfast: " + hook + ": " + e.err.Error()
 }
 
 func (e *beforeConnectError) Unwrap() error { return e.err }
+
+// runBeforeHook runs an application's before-connect hook on work, the
+// attempt's own copy of its configuration, before anything is dialled (so
+// before the attempt takes an admission slot). The hook is bounded by ctx and
+// bound (connect_timeout): one that ignores its context is abandoned, and
+// what it writes afterwards goes to a copy nobody reads. It returns nil when
+// the caller may use work. Its error is a *beforeConnectError, never evidence
+// about the server, with every spelling of the passwords (the
+// configuration's and the one the hook set, from secrets, asked only once
+// the hook returned) scrubbed from its whole chain; a panic fails the
+// attempt instead of ending the process from a goroutine the application
+// never made.
+func runBeforeHook[T any](ctx context.Context, bound time.Duration, hook func(context.Context, *T) error, work *T, secrets func() []string) error {
+	hctx, cancel := ctx, context.CancelFunc(func() {})
+	if bound > 0 {
+		hctx, cancel = context.WithTimeoutCause(ctx, bound,
+			fmt.Errorf("did not return within connect_timeout (%s): %w", bound, context.DeadlineExceeded))
+	}
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		defer func() {
+			if p := recover(); p != nil {
+				done <- fmt.Errorf("panicked: %v", p)
+			}
+		}()
+		done <- hook(hctx, work)
+	}()
+	var err error
+	select {
+	case err = <-done:
+	case <-hctx.Done():
+		select {
+		case err = <-done: // it returned in time after all
+		default:
+			// work may still be the hook's: report only ctx's cause.
+			return &beforeConnectError{err: context.Cause(hctx), abandoned: true}
+		}
+	}
+	if err == nil {
+		return nil
+	}
+	return &beforeConnectError{err: scrubError(err, spellingsOf(secrets()))}
+}
 
 func hookFailed(err error) bool {
 	var be *beforeConnectError
