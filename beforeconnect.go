@@ -2,6 +2,7 @@ package pgfast
 
 import (
 	"context"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"time"
@@ -76,6 +77,25 @@ func runBeforeHook[T any](ctx context.Context, bound time.Duration, hook func(co
 		return nil
 	}
 	return &beforeConnectError{err: scrubError(err, spellingsOf(secrets()))}
+}
+
+// retryLogin makes a connection with login, and when a before-connect hook
+// supplies the credentials (fresh) and the server refused them (28P01,
+// 28000), logs in once more at once: the hook runs again and may return a
+// fresh credential (a token that expired, a secret rotated since the hook's
+// cache read it). So a caller's query, or a role verification, does not
+// fail on a rotation's stale credential, and the core is told the outcome
+// of the pair only: a cured failure is no evidence against the server, and
+// the connector stays Ready. The loop's own attempts are not retried here:
+// retryFreshCredential paces them (failed logins stay at most three a
+// minute). Like any caller's dial, the two logins of a caller whose
+// credential is wrong for good both fail.
+func retryLogin(ctx context.Context, fresh bool, login func(context.Context) (driver.Conn, error)) (driver.Conn, error) {
+	dc, err := login(ctx)
+	if err == nil || !fresh || isLoopAttempt(ctx) || ctx.Err() != nil || hookFailed(err) || !authFailure(err) {
+		return dc, err
+	}
+	return login(ctx)
 }
 
 func hookFailed(err error) bool {

@@ -260,7 +260,7 @@ func (a *pgxAdapter) connector(co core) driver.Connector {
 			return a.runBefore(ctx, cc, bound)
 		}))
 	}
-	return pgxNamingConnector{pgxLoginConnector{Connector: stdlib.GetConnector(*cc, opts...), after: a.hooks.after}}
+	return pgxNamingConnector{pgxLoginConnector{Connector: stdlib.GetConnector(*cc, opts...), after: a.hooks.after, fresh: a.before != nil}}
 }
 
 // pgxLoginConnector ends each connection's admission (netx.Login) when
@@ -271,10 +271,11 @@ func (a *pgxAdapter) connector(co core) driver.Connector {
 type pgxLoginConnector struct {
 	driver.Connector
 	after func(context.Context, *pgx.Conn) error
+	fresh bool // a before-connect hook supplies the credentials (retryLogin)
 }
 
 func (c pgxLoginConnector) Connect(ctx context.Context) (driver.Conn, error) {
-	dc, err := c.login(ctx)
+	dc, err := retryLogin(ctx, c.fresh, c.login)
 	if err != nil || c.after == nil {
 		return dc, err
 	}

@@ -151,8 +151,12 @@ func (c *pqConnector) ordered(i int, hooked *pq.Config) *pq.Connector {
 
 // Connect runs the application's hook, if any, then makes one pass over the
 // hosts per target_session_attrs pass (one, or two for prefer-standby)
-// until one connects.
+// until one connects; a failed login is retried once (retryLogin).
 func (c *pqConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	return retryLogin(ctx, c.before != nil, c.connect)
+}
+
+func (c *pqConnector) connect(ctx context.Context) (driver.Conn, error) {
 	var hooked *pq.Config
 	if c.before != nil {
 		cfg, err := c.runBefore(ctx)
