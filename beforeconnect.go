@@ -5,6 +5,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -105,16 +106,23 @@ func hookFailed(err error) bool {
 
 // retryFreshCredential decides the first authentication failure (28P01,
 // 28000) since the last success when a hook supplies the credentials: they
-// may have been rotated, and the next attempt calls the hook again. The
-// connector goes Down (not permanently) and one attempt starts at once; if
-// that fails too, the permanent rule applies (n is then 2), so failed logins
-// stay at most three a minute. It reports whether it took the failure.
+// may have been rotated, and the next attempt calls the hook again. One
+// attempt starts at once; if that fails too, the permanent rule applies (n
+// is then 2), so failed logins stay at most three a minute, plus those of
+// callers dialling while the retry runs. A Ready connector stays Ready
+// meanwhile: one login with a credential a rotation just revoked says
+// nothing about the database, and going Down would fail every caller that
+// needs a new connection (a pool's Acquire) where the raw driver's next
+// login, with the hook's fresh credential, works. Otherwise it goes Down
+// (not permanently). It reports whether it took the failure.
 func (c *Connector) retryFreshCredential(l *loop, pe *permanentError, n int) bool {
 	h, ok := c.adapter.(interface{ hasBeforeConnect() bool })
 	if !ok || !h.hasBeforeConnect() || n != 1 || !authFailure(pe) {
 		return false
 	}
-	c.setState(StateDown, pe)
+	if c.ready.current() != StateReady {
+		c.setState(StateDown, pe)
+	}
 	now := time.Now()
 	l.lastDemand = now // the retry serves callers too
 	if l.inflight >= attemptLimit(c.cfg.ConnectTimeout) {
@@ -124,8 +132,32 @@ func (c *Connector) retryFreshCredential(l *loop, pe *permanentError, n int) boo
 	// Started now, not at the loop's next turn: another attempt's failure
 	// with the old credential in the same turn would push it out.
 	l.next, l.lastAttempt = now.Add(l.bo.next()), now
-	c.startAttempt(l, attemptBackground)
+	c.startAttempt(l, attemptFresh)
+	l.freshRetry = l.flying[len(l.flying)-1]
 	return true
+}
+
+// freshLoginKey marks a fresh-credential retry's context: a pool
+// connector's attempt logs in itself instead of pinging a connection the
+// pool may hold (a login that proves nothing about the new credential).
+type freshLoginKey struct{}
+
+// staleCredential takes an authentication failure, with a hook supplying
+// the credentials, that arrives while the fresh-credential retry is in
+// flight: the login read its credential before the retry's hook call did
+// (logins queued for admission when a rotation revoked it, a pool's burst
+// of new connections), so the retry's outcome decides, not this failure.
+// Once the retry succeeded, such failures are older than that verification
+// and the loop ignores them anyway (attemptFailed).
+func (c *Connector) staleCredential(l *loop, pe *permanentError) bool {
+	if l.freshRetry == nil {
+		return false
+	}
+	if !slices.Contains(l.flying, l.freshRetry) {
+		l.freshRetry = nil // landed: its own failure, and later ones, count
+		return false
+	}
+	return authFailure(pe)
 }
 
 func authFailure(err error) bool {
