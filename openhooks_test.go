@@ -486,3 +486,49 @@ func TestFreshCredentialFirstAttempt(t *testing.T) {
 		})
 	}
 }
+
+// TestHookPasswordNotInErrors: a password the hook supplies, refused by the
+// server, shows in no message of the error chain Ready, Connect or a query
+// return, on both backends (pgx's *pgconn.ConnectError keeps it in its
+// Config field, as with raw pgx: see TestConnectErrorTextHasNoPassword).
+func TestHookPasswordNotInErrors(t *testing.T) {
+	srv := server(t)
+	const secret = "h00kS3cret-token"
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			opt := WithOpenDBOptions(stdlib.OptionBeforeConnect(func(_ context.Context, cc *pgx.ConnConfig) error {
+				cc.Password = secret
+				return nil
+			}))
+			if b.backend == LibPQ {
+				opt = WithPQBeforeConnect(func(_ context.Context, cfg *pq.Config) error {
+					cfg.Password = secret
+					return nil
+				})
+			}
+			c, err := NewConnector(scramDSNWithoutPassword(srv), WithBackend(b.backend), opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			errs := map[string]error{"Ready": c.Ready(ctx)}
+			_, errs["Connect"] = c.Connect(ctx)
+			db := sql.OpenDB(c)
+			defer db.Close()
+			_, errs["query"] = db.ExecContext(ctx, "select 1")
+			for what, err := range errs {
+				if err == nil {
+					t.Errorf("%s: no error with a wrong password", what)
+					continue
+				}
+				for _, e := range chainErrors(err) {
+					if strings.Contains(e.Error(), secret) {
+						t.Errorf("%s: %T's message holds the hook's password: %q", what, e, e.Error())
+					}
+				}
+			}
+		})
+	}
+}
