@@ -177,7 +177,7 @@ func runRotation(t *testing.T, srv *pgtest.Server, revoked bool, dur, period tim
 	ctx, cancel := context.WithTimeout(context.Background(), dur+30*time.Second)
 	defer cancel()
 	dsn := func(f *rotationFront) string { // no password: the hook supplies it
-		return fmt.Sprintf("host=%s port=%d user=%s dbname=%s sslmode=disable connect_timeout=5", srv.Host(), srv.Port(), f.roles[0], pgtest.Database)
+		return fmt.Sprintf("host=%s port=%d user=%s dbname=%s sslmode=disable connect_timeout=10", srv.Host(), srv.Port(), f.roles[0], pgtest.Database)
 	}
 	sqlFront := func(f *rotationFront, db *sql.DB, c *Connector) {
 		db.SetMaxOpenConns(workers + 1)
@@ -283,7 +283,7 @@ func runRotation(t *testing.T, srv *pgtest.Server, revoked bool, dur, period tim
 						return
 					default:
 					}
-					qctx, qcancel := context.WithTimeout(ctx, 5*time.Second)
+					qctx, qcancel := context.WithTimeout(ctx, 15*time.Second) // a loaded CI machine is slow, not a failure
 					err := f.query(qctx)
 					qcancel()
 					f.queries.Add(1)
@@ -294,7 +294,7 @@ func runRotation(t *testing.T, srv *pgtest.Server, revoked bool, dur, period tim
 						f.failTimes = append(f.failTimes, time.Now())
 						f.failMu.Unlock()
 					}
-					time.Sleep(5 * time.Millisecond)
+					time.Sleep(20 * time.Millisecond) // about 50 queries a second each: load, not a CPU benchmark
 				}
 			}()
 		}
@@ -408,7 +408,7 @@ func runRotation(t *testing.T, srv *pgtest.Server, revoked bool, dur, period tim
 					since = ft.Sub(r)
 				}
 			}
-			if since < 0 || since > 5*time.Second { // connect_timeout
+			if since < 0 || since > 10*time.Second { // connect_timeout
 				t.Errorf("%s: a query failed %s after the latest rotation, want the recovery within the next attempt", f.name, since)
 			}
 		}
