@@ -93,6 +93,9 @@ func newConnector(dsn string, o options) (*Connector, error) {
 }
 
 func newConnectorWith(a adapter, cfg *Config, o options) (*Connector, error) {
+	if err := o.equip(a); err != nil { // the application's hooks (openhooks.go)
+		return nil, err
+	}
 	c, err := buildConnector(a, cfg, o)
 	if err != nil {
 		return nil, err

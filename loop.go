@@ -130,6 +130,8 @@ type loop struct {
 	lastDemand  time.Time
 	asked       bool // a caller asked for an attempt (evAttemptNow)
 	permRetry   int  // retries since the first permanent error
+	// freshRetry is the fresh-credential retry in flight (beforeconnect.go).
+	freshRetry *attempt
 	// needFresh: an error waiting cannot fix was recorded and no fresh
 	// login succeeded since, so answered I/O on older sessions does not
 	// end Down.
@@ -288,6 +290,7 @@ const (
 	attemptBackground attemptKind = iota // the backoff's pace while not Ready
 	attemptWarming                       // a warm connection while Ready
 	attemptDemand                        // a caller asked while not Ready
+	attemptFresh                         // a fresh-credential retry (beforeconnect.go): a fresh login, a pool's too
 )
 
 type attemptResult struct {
@@ -360,6 +363,9 @@ func (c *Connector) startAttempt(l *loop, kind attemptKind) {
 	began := c.ready.mark()
 	ctx, cancel := context.WithCancel(netx.NoSkip(c.ctx)) // the connector's own (netx.NoSkip); a dead verdict fails it at once too: the view's pulse finds the server again
 	ctx = context.WithValue(ctx, attemptKey{}, ctx)
+	if kind == attemptFresh {
+		ctx = context.WithValue(ctx, freshLoginKey{}, true)
+	}
 	ctx, rec := withLoginRecord(ctx)
 	a := &attempt{kind: kind, rec: rec, cancel: cancel}
 	l.flying = append(l.flying, a)
@@ -386,7 +392,7 @@ func (c *Connector) startAttempt(l *loop, kind attemptKind) {
 // login is one attempt's login: through the backend, or for a pool through
 // the pool itself, so that its connection is the pool's first (nil conn).
 func (c *Connector) login(ctx context.Context) (driver.Conn, error) {
-	if f := c.poolLogin.Load(); f != nil {
+	if f := c.poolLogin.Load(); f != nil && ctx.Value(freshLoginKey{}) == nil {
 		// No watcher goroutine waits for the pool's Close (poolreg.go): a
 		// Down pool connector's attempts are where it notices.
 		if c.closeIfPoolClosed() {
@@ -501,6 +507,9 @@ func (c *Connector) succeeded(l *loop, fresh bool) {
 // failPermanently records an error waiting cannot fix: Down at once, the next
 // background attempt only after permanentRetry.
 func (c *Connector) failPermanently(l *loop, pe *permanentError) {
+	if c.staleCredential(l, pe) {
+		return
+	}
 	l.permRetry++
 	l.needFresh = true
 	if c.retryFreshCredential(l, pe, l.permRetry) {

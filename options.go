@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+
+	"github.com/jackc/pgx/v5/stdlib"
 )
 
 // Option configures a Connector made by NewConnector.
@@ -20,6 +22,12 @@ type options struct {
 	stateHook    func(State, error)
 	resolver     Resolver // nil: net.DefaultResolver
 	noBackground bool     // no background goroutine (Driver.Open)
+	// openDB are WithOpenDBOptions' hooks (pgx), pqBefore
+	// WithPQBeforeConnect's (lib/pq); *Given: the option was used.
+	openDB        []stdlib.OptionOpenDB
+	openDBGiven   bool
+	pqBefore      pqBeforeFunc
+	pqBeforeGiven bool
 	// testBackend replaces the backend's connector (tests only).
 	testBackend func(core) driver.Connector
 	// testDial wraps the core's dial function (tests only).
@@ -41,6 +49,9 @@ func WithMinConns(n int) Option { return func(o *options) { o.minConns = n } }
 
 // check validates the numeric options (0 leaves the DSN's value).
 func (o *options) check() error {
+	if err := o.checkHooks(""); err != nil {
+		return err
+	}
 	if o.minConns != 0 && (o.minConns < int(keyMinConns.min) || o.minConns > int(keyMinConns.max)) {
 		return &ConfigError{Key: "WithMinConns", Value: strconv.Itoa(o.minConns), Reason: "out of range:" + keyMinConns.rangeText(), in: "option"}
 	}

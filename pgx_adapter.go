@@ -31,6 +31,9 @@ type pgxAdapter struct {
 	// may supply IAM tokens) run before each connection pgfast makes on
 	// this configuration, nil for none. Read-only once the connector is built.
 	before beforeConnectFunc
+	// hooks are WithOpenDBOptions' (their before is before), composed
+	// with pgfast's in connector.
+	hooks openDBHooks
 }
 
 // beforeConnectFunc is pgxpool's BeforeConnect (and stdlib's
@@ -41,55 +44,19 @@ type beforeConnectFunc = func(context.Context, *pgx.ConnConfig) error
 // credentials (the core asks about a failed login).
 func (a *pgxAdapter) hasBeforeConnect() bool { return a.before != nil }
 
-// runBefore runs the application's hook on a copy of cc before anything is
-// dialled, as pgxpool does (pgxpool deep-copies; stdlib's copy is shallow,
-// sharing RuntimeParams). The hook is bounded by ctx and bound
-// (connect_timeout): one that ignores its context is abandoned and writes
-// only to a copy nobody reads. Its error is a *beforeConnectError, never
-// evidence about the server, with the password scrubbed.
+// runBefore runs the application's hook (runBeforeHook) on a copy of cc, as
+// pgxpool does (pgxpool deep-copies; stdlib's copy is shallow, sharing
+// RuntimeParams), and keeps the copy when the hook succeeds.
 func (a *pgxAdapter) runBefore(ctx context.Context, cc *pgx.ConnConfig, bound time.Duration) error {
 	if a.before == nil {
 		return nil
 	}
-	hctx, cancel := ctx, context.CancelFunc(func() {})
-	if bound > 0 {
-		hctx, cancel = context.WithTimeoutCause(ctx, bound,
-			fmt.Errorf("did not return within connect_timeout (%s): %w", bound, context.DeadlineExceeded))
-	}
-	defer cancel()
 	work := cc.Copy()
-	done := make(chan error, 1)
-	go func() {
-		// pgfast calls the hook where pgxpool might not (its own attempt
-		// as NewPool returns): a panic there fails that attempt instead of
-		// ending the process from a goroutine the application never made.
-		defer func() {
-			if p := recover(); p != nil {
-				done <- fmt.Errorf("panicked: %v", p)
-			}
-		}()
-		done <- a.before(hctx, work)
-	}()
-	select {
-	case err := <-done:
-		if err == nil {
-			*cc = *work
-			return nil
-		}
-		secrets := spellingsOf([]string{cc.Password, work.Password})
-		return &beforeConnectError{err: scrubError(err, secrets)}
-	case <-hctx.Done():
-		select {
-		case err := <-done:
-			if err == nil { // it returned in time after all
-				*cc = *work
-				return nil
-			}
-		default:
-		}
-		// work may still be the hook's: report only ctx's cause.
-		return &beforeConnectError{err: context.Cause(hctx), abandoned: true}
+	err := runBeforeHook(ctx, bound, a.before, work, func() []string { return []string{cc.Password, work.Password} })
+	if err == nil {
+		*cc = *work
 	}
+	return err
 }
 
 var _ adapter = (*pgxAdapter)(nil)
@@ -245,16 +212,37 @@ func (a *pgxAdapter) connector(co core) driver.Connector {
 	shallow := *a.cfg
 	cc := &shallow
 	a.wire(cc, co)
+	userReset, userPing := a.hooks.reset, a.hooks.shouldPing
 	opts := []stdlib.OptionOpenDB{
 		stdlib.OptionResetSession(func(ctx context.Context, c *pgx.Conn) error {
 			nc := c.PgConn().Conn()
 			if err := co.checkRole(nc, c.PgConn()); err != nil {
 				return err
 			}
-			return co.checkout(ctx, nc)
+			if err := co.checkout(ctx, nc); err != nil {
+				return err
+			}
+			if userReset != nil {
+				return userReset(ctx, c)
+			}
+			return nil
 		}),
 	}
-	if co.platform().Peek {
+	switch peek := co.platform().Peek; {
+	case userPing != nil && peek:
+		// The application's ShouldPing decides, as in pgx, but pgx pings
+		// before ResetSession runs pgfast's check: a connection the peek
+		// finds dead is not pinged (a round trip, which hangs on a
+		// zombie), and ResetSession's check then discards it.
+		opts = append(opts, stdlib.OptionShouldPing(func(ctx context.Context, p stdlib.ShouldPingParams) bool {
+			if !co.alive(p.Conn.PgConn().Conn()) {
+				return false
+			}
+			return userPing(ctx, p)
+		}))
+	case userPing != nil:
+		opts = append(opts, stdlib.OptionShouldPing(userPing))
+	case peek:
 		// The syscall-only checkout check replaces pgx's ping after a second
 		// idle (a round trip per checkout, which hangs on a zombie). Without
 		// the peek, pgx's ping stays.
@@ -272,20 +260,55 @@ func (a *pgxAdapter) connector(co core) driver.Connector {
 			return a.runBefore(ctx, cc, bound)
 		}))
 	}
-	return pgxNamingConnector{pgxLoginConnector{stdlib.GetConnector(*cc, opts...)}}
+	return pgxNamingConnector{pgxLoginConnector{Connector: stdlib.GetConnector(*cc, opts...), after: a.hooks.after, fresh: a.before != nil}}
 }
 
 // pgxLoginConnector ends each connection's admission (netx.Login) when
 // pgx's connect returns: the address's slot is freed and the deadline the
-// dialer armed is cleared before database/sql gets the connection.
-type pgxLoginConnector struct{ driver.Connector }
+// dialer armed is cleared before database/sql gets the connection. Then
+// the application's AfterConnect (WithOpenDBOptions) runs, as pgx runs it
+// after the login, without the slot and connect_timeout's deadline.
+type pgxLoginConnector struct {
+	driver.Connector
+	after func(context.Context, *pgx.Conn) error
+	fresh bool // a before-connect hook supplies the credentials (retryLogin)
+}
 
-func (c pgxLoginConnector) Connect(ctx context.Context) (dc driver.Conn, err error) {
+func (c pgxLoginConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	dc, err := retryLogin(ctx, c.fresh, c.login)
+	if err != nil || c.after == nil {
+		return dc, err
+	}
+	conn := dc.(*stdlib.Conn).Conn()
+	if err := runAfterConnect(ctx, c.after, conn); err != nil {
+		_ = dc.Close()
+		return nil, err
+	}
+	return dc, nil
+}
+
+func (c pgxLoginConnector) login(ctx context.Context) (dc driver.Conn, err error) {
 	ctx, login := netx.WithLogin(ctx)
-	// Deferred: a hook that panics (the application's AfterConnect) must
-	// not keep the address's slot.
+	// Deferred: a hook that panics must not keep the address's slot.
 	defer func() { login.End(err) }()
 	return c.Connector.Connect(ctx)
+}
+
+// runAfterConnect runs the application's AfterConnect on a new connection.
+// Its failure, or panic (pgfast's background attempts run it on goroutines
+// the application never made), is a *beforeConnectError: the login worked,
+// so it says nothing against the server. The password the connection used
+// is scrubbed from it.
+func runAfterConnect(ctx context.Context, after func(context.Context, *pgx.Conn) error, conn *pgx.Conn) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panicked: %v", p)
+		}
+		if err != nil {
+			err = &beforeConnectError{hook: "AfterConnect", err: scrubError(err, spellingsOf([]string{conn.Config().Password}))}
+		}
+	}()
+	return after(ctx, conn)
 }
 
 // wire points cc at the core: pgfast's dialer, hosts in the DSN's order and

@@ -251,7 +251,8 @@ func newFakeHookConnector(t *testing.T, fb *fakeBackend) *Connector {
 
 // TestFreshCredentialRetryPaced: with a before-connect hook, a failed login
 // of the pool's own (one, or several at once) is followed by one attempt at
-// once, which serves if the hook's next credential works; if the password is
+// once, which serves if the hook's next credential works, the connector
+// staying Ready meanwhile; if the password is
 // wrong for good, callers that keep asking still see at most three failed
 // logins in any minute, the first one included.
 func TestFreshCredentialRetryPaced(t *testing.T) {
@@ -284,6 +285,7 @@ func TestFreshCredentialRetryPaced(t *testing.T) {
 					return authErr
 				})
 				t0 := time.Now()
+				changes := c.Stats().StateChanges
 				for range tc.batch {
 					c.post(event{kind: evDialFailed, err: authErr})
 				}
@@ -292,6 +294,12 @@ func TestFreshCredentialRetryPaced(t *testing.T) {
 					synctest.Wait()
 					if c.State() != StateReady || len(attempts) != 1 {
 						t.Fatalf("state %s with %d attempts a second after the failed login, want ready after 1", c.State(), len(attempts))
+					}
+					// Ready throughout: a credential the retry cured says
+					// nothing about the database, and the failures that
+					// came with the first wait for the retry.
+					if n := c.Stats().StateChanges - changes; n != 0 {
+						t.Errorf("%d state changes, want Ready throughout", n)
 					}
 					return
 				}

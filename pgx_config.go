@@ -19,7 +19,8 @@ import (
 // would, except: pgfast's settings are taken out of cc.RuntimeParams; a
 // DialFunc other than pgx's default is refused (*ConfigError, Key
 // "DialFunc"), as pgfast dials itself; a custom LookupFunc resolves for
-// pgfast's dialer unless WithResolver is given. Use it with sql.OpenDB.
+// pgfast's dialer unless WithResolver is given. Use it with sql.OpenDB;
+// stdlib.OpenDB's hooks (stdlib.OptionOpenDB) go in WithOpenDBOptions.
 func NewConnectorFromConfig(cc *pgx.ConnConfig, opts ...Option) (*Connector, error) {
 	var o options
 	for _, opt := range opts {

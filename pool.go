@@ -33,7 +33,9 @@ import (
 //
 // WithLogger, WithStateHook, WithResolver and WithWaitReady apply;
 // WithMinConns and pgfast_min_conns do not (pool_min_conns does), and the
-// backend is always pgx.
+// backend is always pgx. The pool's hooks are the pgxpool.Config's
+// (NewPoolWithConfig): WithOpenDBOptions and WithPQBeforeConnect are refused
+// with a *ConfigError.
 func NewPool(ctx context.Context, dsn string, opts ...Option) (*pgxpool.Pool, error) {
 	pc, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
@@ -97,6 +99,9 @@ func newPool(ctx context.Context, pc *pgxpool.Config, dsn string, opts []Option)
 	}
 	if o.backend != PGX {
 		return nil, &ConfigError{Key: "WithBackend", Value: o.backend.String(), Reason: "a pgxpool is always pgx", in: "option"}
+	}
+	if err := o.checkHooks("NewPool"); err != nil {
+		return nil, err
 	}
 	if err := checkPoolConfig(pc); err != nil {
 		return nil, err

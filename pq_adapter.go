@@ -6,6 +6,7 @@ import (
 	"errors"
 	"maps"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/lib/pq"
@@ -17,7 +18,13 @@ import (
 // and has no hooks, so its connections are wrapped in *PQConn.
 type pqAdapter struct {
 	cfg pq.Config
+	// before is WithPQBeforeConnect's hook, nil for none.
+	before pqBeforeFunc
 }
+
+// hasBeforeConnect reports whether an application hook may supply the
+// credentials (the core asks about a failed login).
+func (a *pqAdapter) hasBeforeConnect() bool { return a.before != nil }
 
 var _ adapter = (*pqAdapter)(nil)
 
@@ -70,7 +77,7 @@ func (a *pqAdapter) connector(co core) driver.Connector {
 	// lib/pq would count the time a startup waits for admission: the
 	// dialer arms connect_timeout itself, from admission (netx.Login).
 	cfg.ConnectTimeout = 0
-	pc := &pqConnector{cfg: cfg, core: co, passes: pqPasses(cfg.TargetSessionAttrs)}
+	pc := &pqConnector{cfg: cfg, core: co, passes: pqPasses(cfg.TargetSessionAttrs), before: a.before}
 	if len(cfg.Multi) > 0 {
 		// pgfast orders the hosts itself per connection.
 		pc.cfg.LoadBalanceHosts = pq.LoadBalanceHostsDisable
@@ -102,6 +109,7 @@ type pqConnector struct {
 	passes  []pq.TargetSessionAttrs // one pass over the hosts each (pqPasses)
 	fixed   []*pq.Connector         // one per pass, used when the host order never changes
 	reorder bool
+	before  pqBeforeFunc // the application's hook, nil for none
 }
 
 var _ driver.Connector = (*pqConnector)(nil)
@@ -112,10 +120,19 @@ func (c *pqConnector) connectorFor(cfg pq.Config) *pq.Connector {
 	return inner
 }
 
-// ordered returns pass i's connector with hosts in pgfast's order.
-func (c *pqConnector) ordered(i int) *pq.Connector {
-	if !c.reorder {
+// ordered returns pass i's connector for cfg (nil: the connector's own)
+// with hosts in pgfast's order.
+func (c *pqConnector) ordered(i int, hooked *pq.Config) *pq.Connector {
+	if !c.reorder && hooked == nil {
 		return c.fixed[i]
+	}
+	cfg := c.cfg
+	if hooked != nil {
+		cfg = *hooked
+	}
+	cfg.TargetSessionAttrs = c.passes[i]
+	if !c.reorder {
+		return c.connectorFor(cfg)
 	}
 	all := append([]pq.ConfigMultihost{{Host: c.cfg.Host, Hostaddr: c.cfg.Hostaddr, Port: c.cfg.Port}}, c.cfg.Multi...)
 	hosts := make([]HostPort, len(all))
@@ -123,8 +140,6 @@ func (c *pqConnector) ordered(i int) *pq.Connector {
 		hosts[i] = pqHost(h.Host, h.Hostaddr.String(), h.Port)
 	}
 	idx := c.core.orderHosts(hosts)
-	cfg := c.cfg
-	cfg.TargetSessionAttrs = c.passes[i]
 	first := all[idx[0]]
 	cfg.Host, cfg.Hostaddr, cfg.Port = first.Host, first.Hostaddr, first.Port
 	cfg.Multi = make([]pq.ConfigMultihost, 0, len(idx)-1)
@@ -134,13 +149,26 @@ func (c *pqConnector) ordered(i int) *pq.Connector {
 	return c.connectorFor(cfg)
 }
 
-// Connect makes one pass over the hosts per target_session_attrs pass
-// (one, or two for prefer-standby) until one connects.
+// Connect runs the application's hook, if any, then makes one pass over the
+// hosts per target_session_attrs pass (one, or two for prefer-standby)
+// until one connects; a failed login is retried once (retryLogin).
 func (c *pqConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	return retryLogin(ctx, c.before != nil, c.connect)
+}
+
+func (c *pqConnector) connect(ctx context.Context) (driver.Conn, error) {
+	var hooked *pq.Config
+	if c.before != nil {
+		cfg, err := c.runBefore(ctx)
+		if err != nil {
+			return nil, err
+		}
+		hooked = &cfg
+	}
 	var err error
 	for i := range c.passes {
 		var dc driver.Conn
-		if dc, err = c.connectPass(ctx, i); err == nil {
+		if dc, err = c.connectPass(ctx, i, hooked); err == nil {
 			return dc, nil
 		}
 		if ctx.Err() != nil {
@@ -150,10 +178,28 @@ func (c *pqConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	return nil, err
 }
 
+// runBefore runs the application's hook (runBeforeHook) on a copy of the
+// connector's configuration and puts back what pgfast owns in it: the
+// hosts (ordered per pass), target_session_attrs (the passes),
+// load_balance_hosts and connect_timeout (the dialer arms it).
+func (c *pqConnector) runBefore(ctx context.Context) (pq.Config, error) {
+	work := c.cfg.Clone()
+	work.Multi = slices.Clone(c.cfg.Multi)
+	err := runBeforeHook(ctx, c.core.config().ConnectTimeout, c.before, &work, func() []string {
+		return []string{c.cfg.Password, work.Password}
+	})
+	if err != nil {
+		return pq.Config{}, err
+	}
+	work.Host, work.Hostaddr, work.Port, work.Multi = c.cfg.Host, c.cfg.Hostaddr, c.cfg.Port, c.cfg.Multi
+	work.TargetSessionAttrs, work.LoadBalanceHosts, work.ConnectTimeout = c.cfg.TargetSessionAttrs, c.cfg.LoadBalanceHosts, c.cfg.ConnectTimeout
+	return work, nil
+}
+
 // errLoginPanicked ends the admission of a login whose connect panicked.
 var errLoginPanicked = errors.New("pgfast: login panicked")
 
-func (c *pqConnector) connectPass(ctx context.Context, pass int) (driver.Conn, error) {
+func (c *pqConnector) connectPass(ctx context.Context, pass int, hooked *pq.Config) (driver.Conn, error) {
 	ctx, rec := withDialRecord(ctx)
 	ctx, login := netx.WithLogin(ctx)
 	login.PlainTimeouts() // a startup read past connect_timeout fails as raw lib/pq's does
@@ -163,7 +209,7 @@ func (c *pqConnector) connectPass(ctx context.Context, pass int) (driver.Conn, e
 			login.End(errLoginPanicked)
 		}
 	}()
-	dc, err := c.ordered(pass).Connect(ctx)
+	dc, err := c.ordered(pass, hooked).Connect(ctx)
 	nc, expired := rec.done()
 	login.End(err) // after done disarmed the record's watch: End clears the deadline last
 	ended = true

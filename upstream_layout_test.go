@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/lib/pq"
 )
 
@@ -118,6 +119,53 @@ func TestUpstreamLayout(t *testing.T) {
 				layoutChanged(t, pgxMod, fmt.Sprintf("target_session_attrs=%s gives a ValidateConnect that is not pgconn.ValidateConnectTargetSessionAttrs* (read back as %q)", attrs, got),
 					"pgx_adapter.go's pgxTargetSessionAttrs recovers the setting from the function's identity")
 			}
+		}
+	})
+
+	t.Run("stdlib.connector hook fields", func(t *testing.T) {
+		typ := reflect.TypeOf(stdlib.GetConnector(pgx.ConnConfig{}))
+		want := map[string]reflect.Type{
+			"BeforeConnect": reflect.TypeFor[func(context.Context, *pgx.ConnConfig) error](),
+			"AfterConnect":  reflect.TypeFor[func(context.Context, *pgx.Conn) error](),
+			"ResetSession":  reflect.TypeFor[func(context.Context, *pgx.Conn) error](),
+			"ShouldPing":    reflect.TypeFor[func(context.Context, stdlib.ShouldPingParams) bool](),
+		}
+		known := map[string]bool{"ConnConfig": true, "pool": true, "driver": true}
+		if typ.Kind() != reflect.Struct {
+			layoutChanged(t, pgxMod, fmt.Sprintf("stdlib.GetConnector returns a %s, not the connector struct", typ),
+				"openhooks.go's readOpenDBOptions reads the hooks stdlib.OptionOpenDB values set from its fields; WithOpenDBOptions refuses every option")
+			return
+		}
+		for name, ft := range want {
+			if f, ok := typ.FieldByName(name); !ok || f.Type != ft || !f.IsExported() {
+				layoutChanged(t, pgxMod, fmt.Sprintf("stdlib's connector has no exported field %s %s", name, ft),
+					"openhooks.go's readOpenDBOptions reads it to compose the application's hook with pgfast's; WithOpenDBOptions refuses every option")
+			}
+		}
+		for i := range typ.NumField() {
+			if name := typ.Field(i).Name; want[name] == nil && !known[name] {
+				layoutChanged(t, pgxMod, "stdlib's connector has a new field "+name,
+					"an stdlib.OptionOpenDB that sets it is refused by WithOpenDBOptions (readOpenDBOptions) until pgfast composes it")
+			}
+		}
+		called := ""
+		h, err := readOpenDBOptions([]stdlib.OptionOpenDB{
+			stdlib.OptionBeforeConnect(func(context.Context, *pgx.ConnConfig) error { called += "b"; return nil }),
+			stdlib.OptionAfterConnect(func(context.Context, *pgx.Conn) error { called += "a"; return nil }),
+			stdlib.OptionResetSession(func(context.Context, *pgx.Conn) error { called += "r"; return nil }),
+			stdlib.OptionShouldPing(func(context.Context, stdlib.ShouldPingParams) bool { called += "p"; return true }),
+		})
+		if err != nil || h.before == nil || h.after == nil || h.reset == nil || h.shouldPing == nil {
+			layoutChanged(t, pgxMod, fmt.Sprintf("the stdlib.OptionOpenDB hooks are not read back (%v)", err), "readOpenDBOptions reads them")
+			return
+		}
+		_, _, _, _ = h.before(context.Background(), nil), h.after(context.Background(), nil), h.reset(context.Background(), nil), h.shouldPing(context.Background(), stdlib.ShouldPingParams{})
+		if called != "barp" {
+			layoutChanged(t, pgxMod, "the hooks read back are not the ones given ("+called+")", "readOpenDBOptions reads them")
+		}
+		if h, err := readOpenDBOptions(nil); err != nil || h.before != nil || h.after != nil || h.reset != nil {
+			layoutChanged(t, pgxMod, "stdlib.GetConnector's no-op defaults are not told from an application's hooks",
+				"readOpenDBOptions compares code pointers with a connector made without options; pgfast would count a hook where none was given (a before-connect hook changes how failed logins are retried)")
 		}
 	})
 
