@@ -78,6 +78,40 @@ type addrEntry struct {
 	// srv is the view's server for the address, once resolved (nil
 	// without a view).
 	srv *server
+	// vetoed: when a handshake last completed while a socket on this path
+	// was silent: the path drops packets (pathLossy). A sibling's veto does
+	// not count: the host may have died just after it was heard.
+	vetoed time.Time
+}
+
+// pathLossyFor is how long a veto makes the path count as lossy.
+const pathLossyFor = 5 * time.Minute
+
+// markVetoed records that a handshake proved addr's path during a socket's
+// silence.
+func (b *Book) markVetoed(addr netip.AddrPort, now time.Time) {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if e := b.addrs[addr]; e != nil {
+		e.vetoed = now
+	}
+}
+
+// pathLossy reports whether a handshake vetoed a silence on addr lately: the
+// next corroboration gets the lossy budget though its own socket saw no
+// loss yet (a new connection, or one that only reads: tcpi_total_retrans
+// counts the socket's own retransmissions, not the server's).
+func (b *Book) pathLossy(addr netip.AddrPort, now time.Time) bool {
+	if b == nil {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e := b.addrs[addr]
+	return e != nil && !e.vetoed.IsZero() && now.Sub(e.vetoed) < pathLossyFor
 }
 
 // NewBook returns an empty book. onEvict, when not nil, is told about every

@@ -46,8 +46,12 @@ const (
 	// corroborateRTTs: a remote server's handshake gets this many round trips.
 	corroborateRTTs = 4
 	// corroborateLossy is the budget when the suspect recovered losses
-	// before: the path drops packets, so a lost SYN is likely.
-	corroborateLossy = 3 * time.Second
+	// before, or a silence on its path was vetoed recently: the path drops
+	// packets, so a lost SYN is likely. Three SYNs per handshake (the
+	// kernel sends them at 0, 1 and 3 s) and time for the third's answer:
+	// at 20 % loss each way a handshake then fails with p = 0.36³ ≈ 0.05
+	// (3 s allowed two SYNs: 0.13), both of the race's with 0.002.
+	corroborateLossy = 3500 * time.Millisecond
 	// corroborateDials is how many handshakes race (independent losses).
 	corroborateDials = 2
 	// heardRecently is how recently a socket must have been heard to veto
@@ -60,11 +64,11 @@ const (
 )
 
 // corroborationBudget is the handshake budget for a suspect last sampled as
-// s: max(1.5 s, 4 × srtt), 3 s after recovered losses, at most half the
-// window (a short tcp_user_timeout keeps its meaning).
-func corroborationBudget(s tcpSample, window time.Duration) time.Duration {
+// s: max(1.5 s, 4 × srtt), 3.5 s on a lossy path (pathLossy), at most half
+// the window (a short tcp_user_timeout keeps its meaning).
+func corroborationBudget(s tcpSample, window time.Duration, lossy bool) time.Duration {
 	b := max(corroborateMin, corroborateRTTs*s.rtt)
-	if s.lossy() {
+	if lossy {
 		b = max(b, corroborateLossy)
 	}
 	return min(b, window/2)
@@ -236,6 +240,12 @@ func (k corroborator) handshakesNow(parent context.Context, addr netip.AddrPort,
 	return f
 }
 
+// pathLossy reports whether tc's path drops packets: tc recovered losses
+// before (s), or a silence of any socket to its address was vetoed lately.
+func (k corroborator) pathLossy(tc *trackedConn, s tcpSample) bool {
+	return s.lossy() || tc.book.pathLossy(tc.addr, k.now())
+}
+
 // suspect starts the corroboration of tc's silence begun at began: the
 // siblings are asked at once (unless handshakeOnly), then a handshake given
 // until deadline runs in a goroutine of its own, bounded by that deadline.
@@ -248,7 +258,13 @@ func (k corroborator) suspect(tc *trackedConn, began, deadline time.Time, handsh
 		c.result.Store(int32(findingVetoed))
 		return c
 	}
-	go func() { c.settle(k.handshakes(context.Background(), tc.addr, deadline)) }()
+	go func() {
+		f := k.handshakes(context.Background(), tc.addr, deadline)
+		if f == findingVetoed {
+			tc.book.markVetoed(tc.addr, k.now())
+		}
+		c.settle(f)
+	}()
 	return c
 }
 
@@ -263,7 +279,8 @@ func (k corroborator) judgeSilent(tc *trackedConn, s tcpSample, silent time.Dura
 	if c != nil && !c.began.Equal(since) {
 		c = nil // answered since: a new silence
 	}
-	budget := corroborationBudget(s, tc.window)
+	lossy := k.pathLossy(tc, s)
+	budget := corroborationBudget(s, tc.window, lossy)
 	silentFrom := now.Add(-silent)
 	if c == nil {
 		if silent < tc.window-budget {
@@ -277,7 +294,7 @@ func (k corroborator) judgeSilent(tc *trackedConn, s tcpSample, silent time.Dura
 		// outstanding for the window at once) still gets the handshake
 		// its round trips need, and the whole budget on a lossy path.
 		floor := max(watchConfirm-watchTick/2, corroborateRTTs*s.rtt)
-		if s.lossy() {
+		if lossy {
 			floor = budget
 		}
 		deadline := silentFrom.Add(tc.window)
@@ -354,8 +371,14 @@ func (k corroborator) judgeNow(tc *trackedConn, err error, watched bool, confirm
 		s, _ := k.sample(tc)
 		c := &corroboration{began: recent, apply: confirm}
 		c.due.Store(true)
-		deadline := now.Add(corroborationBudget(s, tc.window))
-		go func() { c.settle(k.handshakes(context.Background(), tc.addr, deadline)) }()
+		deadline := now.Add(corroborationBudget(s, tc.window, k.pathLossy(tc, s)))
+		go func() {
+			f := k.handshakes(context.Background(), tc.addr, deadline)
+			if f == findingVetoed {
+				tc.book.markVetoed(tc.addr, k.now())
+			}
+			c.settle(f)
+		}()
 		return findingPending
 	}
 	confirm()

@@ -261,8 +261,8 @@ func TestCorroborationStaleSiblingRechecked(t *testing.T) {
 	})
 }
 
-// TestCorroborationBudget: max(1.5 s, 4 × srtt), 3 s after recovered
-// losses, at most half the window.
+// TestCorroborationBudget: max(1.5 s, 4 × srtt), 3.5 s on a lossy path, at
+// most half the window.
 func TestCorroborationBudget(t *testing.T) {
 	for _, tc := range []struct {
 		s      tcpSample
@@ -276,7 +276,7 @@ func TestCorroborationBudget(t *testing.T) {
 		{tcpSample{rtt: time.Millisecond, totalRetrans: 1}, 3 * time.Second, 1500 * time.Millisecond},
 		{tcpSample{rtt: time.Millisecond}, 2 * time.Second, time.Second},
 	} {
-		if got := corroborationBudget(tc.s, tc.window); got != tc.want {
+		if got := corroborationBudget(tc.s, tc.window, tc.s.lossy()); got != tc.want {
 			t.Errorf("budget(%+v, window %v) = %v, want %v", tc.s, tc.window, got, tc.want)
 		}
 	}
@@ -300,6 +300,53 @@ func TestCorroborationLossyStartsEarlier(t *testing.T) {
 		}
 		if ev, _, _ := r.counts(); ev != 1 {
 			t.Errorf("%d evictions at the window, want 1", ev)
+		}
+	})
+}
+
+// TestCorroborationVetoMakesPathLossy: once a silence on a path was vetoed
+// (here by a handshake), the next suspect on that path gets the lossy
+// budget though its own socket saw no loss (a reading socket's
+// tcpi_total_retrans does not count the server's retransmissions; under 20 %
+// loss the 1.5 s budget's two SYNs per handshake evicted a live server:
+// TestFaultSuite/loss-compare). A blackholed handshake then still confirms
+// the host, at the window.
+func TestCorroborationVetoMakesPathLossy(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newCorroborationRig(t, unacked)
+		defer r.stop()
+		r.setDial(func(context.Context) error { return nil })
+		time.Sleep(todayVerdict + watchTick)
+		synctest.Wait()
+		if ev, _, dials := r.counts(); ev != 0 || dials == 0 {
+			t.Fatalf("%d evictions, %d handshakes; want the first silence vetoed by a handshake", ev, dials)
+		}
+		if !r.b.pathLossy(rigAddr, time.Now()) {
+			t.Fatal("the path is not lossy after a vetoed silence")
+		}
+		// A second socket on the path goes silent; the handshakes now go
+		// unanswered.
+		r.setDial(nil)
+		second := time.Since(r.start)
+		next := r.sibling(func(since time.Duration) tcpSample {
+			d := max(since-second, 0) // silent from now on, no loss of its own
+			return tcpSample{lastAck: d, lastDataRecv: d, unacked: 1, retransmits: 3, totalRetrans: 3}
+		})
+		next.inIO.Add(1)
+		r.w.add(next)
+		r.w.wake()
+		defer func() { next.inIO.Add(-1); r.w.remove(next) }()
+		time.Sleep(todayVerdict + watchTick)
+		synctest.Wait()
+		var first time.Duration = -1
+		for _, d := range r.dialTimes() {
+			if d > second {
+				first = d - second
+				break
+			}
+		}
+		if first < 0 || first > todayVerdict-corroborateLossy+watchTick {
+			t.Errorf("the second suspect's first handshake %v after its silence, want about %v (the lossy budget)", first, todayVerdict-corroborateLossy)
 		}
 	})
 }
