@@ -132,14 +132,10 @@ func newPool(ctx context.Context, pc *pgxpool.Config, dsn string, opts []Option)
 	if err != nil {
 		return nil, err
 	}
-	probe := newPoolProbe(pc)
+	probe := &poolProbe{}
 	equipPool(pc, a, c, probe)
 	closeWithPool(pc, c)
-	eager := ctx
-	if pc.MinConns > 0 || pc.MinIdleConns > 0 {
-		eager = context.WithValue(ctx, eagerKey{}, true)
-	}
-	pool, err := pgxpool.NewWithConfig(eager, pc)
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		c.start()
 		_ = c.Close()
@@ -171,9 +167,6 @@ func poolLogin(key weak.Pointer[pgxpool.Pool], probe *poolProbe) func(context.Co
 			return err
 		}
 		err = conn.Ping(ctx)
-		if err == nil {
-			probe.attemptKept()
-		}
 		probe.releasing(conn.Conn())
 		conn.Release()
 		return err

@@ -2,8 +2,6 @@ package pgfast
 
 import (
 	"context"
-	"errors"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -27,9 +25,6 @@ func equipPool(pc *pgxpool.Config, a *pgxAdapter, c *Connector, probe *poolProbe
 	pc.BeforeConnect = func(ctx context.Context, cc *pgx.ConnConfig) error {
 		if err := c.poolGate(ctx); err != nil {
 			return err
-		}
-		if probe.takeEager(ctx) {
-			return probe.skipEager(ctx)
 		}
 		if len(groups) > 1 {
 			setPgxHosts(&cc.Config, pgxFallbacks(groups, co.orderHosts(hosts)))
@@ -74,7 +69,7 @@ func equipPool(pc *pgxpool.Config, a *pgxAdapter, c *Connector, probe *poolProbe
 		pc.ShouldPing = func(context.Context, pgxpool.ShouldPingParams) bool { return false }
 	}
 
-	pc.ConnConfig.Tracer = composeTracer(&connectTracer{c: c, probe: probe}, pc.ConnConfig.Tracer, probe)
+	pc.ConnConfig.Tracer = composeTracer(&connectTracer{c: c}, pc.ConnConfig.Tracer, probe)
 }
 
 // poolProbe keeps the connector's attempt (poolLogin: Acquire, Ping,
@@ -83,77 +78,12 @@ func equipPool(pc *pgxpool.Config, a *pgxAdapter, c *Connector, probe *poolProbe
 // one (pgxpool's own tests count those calls). The attempt's connect is
 // the pool's, and its BeforeConnect, AfterConnect and connect tracer run.
 type poolProbe struct {
-	// kept: the connector's first successful attempt left its connection
-	// in the pool; spare: it stands for one of pgxpool's eager connections
-	// (MinConns, MinIdleConns), which are held at the gate while the
-	// connector is Connecting: one of them is not made (without this a
-	// tenant with pool_min_conns=1 logged in twice).
-	kept, spare atomic.Bool
-	// eager is how many connections pgxpool makes as it is built; the one
-	// not made fails only once the others ended (othersDone), since
-	// pgxpool cancels the rest of the batch on its first error.
-	eager      int
-	eagerMu    sync.Mutex
-	eagerEnded int
-	othersDone chan struct{}
 	// marked: an application hook sees releases, so the attempt marks the
 	// connection it releases (set before the pool exists, then read-only).
 	marked bool
 	// conn is the connection the attempt released, until the application's
 	// release hook (or release tracer, when it has no AfterRelease) saw it.
 	conn atomic.Pointer[pgx.Conn]
-}
-
-// eagerKey marks the constructor's context NewPool hands pgxpool: the
-// connections pgxpool makes eagerly (createIdleResources) keep its values.
-type eagerKey struct{}
-
-// errEagerTaken fails the eager connection the connector's attempt stands
-// for (pgxpool ignores its constructor's connection errors).
-var errEagerTaken = errors.New("pgfast: the pool's first connection is already made")
-
-func newPoolProbe(pc *pgxpool.Config) *poolProbe {
-	p := &poolProbe{eager: int(max(pc.MinConns, pc.MinIdleConns)), othersDone: make(chan struct{})}
-	if p.eager <= 1 {
-		close(p.othersDone)
-	}
-	return p
-}
-
-// skipEager is the result of the eager connection not made: an error once
-// the batch's other connections ended (or ctx did).
-func (p *poolProbe) skipEager(ctx context.Context) error {
-	select {
-	case <-p.othersDone:
-	case <-ctx.Done():
-	}
-	return errEagerTaken
-}
-
-// connectEnded counts the eager connections that ended.
-func (p *poolProbe) connectEnded(ctx context.Context) {
-	if p.eager <= 1 || ctx.Value(eagerKey{}) == nil {
-		return
-	}
-	p.eagerMu.Lock()
-	defer p.eagerMu.Unlock()
-	p.eagerEnded++
-	if p.eagerEnded == p.eager-1 {
-		close(p.othersDone)
-	}
-}
-
-// attemptKept records that an attempt's connection stays in the pool.
-func (p *poolProbe) attemptKept() {
-	if !p.kept.Swap(true) {
-		p.spare.Store(true)
-	}
-}
-
-// takeEager reports whether ctx is the first eager connection to come after
-// the connector's first attempt kept its own: it is not made.
-func (p *poolProbe) takeEager(ctx context.Context) bool {
-	return ctx.Value(eagerKey{}) != nil && p.spare.CompareAndSwap(true, false)
 }
 
 // releasing marks conn as the attempt's, before it is released.
@@ -300,10 +230,7 @@ type acquireWaitKey struct{}
 // attempt ended, as dialNow does for the driver (the loop's own attempt
 // reports itself), and holds Acquires while the connector's first attempt
 // is in flight; it traces nothing else.
-type connectTracer struct {
-	c     *Connector
-	probe *poolProbe // nil in tests that trace without a pool
-}
+type connectTracer struct{ c *Connector }
 
 var (
 	_ pgx.QueryTracer       = (*connectTracer)(nil)
@@ -363,9 +290,6 @@ type attemptBeganKey struct{}
 func (t *connectTracer) TraceConnectEnd(ctx context.Context, data pgx.TraceConnectEndData) {
 	c := t.c
 	netx.LoginOf(ctx).End(data.Err)
-	if t.probe != nil {
-		t.probe.connectEnded(ctx)
-	}
 	if stop, ok := ctx.Value(followKey{}).(func()); ok {
 		stop()
 	}
