@@ -91,12 +91,60 @@ func runBeforeHook[T any](ctx context.Context, bound time.Duration, hook func(co
 // retryFreshCredential paces them (failed logins stay at most three a
 // minute). Like any caller's dial, the two logins of a caller whose
 // credential is wrong for good both fail.
+//
+// The second login dials only when the hook gives another user or password
+// than the refused one: a hook that only orders the hosts
+// (stdlib.RandomizeHostOrderFunc), or returns a cached token, costs the
+// server no second failed login (the first refusal is returned).
 func retryLogin(ctx context.Context, fresh bool, login func(context.Context) (driver.Conn, error)) (driver.Conn, error) {
+	if !fresh || isLoopAttempt(ctx) {
+		return login(ctx)
+	}
+	h := &hookCredential{}
+	ctx = context.WithValue(ctx, hookCredentialKey{}, h)
 	dc, err := login(ctx)
-	if err == nil || !fresh || isLoopAttempt(ctx) || ctx.Err() != nil || hookFailed(err) || !authFailure(err) {
+	if err == nil || !h.ran || ctx.Err() != nil || hookFailed(err) || !authFailure(err) {
 		return dc, err
 	}
-	return login(ctx)
+	h.retry = true
+	dc, err2 := login(ctx)
+	if errors.Is(err2, errSameCredential) {
+		return nil, err
+	}
+	return dc, err2
+}
+
+// hookCredential is what retryLogin's logins learn from the hook: the
+// credential it gave the first login.
+type hookCredential struct {
+	ran   bool   // the first login's hook ran and returned
+	cred  string // the user and password it gave
+	retry bool   // the second login is running
+}
+
+type hookCredentialKey struct{}
+
+// errSameCredential stops retryLogin's second login before it dials: the
+// hook gave the credential the server just refused.
+var errSameCredential = errors.New("pgfast: the before-connect hook gave the refused credential again")
+
+// noteHookCredential tells retryLogin, through ctx, the credential the hook
+// gave (user, pw). On the second login the refused one again fails it
+// (errSameCredential) before any dial.
+func noteHookCredential(ctx context.Context, user, pw string) error {
+	h, _ := ctx.Value(hookCredentialKey{}).(*hookCredential)
+	if h == nil {
+		return nil
+	}
+	cred := user + "\x00" + pw
+	if h.retry {
+		if cred == h.cred {
+			return &beforeConnectError{err: errSameCredential}
+		}
+		return nil
+	}
+	h.ran, h.cred = true, cred
+	return nil
 }
 
 func hookFailed(err error) bool {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -26,8 +27,8 @@ import (
 // connection does.
 //
 // Drain returns nil once every connection that existed when it was called
-// is closed; replacements are made as callers need them (pgxpool's
-// MinConns and pgfast_min_conns at once). When ctx ends first it returns an
+// is closed; replacements are made as callers need them (pgfast_min_conns
+// at once, pgxpool's MinConns at the pool's next health check). When ctx ends first it returns an
 // error wrapping ctx's saying how many are left (a connection held the whole
 // time, a long transaction). Nothing runs on after it returns, but the
 // connections left stay marked: a pool destroys them on release, pgfast-pq
@@ -90,8 +91,8 @@ type drainKey struct{}
 // caller releases, which pgx (no driver.Validator) hands over unchecked, so
 // a refusal there would reach the caller. Without a limit there are no such
 // hand-overs: every checkout that can be refused is one of the first two.
-// pgxpool retries a refused PrepareConn for as long as the Acquire's context
-// lasts.
+// pgxpool tries another connection after a refused PrepareConn, up to
+// MaxConns + 1 times in one Acquire.
 func (m *drainMarks) callersMayRefuse() bool {
 	return m.db == nil || m.db.Stats().MaxOpenConnections == 0
 }
@@ -112,10 +113,18 @@ func (c *Connector) replaceAll(ctx context.Context, db *sql.DB, pool *pgxpool.Po
 	if c.ctx.Err() != nil {
 		return ErrClosed
 	}
-	// Names first, so that no replacement dials an address DNS dropped.
+	// Names first, so that no replacement dials an address DNS dropped;
+	// the sockets taken before too: a dropped address's are doomed and
+	// leave the book's current generation, but Drain waits for them.
+	before := c.book.Sockets()
 	c.recheckNames(ctx)
 	c.retiring.Store(&drainMarks{db: db})
 	left := c.book.Sockets()
+	for _, nc := range before {
+		if !slices.Contains(left, nc) {
+			left = append(left, nc)
+		}
+	}
 	total := len(left)
 	for _, nc := range left {
 		netx.Retire(nc)

@@ -54,6 +54,9 @@ func (a *pgxAdapter) runBefore(ctx context.Context, cc *pgx.ConnConfig, bound ti
 	work := cc.Copy()
 	err := runBeforeHook(ctx, bound, a.before, work, func() []string { return []string{cc.Password, work.Password} })
 	if err == nil {
+		err = noteHookCredential(ctx, work.User, work.Password)
+	}
+	if err == nil {
 		*cc = *work
 	}
 	return err

@@ -188,6 +188,9 @@ func (c *pqConnector) runBefore(ctx context.Context) (pq.Config, error) {
 	err := runBeforeHook(ctx, c.core.config().ConnectTimeout, c.before, &work, func() []string {
 		return []string{c.cfg.Password, work.Password}
 	})
+	if err == nil {
+		err = noteHookCredential(ctx, work.User, work.Password)
+	}
 	if err != nil {
 		return pq.Config{}, err
 	}
