@@ -247,7 +247,8 @@ func TestOpenDBAfterConnectErrorIsNotEvidence(t *testing.T) {
 	if err := c.Ready(ctx); err != nil {
 		t.Fatal(err)
 	}
-	for c.takeWarm() != nil {
+	for dc := c.takeWarm(); dc != nil; dc = c.takeWarm() {
+		_ = dc.Close()
 	}
 	before := c.Stats()
 	failing.Store(true)
@@ -342,7 +343,8 @@ func TestPQBeforeConnect(t *testing.T) {
 	if before.DialFailures != 0 {
 		t.Errorf("%d failed dials (%v)", before.DialFailures, before.LastError)
 	}
-	for c.takeWarm() != nil {
+	for dc := c.takeWarm(); dc != nil; dc = c.takeWarm() {
+		_ = dc.Close()
 	}
 	failing.Store(true)
 	_, err = c.Connect(ctx)
@@ -430,7 +432,8 @@ func TestFreshCredentialCallerDial(t *testing.T) {
 			if err := query(db); err != nil {
 				t.Fatal(err)
 			}
-			for c.takeWarm() != nil {
+			for dc := c.takeWarm(); dc != nil; dc = c.takeWarm() {
+				_ = dc.Close()
 			}
 			before := c.Stats()
 			setPassword("tok-v2")
