@@ -82,6 +82,11 @@ type addrEntry struct {
 	// was silent: the path drops packets (pathLossy). A sibling's veto does
 	// not count: the host may have died just after it was heard.
 	vetoed time.Time
+	// closedHeard: the latest a socket of this path, since closed, was
+	// heard (its TCP_INFO at Close). A corroboration asks the open sockets;
+	// on a pool whose connections live a few seconds, the ones heard during
+	// a silence may be gone by its verdict, and their word with them.
+	closedHeard time.Time
 }
 
 // pathLossyFor is how long a veto makes the path count as lossy.
@@ -443,13 +448,28 @@ func (b *Book) endVerify(addr netip.AddrPort) {
 	}
 }
 
-func (b *Book) untrack(tc *trackedConn) {
+func (b *Book) untrack(tc *trackedConn, heard time.Time) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if e := b.addrs[tc.addr]; e != nil {
 		delete(e.conns, tc)
 		e.sockets--
+		if heard.After(e.closedHeard) {
+			e.closedHeard = heard
+		}
 	}
+}
+
+// closedHeardAfter reports whether a socket of addr's path, closed since,
+// was heard after t.
+func (b *Book) closedHeardAfter(addr netip.AddrPort, t time.Time) bool {
+	if b == nil {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e := b.addrs[addr]
+	return e != nil && e.closedHeard.After(t)
 }
 
 func (b *Book) trackUnix(tc *trackedConn) {

@@ -124,7 +124,13 @@ func (c *trackedConn) ioError(err error) error {
 func (c *trackedConn) Close() error {
 	if c.closed.CompareAndSwap(false, true) {
 		if c.book != nil {
-			c.book.untrack(c)
+			var heard time.Time // when the server was last heard, for the path's witnesses
+			if !c.evicted.Load() {
+				if s, ok := tcpInfoOf(c); ok {
+					heard = time.Now().Add(-s.heard())
+				}
+			}
+			c.book.untrack(c, heard)
 		}
 		if c.unixBook != nil {
 			c.unixBook.untrackUnix(c)

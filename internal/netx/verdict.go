@@ -240,6 +240,12 @@ func (k corroborator) handshakesNow(parent context.Context, addr netip.AddrPort,
 	return f
 }
 
+// pathHeardAfter reports whether another socket of tc's path, open or
+// closed since, was heard after t.
+func (k corroborator) pathHeardAfter(tc *trackedConn, t time.Time) bool {
+	return k.heardAfter(peersOf(tc), t) || tc.book.closedHeardAfter(tc.addr, t)
+}
+
 // pathLossy reports whether tc's path drops packets: tc recovered losses
 // before (s), or a silence of any socket to its address was vetoed lately.
 func (k corroborator) pathLossy(tc *trackedConn, s tcpSample) bool {
@@ -253,7 +259,7 @@ func (k corroborator) pathLossy(tc *trackedConn, s tcpSample) bool {
 // (markDue).
 func (k corroborator) suspect(tc *trackedConn, began, deadline time.Time, handshakeOnly bool, apply func()) *corroboration {
 	c := &corroboration{began: began, apply: apply, rechecked: handshakeOnly}
-	if !handshakeOnly && k.heardAfter(peersOf(tc), began) {
+	if !handshakeOnly && k.pathHeardAfter(tc, began) {
 		c.bySibling = true
 		c.result.Store(int32(findingVetoed))
 		return c
@@ -312,7 +318,7 @@ func (k corroborator) judgeSilent(tc *trackedConn, s tcpSample, silent time.Dura
 		switch {
 		case silent >= silentConnFactor*tc.window:
 			tc.shutdownWith(&connSilentError{silent: silent, window: tc.window})
-		case c.bySibling && !c.rechecked && !k.heardAfter(peersOf(tc), now.Add(-budget)):
+		case c.bySibling && !c.rechecked && !k.pathHeardAfter(tc, now.Add(-budget)):
 			// The siblings were heard early in this silence and not
 			// since: that may have been just before the host died, so a
 			// handshake decides.
@@ -365,7 +371,7 @@ func (k corroborator) judgeNow(tc *trackedConn, err error, watched bool, confirm
 			}
 			return f
 		}
-		if k.heardAfter(peersOf(tc), recent) {
+		if k.pathHeardAfter(tc, recent) {
 			return findingVetoed
 		}
 		s, _ := k.sample(tc)

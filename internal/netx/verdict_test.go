@@ -217,6 +217,33 @@ func TestCorroborationVetoedBySibling(t *testing.T) {
 	})
 }
 
+// TestCorroborationVetoedByClosedSibling: a sibling heard during the
+// suspect's silence and closed before the verdict (a pool recycling its
+// connections every few seconds) still vetoes it: its word is kept at
+// Close. Without it, the handshake decided alone, and under 20 % loss
+// it evicted a live server (loss-compare/pgfast-pgxpool, lifetime 5 s).
+func TestCorroborationVetoedByClosedSibling(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newCorroborationRig(t, unacked)
+		defer r.stop()
+		sib := r.sibling(heardAlways)
+		time.Sleep(todayVerdict - watchTick/2)
+		r.b.untrack(sib, time.Now()) // what Close does with its TCP_INFO
+		// Without the closed sibling's word, the recheck's handshake began
+		// at the window and evicted one budget later, before this.
+		time.Sleep(corroborateMin + 2*watchTick)
+		synctest.Wait()
+		ev, _, _ := r.counts()
+		// Later, with no socket heard since, a handshake decides (the
+		// host may have died after the sibling was heard): let it end.
+		time.Sleep(corroborateLossy + corroborateMin)
+		synctest.Wait()
+		if ev != 0 {
+			t.Errorf("%d evictions at the window, want none (a closed sibling was heard during the silence)", ev)
+		}
+	})
+}
+
 // TestCorroborationVetoedByHandshake: no sibling, but a fresh handshake
 // completes: the path works, nothing is evicted; 3 × window closes the
 // suspect alone.
