@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -260,37 +259,12 @@ func TestOpenDBAfterConnectErrorIsNotEvidence(t *testing.T) {
 	}
 }
 
-// pqToken is a lib/pq credential hook whose cache lags a rotation by stale
-// calls (rotatingToken's twin).
-type pqToken struct {
-	mu         sync.Mutex
-	cur, old   string
-	stale      int
-	staleGiven int
-	calls      int
-	probes     int
-}
+// pqToken is rotatingToken as lib/pq's hook.
+type pqToken struct{ rotatingToken }
 
 func (r *pqToken) before(ctx context.Context, cfg *pq.Config) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.calls++
-	if netx.IsNoSkip(ctx) {
-		r.probes++
-	}
-	cfg.Password = r.cur
-	if r.stale > 0 {
-		r.stale--
-		r.staleGiven++
-		cfg.Password = r.old
-	}
+	cfg.Password = r.take(ctx)
 	return nil
-}
-
-func (r *pqToken) rotate(to string, stale int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.old, r.cur, r.stale = r.cur, to, stale
 }
 
 // TestPQBeforeConnect: lib/pq's hook supplies the password for the probe,
@@ -299,7 +273,7 @@ func (r *pqToken) rotate(to string, stale int) {
 // and moves nothing.
 func TestPQBeforeConnect(t *testing.T) {
 	srv := server(t)
-	tok := &pqToken{cur: pgtest.ScramPassword}
+	tok := &pqToken{rotatingToken{cur: pgtest.ScramPassword}}
 	var failing atomic.Bool
 	hook := func(ctx context.Context, cfg *pq.Config) error {
 		if err := tok.before(ctx, cfg); err != nil {
@@ -411,7 +385,7 @@ func TestFreshCredentialCallerDial(t *testing.T) {
 				rotate = func() { tok.rotate("tok-v2", 1) }
 				stale = func() int { tok.mu.Lock(); defer tok.mu.Unlock(); return tok.staleGiven }
 			} else {
-				tok := &pqToken{cur: "tok-v1"}
+				tok := &pqToken{rotatingToken{cur: "tok-v1"}}
 				opt = WithPQBeforeConnect(tok.before)
 				rotate = func() { tok.rotate("tok-v2", 1) }
 				stale = func() int { tok.mu.Lock(); defer tok.mu.Unlock(); return tok.staleGiven }
@@ -470,7 +444,7 @@ func TestFreshCredentialFirstAttempt(t *testing.T) {
 				tok.rotate(pgtest.ScramPassword, 1)
 				opt = WithOpenDBOptions(stdlib.OptionBeforeConnect(tok.before))
 			} else {
-				tok := &pqToken{cur: "stale-token"}
+				tok := &pqToken{rotatingToken{cur: "stale-token"}}
 				tok.rotate(pgtest.ScramPassword, 1)
 				opt = WithPQBeforeConnect(tok.before)
 			}

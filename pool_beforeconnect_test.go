@@ -298,18 +298,27 @@ type rotatingToken struct {
 	stale      int
 	staleGiven int
 	calls      int
+	probes     int // calls for pgfast's own attempts (netx.IsNoSkip)
 }
 
-func (r *rotatingToken) before(_ context.Context, cc *pgx.ConnConfig) error {
+// take is the credential for one login.
+func (r *rotatingToken) take(ctx context.Context) string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.calls++
-	cc.Password = r.cur
+	if netx.IsNoSkip(ctx) {
+		r.probes++
+	}
 	if r.stale > 0 {
 		r.stale--
 		r.staleGiven++
-		cc.Password = r.old
+		return r.old
 	}
+	return r.cur
+}
+
+func (r *rotatingToken) before(ctx context.Context, cc *pgx.ConnConfig) error {
+	cc.Password = r.take(ctx)
 	return nil
 }
 
