@@ -2,7 +2,6 @@ package pgfast
 
 import (
 	"context"
-	"errors"
 	"testing"
 	"time"
 
@@ -23,8 +22,12 @@ func (s *foSuite) demotedPrimary(t *testing.T, b frontEnd) {
 	db, c, states := s.open(t, b, dsn, foWorkers)
 	foReady(t, c, 15*time.Second)
 
-	// Observers: single-connection pools of their own on the first host,
-	// each of which must see its first 25006 itself, as the server's error.
+	// Observers: single-connection pools of their own on the first host.
+	// An observer's first failure, if it has one, is the server's 25006 as
+	// the backend's error; it may have none: another tenant's 25006 makes
+	// the shared view evict the demoted server for every tenant. (The loop
+	// waited for a failure that never came, using up the other observers'
+	// time: a flaky failure of the full run.)
 	const observers = 4
 	var obs []feDB
 	for i := range observers {
@@ -51,7 +54,7 @@ func (s *foSuite) demotedPrimary(t *testing.T, b frontEnd) {
 	lost := 0
 	for i, odb := range obs {
 		next, first := foObserveDemotion(odb, 100+i, t0.Add(foDemotedLimit))
-		if !hcIsBackendError(b.backendCase, first, "25006") {
+		if first != nil && !hcIsBackendError(b.backendCase, first, "25006") {
 			lost++
 			t.Errorf("observer %d: the first failed write on the demoted primary returned %v (%T), want the server's 25006 as the backend's error type", i, first, first)
 		}
@@ -94,15 +97,14 @@ func foObserveDemotion(db feDB, worker int, deadline time.Time) (landed string, 
 			first = err
 		case err != nil:
 			landed = testkit.Short(err)
-		case first != nil && addr == foStandbyIP:
+		case addr == foStandbyIP:
+			// After its own 25006, or none: another tenant's 25006 made
+			// the shared view evict the demoted server first.
 			return addr, first
 		default:
 			landed = addr
 		}
 		time.Sleep(5 * time.Millisecond)
-	}
-	if first == nil {
-		first = errors.New("no write failed on the demoted primary")
 	}
 	return landed, first
 }
