@@ -325,16 +325,21 @@ func (b *Book) evict(addr netip.AddrPort, gen uint64, cause error, how eviction)
 	b.mu.Unlock()
 
 	b.evictions.Add(1)
+	if how.down && srv != nil {
+		// A host-level verdict: every other tenant of the view learns it,
+		// before the sockets are shut down: a driver closing a shut-down
+		// connection dials a CancelRequest to the same address (pgx's
+		// asyncClose, holding its pgxpool slot), which must fail at once
+		// as a dead address's dial does, not wait out connect_timeout
+		// (failover-multihost-defaults over pgxpool: Ready 10 s late).
+		b.view.dead(srv, cause, b)
+	}
 	for tc := range old {
 		if how.soft {
 			tc.doomed.Store(true)
 		} else {
 			tc.shutdown()
 		}
-	}
-	if how.down && srv != nil {
-		// A host-level verdict: every other tenant of the view learns it.
-		b.view.dead(srv, cause, b)
 	}
 	if b.onEvict != nil {
 		b.onEvict(addr, cause, how)

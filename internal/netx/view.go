@@ -236,8 +236,9 @@ func (v *View) forgetLocked(s *server) {
 	}
 }
 
-// dead records a host-level verdict that book from reached about s (it has
-// already evicted its own sockets) and fans it out to every other
+// dead records a host-level verdict that book from reached about s (it
+// shuts its own sockets down right after: a dial their drivers make on
+// the way out must already see s dead) and fans it out to every other
 // subscriber. A server already dead changes nothing.
 func (v *View) dead(s *server, cause error, from *Book) {
 	now := time.Now()
