@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -324,10 +325,16 @@ func TestNewConnectorWithOpenDB(t *testing.T) {
 			if c.Backend() != b.backend {
 				t.Fatalf("backend %v", c.Backend())
 			}
-			mu.Lock()
-			defer mu.Unlock()
-			if len(states) == 0 || states[len(states)-1] != StateReady {
-				t.Fatalf("state hook saw %v", states)
+			// The hook runs on a goroutine of its own: it may hear of
+			// Ready just after Ready returned.
+			seen := func() []State { mu.Lock(); defer mu.Unlock(); return slices.Clone(states) }
+			for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+				if s := seen(); len(s) > 0 && s[len(s)-1] == StateReady {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("state hook saw %v", seen())
+				}
 			}
 		})
 	}
