@@ -400,8 +400,7 @@ func (c *Connector) login(ctx context.Context) (driver.Conn, error) {
 		}
 		c.stats.dials.Add(1)
 		if err := (*f)(ctx); err != nil {
-			c.stats.failures.Add(1)
-			c.lastErr.Store(&err)
+			c.countFailure(ctx, err)
 			return nil, err
 		}
 		return nil, nil
