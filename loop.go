@@ -398,8 +398,15 @@ func (c *Connector) login(ctx context.Context) (driver.Conn, error) {
 		if c.closeIfPoolClosed() {
 			return nil, ErrClosed
 		}
+		err := (*f)(ctx)
+		if err == errEagerLogin {
+			// pgxpool's eager connect logged in for it (pool_eager.go); its
+			// end reported that dial, counted it and made the connector
+			// Ready.
+			return nil, &noEvidenceError{err: err}
+		}
 		c.stats.dials.Add(1)
-		if err := (*f)(ctx); err != nil {
+		if err != nil {
 			c.countFailure(ctx, err)
 			return nil, err
 		}

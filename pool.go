@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"reflect"
+	"time"
 	"weak"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -135,6 +136,7 @@ func newPool(ctx context.Context, pc *pgxpool.Config, dsn string, opts []Option)
 	probe := &poolProbe{}
 	equipPool(pc, a, c, probe)
 	closeWithPool(pc, c)
+	ctx, eager := eagerFor(ctx, pc)
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		c.start()
@@ -142,7 +144,7 @@ func newPool(ctx context.Context, pc *pgxpool.Config, dsn string, opts []Option)
 		return nil, err
 	}
 	registerPool(pool, c)
-	login := poolLogin(weak.Make(pool), probe)
+	login := poolLogin(weak.Make(pool), probe, eager, c.ctx, c.cfg.ConnectTimeout)
 	c.poolLogin.Store(&login)
 	c.start() // after poolLogin: the first attempt is the pool's first connection
 	return pool, nil
@@ -151,12 +153,21 @@ func newPool(ctx context.Context, pc *pgxpool.Config, dsn string, opts []Option)
 // poolLogin is a pool connector's attempt (cause A9): Acquire, Ping,
 // Release through the pool itself, so the login stays in the pool, idle, as
 // after a raw pool.Ping, and the application's BeforeConnect, AfterConnect
-// and tracer see it. The pool is held weakly (it stays collectable).
-func poolLogin(key weak.Pointer[pgxpool.Pool], probe *poolProbe) func(context.Context) error {
+// and tracer see it. The pool is held weakly (it stays collectable). With
+// eager connects (pool_min_conns) the first attempt takes one of those
+// (pool_eager.go).
+func poolLogin(key weak.Pointer[pgxpool.Pool], probe *poolProbe, eager *eagerConnects, closed context.Context, bound time.Duration) func(context.Context) error {
 	return func(ctx context.Context) error {
 		p := key.Value()
 		if p == nil {
 			return ErrClosed
+		}
+		if eager != nil {
+			if err := eager.await(ctx, p); err == errEagerLogin {
+				return err
+			} else if err != nil {
+				return &noEvidenceError{err: err}
+			}
 		}
 		conn, err := p.Acquire(ctx)
 		if err != nil {
@@ -166,9 +177,31 @@ func poolLogin(key weak.Pointer[pgxpool.Pool], probe *poolProbe) func(context.Co
 			}
 			return err
 		}
-		err = conn.Ping(ctx)
+		if ctx.Err() != nil {
+			// Cancelled (another report made the connector Ready: an
+			// eager connect's login; Close) once the connection was
+			// ours: give it back unpinged rather than let pgx close it
+			// mid-ping, a login wasted.
+			probe.releasing(conn.Conn())
+			conn.Release()
+			return &noEvidenceError{err: ctx.Err()}
+		}
+		// The ping follows Close, not the attempt's cancellation: pgx
+		// closes a connection whose ping is cancelled, a login wasted.
+		pctx, cancel := pingContext(closed, bound)
+		err = conn.Ping(pctx)
+		cancel()
 		probe.releasing(conn.Conn())
 		conn.Release()
 		return err
 	}
+}
+
+// pingContext bounds the attempt's ping by Close (closed) and
+// connect_timeout, when set.
+func pingContext(closed context.Context, bound time.Duration) (context.Context, context.CancelFunc) {
+	if bound > 0 {
+		return context.WithTimeout(closed, bound)
+	}
+	return context.WithCancel(closed)
 }

@@ -23,13 +23,17 @@ func equipPool(pc *pgxpool.Config, a *pgxAdapter, c *Connector, probe *poolProbe
 	groups, hosts := a.groups, hostPortsOf(a.groups)
 	bound := c.cfg.ConnectTimeout
 	pc.BeforeConnect = func(ctx context.Context, cc *pgx.ConnConfig) error {
-		if err := c.poolGate(ctx); err != nil {
-			return err
+		err := c.poolGate(ctx)
+		if err == nil {
+			if len(groups) > 1 {
+				setPgxHosts(&cc.Config, pgxFallbacks(groups, co.orderHosts(hosts)))
+			}
+			err = a.runBefore(ctx, cc, bound)
 		}
-		if len(groups) > 1 {
-			setPgxHosts(&cc.Config, pgxFallbacks(groups, co.orderHosts(hosts)))
+		if err != nil {
+			endEager(ctx, err) // no connect follows: TraceConnectEnd will not tell
 		}
-		return a.runBefore(ctx, cc, bound)
+		return err
 	}
 
 	// pgxpool ignores BeforeAcquire once PrepareConn is set: pgfast's
@@ -143,7 +147,9 @@ func (c *Connector) poolGate(ctx context.Context) error {
 	if c.ready.current() == StateReady && c.ctx.Err() == nil {
 		return nil
 	}
-	if isLoopAttempt(ctx) {
+	if isLoopAttempt(ctx) || (isEager(ctx) && c.ready.current() == StateConnecting) {
+		// The attempt, or pgxpool's eager connects the first attempt waits
+		// for (pool_eager.go).
 		if c.ctx.Err() != nil {
 			return ErrClosed
 		}
@@ -290,6 +296,7 @@ type attemptBeganKey struct{}
 func (t *connectTracer) TraceConnectEnd(ctx context.Context, data pgx.TraceConnectEndData) {
 	c := t.c
 	netx.LoginOf(ctx).End(data.Err)
+	defer endEager(ctx, data.Err) // after its report: the attempt's result follows it
 	if stop, ok := ctx.Value(followKey{}).(func()); ok {
 		stop()
 	}

@@ -1,0 +1,94 @@
+package pgfast
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// With pool_min_conns or pool_min_idle_conns, pgxpool connects that many
+// times as soon as it is made. The connector's first attempt takes the
+// first of those connections instead of dialling one beside them: a raw
+// pool makes MinConns logins, and so does NewPool (pgxpool's
+// TestPoolBackgroundChecksMinConns and TestConnectEagerlyReachesMinPoolSize
+// count them). The eager connects pass the pool's gate while the connector
+// is Connecting: the attempt waits for them, so making them wait for the
+// attempt would stall both until connect_timeout.
+
+// eagerKey marks, in the context given to pgxpool.NewWithConfig, the
+// connects pgxpool makes at construction (they keep its values).
+type eagerKey struct{}
+
+// eagerConnects tells the first attempt when the first eager connect ended,
+// and how.
+type eagerConnects struct {
+	once  sync.Once
+	ended chan struct{}
+	err   error // the first eager connect's; read after ended is closed
+}
+
+// errEagerLogin is the first attempt's outcome when one of pgxpool's eager
+// connects logged in: that login is the attempt's (its connect end already
+// reported it as a caller's dial does), and nothing more is dialled.
+var errEagerLogin = errors.New("pgfast: the pool's eager connect logged in")
+
+// eagerFor returns ctx marked for pgxpool's eager connects, and their
+// tracker, when pc makes any.
+func eagerFor(ctx context.Context, pc *pgxpool.Config) (context.Context, *eagerConnects) {
+	if max(pc.MinConns, pc.MinIdleConns) <= 0 {
+		return ctx, nil
+	}
+	e := &eagerConnects{ended: make(chan struct{})}
+	return context.WithValue(ctx, eagerKey{}, e), e
+}
+
+// isEager reports whether ctx is one of pgxpool's construction connects.
+func isEager(ctx context.Context) bool { return ctx.Value(eagerKey{}) != nil }
+
+// endEager notes that the eager connect of ctx ended with err (nil: its
+// login completed, and the application's AfterConnect is left). Called after
+// the end was reported to the connector: the attempt's result comes after.
+func endEager(ctx context.Context, err error) {
+	if e, ok := ctx.Value(eagerKey{}).(*eagerConnects); ok {
+		e.once.Do(func() {
+			e.err = err
+			close(e.ended)
+		})
+	}
+}
+
+// eagerPoll is how often the attempt looks again for the eager connection
+// between its login and pgxpool making it idle (the application's
+// AfterConnect runs in between).
+const eagerPoll = 5 * time.Millisecond
+
+// await waits for the first eager connect. Its login is the attempt's
+// (errEagerLogin). When it failed, await returns once no eager connect is
+// left in progress (pgxpool cancels the rest of the batch) or one of them is
+// idle, and the attempt's Acquire takes that one or makes its own.
+func (e *eagerConnects) await(ctx context.Context, p *pgxpool.Pool) error {
+	select {
+	case <-e.ended:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if e.err == nil {
+		return errEagerLogin
+	}
+	for {
+		s := p.Stat()
+		if s.IdleConns() > 0 || s.ConstructingConns() == 0 {
+			return nil
+		}
+		t := time.NewTimer(eagerPoll)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+	}
+}
