@@ -79,7 +79,7 @@ type addrEntry struct {
 	// without a view).
 	srv *server
 	// vetoed: when a handshake last completed while a socket on this path
-	// was silent: the path drops packets (pathLossy). A sibling's veto does
+	// was silent: the path drops packets (pathFacts.lossy). A sibling's veto does
 	// not count: the host may have died just after it was heard.
 	vetoed time.Time
 	// closedHeard: the latest a socket of this path, since closed, was
@@ -105,18 +105,29 @@ func (b *Book) markVetoed(addr netip.AddrPort, now time.Time) {
 	}
 }
 
-// pathLossy reports whether a handshake vetoed a silence on addr lately: the
-// next corroboration gets the lossy budget though its own socket saw no
+// pathFacts is what the book remembers of addr's path beyond its open
+// sockets: when a handshake last vetoed a silence on it, and the latest a
+// socket of it, closed since, was heard.
+type pathFacts struct{ vetoed, closedHeard time.Time }
+
+// lossy reports whether a handshake vetoed a silence on the path lately:
+// the next corroboration gets the lossy budget though its own socket saw no
 // loss yet (a new connection, or one that only reads: tcpi_total_retrans
 // counts the socket's own retransmissions, not the server's).
-func (b *Book) pathLossy(addr netip.AddrPort, now time.Time) bool {
+func (f pathFacts) lossy(now time.Time) bool {
+	return !f.vetoed.IsZero() && now.Sub(f.vetoed) < pathLossyFor
+}
+
+func (b *Book) pathFacts(addr netip.AddrPort) pathFacts {
 	if b == nil {
-		return false
+		return pathFacts{}
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	e := b.addrs[addr]
-	return e != nil && !e.vetoed.IsZero() && now.Sub(e.vetoed) < pathLossyFor
+	if e := b.addrs[addr]; e != nil {
+		return pathFacts{vetoed: e.vetoed, closedHeard: e.closedHeard}
+	}
+	return pathFacts{}
 }
 
 // NewBook returns an empty book. onEvict, when not nil, is told about every
@@ -463,18 +474,6 @@ func (b *Book) untrack(tc *trackedConn, heard time.Time) {
 			e.closedHeard = heard
 		}
 	}
-}
-
-// closedHeardAfter reports whether a socket of addr's path, closed since,
-// was heard after t.
-func (b *Book) closedHeardAfter(addr netip.AddrPort, t time.Time) bool {
-	if b == nil {
-		return false
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	e := b.addrs[addr]
-	return e != nil && e.closedHeard.After(t)
 }
 
 func (b *Book) trackUnix(tc *trackedConn) {

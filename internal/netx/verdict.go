@@ -243,13 +243,13 @@ func (k corroborator) handshakesNow(parent context.Context, addr netip.AddrPort,
 // pathHeardAfter reports whether another socket of tc's path, open or
 // closed since, was heard after t.
 func (k corroborator) pathHeardAfter(tc *trackedConn, t time.Time) bool {
-	return k.heardAfter(peersOf(tc), t) || tc.book.closedHeardAfter(tc.addr, t)
+	return k.heardAfter(peersOf(tc), t) || tc.book.pathFacts(tc.addr).closedHeard.After(t)
 }
 
 // pathLossy reports whether tc's path drops packets: tc recovered losses
 // before (s), or a silence of any socket to its address was vetoed lately.
 func (k corroborator) pathLossy(tc *trackedConn, s tcpSample) bool {
-	return s.lossy() || tc.book.pathLossy(tc.addr, k.now())
+	return s.lossy() || tc.book.pathFacts(tc.addr).lossy(k.now())
 }
 
 // suspect starts the corroboration of tc's silence begun at began: the

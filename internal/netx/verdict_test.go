@@ -348,7 +348,7 @@ func TestCorroborationVetoMakesPathLossy(t *testing.T) {
 		if ev, _, dials := r.counts(); ev != 0 || dials == 0 {
 			t.Fatalf("%d evictions, %d handshakes; want the first silence vetoed by a handshake", ev, dials)
 		}
-		if !r.b.pathLossy(rigAddr, time.Now()) {
+		if !r.b.pathFacts(rigAddr).lossy(time.Now()) {
 			t.Fatal("the path is not lossy after a vetoed silence")
 		}
 		// A second socket on the path goes silent; the handshakes now go
