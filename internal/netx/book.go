@@ -64,6 +64,9 @@ type addrEntry struct {
 	host    string
 	gen     uint64
 	pending int       // attempts in flight
+	// connecting: the attempts still in connect(), each with what aborts
+	// it: a dead verdict fails them at once (abortConnects).
+	connecting map[*connecting]struct{}
 	since   time.Time // when the oldest pending attempt started, or the last outcome
 	err     error     // latest failure; nil after a success
 	bad     bool      // evicted or failing: tried last until seen alive
@@ -275,6 +278,42 @@ func (b *Book) attemptStarted(addr netip.AddrPort) {
 	e.pending++
 }
 
+// connecting is one attempt in connect(); abort fails it with the view's
+// verdict as its cause.
+type connecting struct{ abort context.CancelCauseFunc }
+
+// connectStarted records c, an attempt to addr entering connect().
+func (b *Book) connectStarted(addr netip.AddrPort, c *connecting) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e := b.entry(addr)
+	if e.connecting == nil {
+		e.connecting = make(map[*connecting]struct{})
+	}
+	e.connecting[c] = struct{}{}
+}
+
+// connected forgets c: its connect() returned.
+func (b *Book) connected(addr netip.AddrPort, c *connecting) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if e := b.addrs[addr]; e != nil {
+		delete(e.connecting, c)
+	}
+}
+
+// abortConnectsLocked fails addr's attempts still in connect() with a dead
+// verdict's cause: a connect to a blackholed address begun just before the
+// verdict would otherwise wait out its connect_timeout (tcp_user_timeout)
+// in SYN-SENT while every dial begun after it fails at once and moves on
+// to the next host.
+func (e *addrEntry) abortConnectsLocked(cause error) {
+	for c := range e.connecting {
+		c.abort(&unreachableError{cause: cause, verdict: verdictOf(cause), aborted: true})
+		delete(e.connecting, c)
+	}
+}
+
 // attemptDone records an attempt's outcome; a success is returned wrapped so
 // the book sees the socket's I/O errors.
 func (b *Book) attemptDone(addr netip.AddrPort, nc net.Conn, err error) net.Conn {
@@ -329,6 +368,7 @@ func (b *Book) evict(addr netip.AddrPort, gen uint64, cause error, how eviction)
 	e.bad, e.err, e.since = true, cause, time.Now()
 	if how.down {
 		e.unreachableAt = e.since
+		e.abortConnectsLocked(cause)
 	}
 	old := e.conns
 	e.conns = make(map[*trackedConn]struct{})

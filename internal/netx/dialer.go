@@ -271,9 +271,20 @@ func (d *Dialer) attemptBooked(ctx context.Context, network string, target netip
 	if d.book == nil {
 		return d.attemptAddr(ctx, network, target, deadline)
 	}
+	connectCtx, abort := context.WithCancelCause(ctx)
+	defer abort(nil)
+	c := &connecting{abort: abort}
 	d.book.attemptStarted(target)
+	d.book.connectStarted(target, c)
 	start := time.Now()
-	conn, err := d.attemptAddr(ctx, network, target, deadline)
+	conn, err := d.attemptAddr(connectCtx, network, target, deadline)
+	d.book.connected(target, c)
+	var verdict *unreachableError
+	if err != nil && errors.As(context.Cause(connectCtx), &verdict) && !contextDone(ctx) {
+		// A dead verdict about target came while connect() ran
+		// (abortConnectsLocked): failed as a dial begun after it.
+		err = &net.OpError{Op: "dial", Net: network, Addr: net.TCPAddrFromAddrPort(target), Err: verdict}
+	}
 	if err != nil && callerEnded(ctx, err) {
 		d.book.attemptAbandoned(target, time.Since(start) > d.attemptDelay())
 		return nil, err
@@ -403,6 +414,8 @@ type unreachableError struct {
 	ago     time.Duration
 	cause   error
 	verdict Verdict
+	// aborted: the dial was in connect() when the verdict came.
+	aborted bool
 }
 
 func (e *unreachableError) Error() string {
@@ -411,6 +424,9 @@ func (e *unreachableError) Error() string {
 		how = "refused connections"
 	}
 	s := fmt.Sprintf("not dialled: %s %s ago", how, RoundDuration(e.ago))
+	if e.aborted {
+		s = "connect abandoned: " + how + " meanwhile"
+	}
 	if e.cause != nil {
 		s += " (" + e.cause.Error() + ")"
 	}

@@ -365,3 +365,79 @@ func TestViewBubbleSafe(t *testing.T) {
 	outside.Close()
 	v.Wait()
 }
+
+// TestViewAbortsConnectsInFlight: a dial still in connect() to an address
+// when a dead verdict about it arrives fails at once with the verdict, as
+// a dial begun after it does, instead of waiting out its connect_timeout
+// in SYN-SENT (a pgfast-pq worker reached the new primary one
+// tcp_user_timeout after the connector was Ready in failover-multihost).
+// Its own tenant's eviction aborts it too.
+func TestViewAbortsConnectsInFlight(t *testing.T) {
+	dialTestLeakCheck(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	addr := ln.Addr().String()
+	for _, whose := range []string{"another tenant's", "its own tenant's"} {
+		t.Run(whose, func(t *testing.T) {
+			v := NewView()
+			v.pulseDial = (&silentPulses{}).dial
+			a, b := newViewTenant(t, v), newViewTenant(t, v)
+			nc, err := a.d.DialContext(context.Background(), "tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			evictor := a.b
+			tc := trackedOf(nc)
+			if whose == "its own tenant's" {
+				nb, err := b.d.DialContext(context.Background(), "tcp", addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer nb.Close()
+				evictor, tc = b.b, trackedOf(nb)
+			}
+			hook := newDialTestHook(b.d, "127.0.0.1") // b's next connect hangs, as in SYN-SENT
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			dialed := make(chan error, 1)
+			go func() {
+				nc, err := b.d.DialContext(ctx, "tcp", addr)
+				if nc != nil {
+					nc.Close()
+				}
+				dialed <- err
+			}()
+			for deadline := time.Now().Add(5 * time.Second); hook.running.Load() == 0; {
+				if time.Now().After(deadline) {
+					t.Fatal("b's dial never reached connect()")
+				}
+				time.Sleep(time.Millisecond)
+			}
+			cause := &peerSilentError{silent: 10 * time.Second, window: 10 * time.Second}
+			start := time.Now()
+			if !evictor.evict(tc.addr, tc.gen, cause, evictDead) {
+				t.Fatal("evict returned false")
+			}
+			select {
+			case err := <-dialed:
+				var ue *unreachableError
+				if !errors.As(err, &ue) || !ue.aborted || !errors.Is(err, errPeerSilent) {
+					t.Errorf("the dial in connect(): %v, want the verdict (aborted)", err)
+				}
+				if took := time.Since(start); took > 100*time.Millisecond {
+					t.Errorf("the dial in connect() failed %v after the verdict, want at once", took)
+				}
+			case <-time.After(3 * time.Second):
+				t.Fatal("the dial in connect() went on after the verdict")
+			}
+			hook.assertSettled(t)
+			a.b.Close()
+			b.b.Close()
+			v.Wait()
+		})
+	}
+}
