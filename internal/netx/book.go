@@ -63,13 +63,13 @@ var (
 type addrEntry struct {
 	host    string
 	gen     uint64
-	pending int       // attempts in flight
+	pending int // attempts in flight
 	// connecting: the attempts still in connect(), each with what aborts
 	// it: a dead verdict fails them at once (abortConnects).
 	connecting map[*connecting]struct{}
-	since   time.Time // when the oldest pending attempt started, or the last outcome
-	err     error     // latest failure; nil after a success
-	bad     bool      // evicted or failing: tried last until seen alive
+	since      time.Time // when the oldest pending attempt started, or the last outcome
+	err        error     // latest failure; nil after a success
+	bad        bool      // evicted or failing: tried last until seen alive
 	// unreachableAt: when last evicted as unreachable (zero after a success).
 	unreachableAt time.Time
 	// slow: an attempt was given up after waiting longer than the attempt
