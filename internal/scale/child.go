@@ -32,6 +32,7 @@ func runChild(c config) error {
 		WaitCap:      c.waitCap,
 		SampleAt:     at,
 		CPUWindow:    c.cpuWindow,
+		CPUProfile:   c.cpuProfile,
 		Logf:         lg.Printf,
 	})
 	if err != nil {

@@ -115,7 +115,7 @@ func (c config) measure(srv *pgtest.Server, fe *fleet.FrontEnd, jsonPath string)
 	cmd := exec.Command(self, "--child", fe.Name, "--child-out", jsonPath,
 		"--tenants", strconv.Itoa(c.tenants),
 		"--ready-timeout", c.readyTimeout.String(), "--wait-cap", c.waitCap.String(),
-		"--sample-at", c.sampleAt, "--cpu-window", c.cpuWindow.String())
+		"--sample-at", c.sampleAt, "--cpu-window", c.cpuWindow.String(), "--cpuprofile", c.cpuProfile)
 	cmd.Env = append(os.Environ(), "SCALE_DSN="+c.dsn(srv, fe))
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {

@@ -5,7 +5,9 @@ package fleet
 import (
 	"bufio"
 	"os"
+	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -81,3 +83,26 @@ func SettleGoroutines(quiet, limit time.Duration) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// startProfile starts a CPU profile into dir/name when dir is set; the
+// returned func stops it. A failure is reported and nothing is profiled.
+func startProfile(dir, name string, logf func(string, ...any)) (stop func()) {
+	if dir == "" {
+		return func() {}
+	}
+	f, err := os.Create(filepath.Join(dir, name))
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		logf("cpu profile: %v", err)
+		if f != nil {
+			f.Close()
+		}
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
+}

@@ -4,6 +4,7 @@ package fleet
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 )
@@ -31,6 +32,9 @@ type Spec struct {
 	// CPUWindow, when > 0, measures the process's CPU over that window
 	// after each footprint.
 	CPUWindow time.Duration
+	// CPUProfile, when set, is a directory where each CPU window's profile
+	// is written (<front end>-<n>.pprof).
+	CPUProfile string
 	// Logf, when set, reports progress.
 	Logf func(format string, args ...any)
 }
@@ -149,7 +153,9 @@ func Run(spec Spec) (Result, error) {
 			CPU:        -1,
 		}
 		if spec.CPUWindow > 0 {
+			stop := startProfile(spec.CPUProfile, fmt.Sprintf("%s-%d.pprof", spec.FrontEnd.Name, len(res.Samples)+1), logf)
 			s.CPU = CPUShare(spec.CPUWindow)
+			stop()
 		}
 		logf("%s: at %.0fs: %.2f goroutines, %.1f KB heap, %.1f KB RSS per tenant, CPU %.2f%% of a core",
 			spec.FrontEnd.Name, s.AfterReady, s.Goroutines, s.HeapKB, s.RSSKB, s.CPU)
