@@ -65,7 +65,7 @@ type addrEntry struct {
 	gen     uint64
 	pending int // attempts in flight
 	// connecting: the attempts still in connect(), each with what aborts
-	// it: a dead verdict fails them at once (abortConnects).
+	// it: a dead verdict fails them at once (abortConnectsLocked).
 	connecting map[*connecting]struct{}
 	since      time.Time // when the oldest pending attempt started, or the last outcome
 	err        error     // latest failure; nil after a success

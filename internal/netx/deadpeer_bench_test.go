@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // legacyTracked is trackedConn's hot path before the dead-peer watcher (no
@@ -132,7 +133,7 @@ func BenchmarkWatcherIdleTick(b *testing.B) {
 	for b.Loop() {
 		busy = w.inIO(busy[:0])
 		for _, tc := range busy {
-			w.check(tc)
+			w.check(tc, time.Now())
 		}
 	}
 	b.ReportMetric(2*float64(b.Elapsed().Nanoseconds())/float64(b.N)/1e9*100, "%core@2ticks/s")

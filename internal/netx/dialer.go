@@ -26,6 +26,16 @@ type Settings struct {
 	AttemptDelay       time.Duration // RFC 8305 "connection attempt delay"; 0 means 250ms
 }
 
+// keepIdle is how long a socket is idle before the kernel sends its first
+// keep-alive probe (TCP_KEEPIDLE, whole seconds); zero when it sends none
+// or the OS decides.
+func (s Settings) keepIdle() time.Duration {
+	if !s.Keepalives || s.KeepalivesIdle <= 0 {
+		return 0
+	}
+	return time.Duration(CeilUnits(s.KeepalivesIdle, time.Second)) * time.Second
+}
+
 // Dialer resolves a host afresh on every dial and races its addresses
 // (RFC 8305), setting its TCP options on every socket before connect().
 type Dialer struct {
@@ -295,7 +305,7 @@ func (d *Dialer) attemptBooked(ctx context.Context, network string, target netip
 			tc.hearing(target)
 		}
 		if tc := trackedOf(tracked); tc != nil && watchesPeers && tc.peek != nil {
-			tc.window = d.settings.deadPeerWindow()
+			tc.window, tc.keepIdle = d.settings.deadPeerWindow(), d.settings.keepIdle()
 			tc.watcher = d.book.watcher()
 			tc.watcher.add(tc)
 		}

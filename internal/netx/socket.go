@@ -30,10 +30,17 @@ type trackedConn struct {
 	// unixBook lists a unix socket (no address entry) until it closes.
 	unixBook *Book
 	peek     *peeker // the liveness check, nil when the socket has no fd
-	// inIO counts Read and Write calls in progress (for the watcher).
-	inIO atomic.Int32
-	// window is the dead-peer window (set before watcher registration).
-	window time.Duration
+	// inIO counts Read and Write calls in progress (for the watcher);
+	// writing counts the Writes among them.
+	inIO, writing atomic.Int32
+	// window is the dead-peer window, keepIdle the keep-alive idle time
+	// (zero: no keep-alive probes, or the OS's), both set before watcher
+	// registration.
+	window, keepIdle time.Duration
+	// lookIO and lookWrites are inIO and writes at the watcher's last
+	// look (its goroutine only): a doze begins only if neither moved.
+	lookIO     int32
+	lookWrites uint64
 	// watcher is the dead-peer watcher the socket is registered with (set
 	// at registration, before the socket is used; nil: none).
 	watcher *peerWatcher
@@ -92,10 +99,12 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 
 func (c *trackedConn) Write(p []byte) (int, error) {
 	c.inIO.Add(1)
+	c.writing.Add(1)
 	if w := c.watcher; w != nil && w.parked.Load() {
 		w.wake()
 	}
 	n, err := c.Conn.Write(p)
+	c.writing.Add(-1)
 	c.inIO.Add(-1)
 	if n > 0 {
 		c.writes.Add(1)
