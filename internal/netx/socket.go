@@ -41,6 +41,9 @@ type trackedConn struct {
 	// look (its goroutine only): a doze begins only if neither moved.
 	lookIO     int32
 	lookWrites uint64
+	// replied: data arrived after the last Write (the peer answered it);
+	// a Read waiting then waits for nothing the socket asked for.
+	replied atomic.Bool
 	// watcher is the dead-peer watcher the socket is registered with (set
 	// at registration, before the socket is used; nil: none).
 	watcher *peerWatcher
@@ -89,6 +92,9 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 		return n, c.ioError(err)
 	}
 	if n > 0 {
+		if !c.replied.Load() {
+			c.replied.Store(true)
+		}
 		c.recent.reads.Add(1)
 		if c.heard != nil {
 			c.heard.read()
@@ -104,11 +110,12 @@ func (c *trackedConn) Write(p []byte) (int, error) {
 		w.wake()
 	}
 	n, err := c.Conn.Write(p)
-	c.writing.Add(-1)
-	c.inIO.Add(-1)
 	if n > 0 {
+		c.replied.Store(false)
 		c.writes.Add(1)
 	}
+	c.writing.Add(-1)
+	c.inIO.Add(-1)
 	if err != nil {
 		err = c.ioError(err)
 	}
