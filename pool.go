@@ -1,6 +1,7 @@
 package pgfast
 
 import (
+	"cmp"
 	"context"
 	"net"
 	"reflect"
@@ -198,10 +199,8 @@ func poolLogin(key weak.Pointer[pgxpool.Pool], probe *poolProbe, eager *eagerCon
 }
 
 // pingContext bounds the attempt's ping by Close (closed) and
-// connect_timeout, when set.
+// connect_timeout (its default when unset: a backend that hangs while its
+// kernel ACKs must not hold the attempt until Close).
 func pingContext(closed context.Context, bound time.Duration) (context.Context, context.CancelFunc) {
-	if bound > 0 {
-		return context.WithTimeout(closed, bound)
-	}
-	return context.WithCancel(closed)
+	return context.WithTimeout(closed, cmp.Or(bound, DefaultConnectTimeout))
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -28,6 +29,9 @@ type eagerConnects struct {
 	once  sync.Once
 	ended chan struct{}
 	err   error // the first eager connect's; read after ended is closed
+	// spent: an attempt saw the first eager connect end. Later attempts
+	// (after a Down) dial as usual: the eager login is history.
+	spent atomic.Bool
 }
 
 // errEagerLogin is the first attempt's outcome when one of pgxpool's eager
@@ -69,12 +73,17 @@ const eagerPoll = 5 * time.Millisecond
 // (errEagerLogin). When it failed, await returns once no eager connect is
 // left in progress (pgxpool cancels the rest of the batch) or one of them is
 // idle, and the attempt's Acquire takes that one or makes its own.
+// Once one attempt saw it end, await returns nil at once.
 func (e *eagerConnects) await(ctx context.Context, p *pgxpool.Pool) error {
+	if e.spent.Load() {
+		return nil
+	}
 	select {
 	case <-e.ended:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	e.spent.Store(true)
 	if e.err == nil {
 		return errEagerLogin
 	}

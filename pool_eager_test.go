@@ -80,3 +80,51 @@ func TestPoolEagerConnectsAreTheAttempt(t *testing.T) {
 		})
 	}
 }
+
+// TestPoolEagerRecoversAfterRestart: the eager login stands for the first
+// attempt only. Before, every later attempt returned at once as if an eager
+// connect had logged in for it, so a pool with pool_min_conns stayed Down
+// for good after its server restarted (found by an outside review).
+func TestPoolEagerRecoversAfterRestart(t *testing.T) {
+	srv := newServer(t, pgtest.Options{})
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for _, min := range []string{"0", "1", "2"} {
+		t.Run("min"+min, func(t *testing.T) {
+			p, err := NewPool(context.Background(), withKV(srv.DSN(pgtest.TrustUser), "pool_min_conns="+min, "connect_timeout=5"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			c := PoolConnector(p)
+			waitPoolState(t, c, StateReady, 15*time.Second)
+			if err := srv.Stop(); err != nil {
+				t.Fatal(err)
+			}
+			// An application pinging while the server is away, and after.
+			pingUntil := func(ok bool, limit time.Duration) {
+				t.Helper()
+				deadline := time.Now().Add(limit)
+				for {
+					ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+					err := p.Ping(ctx)
+					cancel()
+					if (err == nil) == ok && (ok || c.State() == StateDown) {
+						return
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("after %v: ping %v, state %v", limit, err, c.State())
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
+			}
+			pingUntil(false, 20*time.Second)
+			if err := srv.Start(); err != nil {
+				t.Fatal(err)
+			}
+			pingUntil(true, 15*time.Second)
+			waitPoolState(t, c, StateReady, 5*time.Second)
+		})
+	}
+}

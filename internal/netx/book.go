@@ -282,15 +282,24 @@ func (b *Book) attemptStarted(addr netip.AddrPort) {
 // verdict as its cause.
 type connecting struct{ abort context.CancelCauseFunc }
 
-// connectStarted records c, an attempt to addr entering connect().
-func (b *Book) connectStarted(addr netip.AddrPort, c *connecting) {
+// connectStarted records c, an attempt to addr entering connect(), or
+// returns the dead verdict that came since the dial passed skipDead (while
+// it waited for admission or its turn in the race): it fails as a dial
+// begun after the verdict.
+func (b *Book) connectStarted(addr netip.AddrPort, c *connecting) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	e := b.entry(addr)
+	if e.srv != nil {
+		if st := e.srv.load(); st.verdict.Dead() {
+			return &unreachableError{cause: st.cause, verdict: st.verdict, aborted: true}
+		}
+	}
 	if e.connecting == nil {
 		e.connecting = make(map[*connecting]struct{})
 	}
 	e.connecting[c] = struct{}{}
+	return nil
 }
 
 // connected forgets c: its connect() returned.

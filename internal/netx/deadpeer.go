@@ -299,7 +299,11 @@ func (w *peerWatcher) run(stop chan struct{}, done chan<- struct{}, poke <-chan 
 			}
 		default:
 			if idle++; idle >= idleTicksToPark {
-				if dozed, poked := w.doze(stop, poke, l.until); dozed {
+				dozed, poked, stopped := w.doze(stop, poke, l.until)
+				if stopped {
+					return
+				}
+				if dozed {
 					// Woken by I/O: tick again; by its timer: doze again
 					// at the next quiet look.
 					woke = true
@@ -324,29 +328,38 @@ const dozeMax = 10 * time.Second
 // ever: 0.3 % of a core with 1,000 idle tenants, where raw pgx uses 0.02 %.
 // Nothing can be judged silent earlier: a quiet socket's silence begins
 // with a probe unanswered or a Write, and a Write pokes. It reports whether
-// it dozed, and whether I/O woke it; it does not doze when something moved
+// it dozed, whether I/O woke it and whether the goroutine was stopped
+// meanwhile (it must exit without touching parked); it does not doze when something moved
 // since the last look (the
 // order, as park's, loses no wake-up: parked is set before the sockets
 // are compared with the look, and a Read or Write raises inIO before it
 // reads parked).
-func (w *peerWatcher) doze(stop chan struct{}, poke <-chan struct{}, until time.Time) (dozed, poked bool) {
+func (w *peerWatcher) doze(stop chan struct{}, poke <-chan struct{}, until time.Time) (dozed, poked, stopped bool) {
 	d := min(until.Sub(w.now()), dozeMax)
 	if d <= w.tick {
-		return false, false
+		return false, false, false
 	}
 	if !w.settle(stop) {
-		return false, false
+		return false, false, false
 	}
 	t := time.NewTimer(d)
+	defer t.Stop()
 	select {
 	case <-stop:
+		// remove stopped it and left parked set for the next Read or
+		// Write to start a goroutine: the flag is no longer this one's.
+		return true, false, true
 	case <-poke:
 		poked = true
 	case <-t.C:
 	}
-	t.Stop()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stop != stop {
+		return true, poked, true
+	}
 	w.parked.Store(false)
-	return true, poked
+	return true, poked, false
 }
 
 // settle marks the watcher parked for a doze unless a socket's I/O moved

@@ -540,6 +540,7 @@ func TestPeerWatcherDozesOnQuietReads(t *testing.T) {
 		b := NewBook(nil)
 		addr := netip.MustParseAddrPort("127.0.0.1:5432")
 		a, c := watchedPipe(t, b, addr), watchedPipe(t, b, addr)
+		a.keepIdle = 3 * time.Second // its probe, not dozeMax, ends the doze
 		w.add(a)
 		w.add(c)
 		startIO := func(tc *trackedConn) {
@@ -556,9 +557,13 @@ func TestPeerWatcherDozesOnQuietReads(t *testing.T) {
 		if n != idleTicksToPark {
 			t.Fatalf("%d samples before dozing, want %d", n, idleTicksToPark)
 		}
-		time.Sleep(8 * time.Second)
+		time.Sleep(a.keepIdle - 3*time.Millisecond) // the doze began 1 ms ago, 1 ms after the socket was last heard
 		if got := samples.Load() - n; got != 0 {
-			t.Errorf("%d samples of a quiet Read in 8 s, want none before its keep-alive idle time", got)
+			t.Errorf("%d samples of a quiet Read before its keep-alive idle time, want none", got)
+		}
+		time.Sleep(2 * time.Millisecond)
+		if got := samples.Load() - n; got == 0 {
+			t.Error("no look when a quiet Read's first keep-alive probe may have gone out")
 		}
 		select {
 		case <-done:
@@ -586,7 +591,9 @@ func TestPeerWatcherDozesOnQuietReads(t *testing.T) {
 		if got := samples.Load() - n; got == 0 {
 			t.Error("no look within the keep-alive idle time of a quiet Read")
 		}
-		a.inIO.Add(-1)
+		// Removed while dozing, the watcher stops, and a later Read starts
+		// it again.
+		time.Sleep(idleTicksToPark*watchTick + time.Millisecond)
 		w.remove(a)
 		w.remove(c)
 		synctest.Wait()
@@ -595,5 +602,18 @@ func TestPeerWatcherDozesOnQuietReads(t *testing.T) {
 		default:
 			t.Fatal("the watcher goroutine still runs after its last socket was removed")
 		}
+		if !w.parked.Load() {
+			t.Fatal("not parked after its last socket was removed while it dozed: no Read would start it again")
+		}
+		d := watchedPipe(t, b, addr)
+		w.add(d)
+		waiting.Store(true)
+		startIO(d)
+		if w.running() == nil {
+			t.Fatal("a Read after a doze ended by removal did not start the watcher")
+		}
+		d.inIO.Add(-1)
+		w.remove(d)
+		synctest.Wait()
 	})
 }

@@ -285,10 +285,15 @@ func (d *Dialer) attemptBooked(ctx context.Context, network string, target netip
 	defer abort(nil)
 	c := &connecting{abort: abort}
 	d.book.attemptStarted(target)
-	d.book.connectStarted(target, c)
 	start := time.Now()
-	conn, err := d.attemptAddr(connectCtx, network, target, deadline)
-	d.book.connected(target, c)
+	var conn net.Conn
+	err := d.book.connectStarted(target, c)
+	if err == nil {
+		conn, err = d.attemptAddr(connectCtx, network, target, deadline)
+		d.book.connected(target, c)
+	} else {
+		abort(err)
+	}
 	var verdict *unreachableError
 	if err != nil && errors.As(context.Cause(connectCtx), &verdict) && !contextDone(ctx) {
 		// A dead verdict about target came while connect() ran

@@ -435,6 +435,12 @@ func TestViewAbortsConnectsInFlight(t *testing.T) {
 				t.Fatal("the dial in connect() went on after the verdict")
 			}
 			hook.assertSettled(t)
+			// A dial that passed skipDead before the verdict and reaches
+			// connect() after it (it waited for admission) fails there.
+			var ue *unreachableError
+			if err := b.b.connectStarted(tc.addr, &connecting{abort: func(error) {}}); !errors.As(err, &ue) || !ue.aborted {
+				t.Errorf("a connect() begun after the verdict: %v, want the verdict (aborted)", err)
+			}
 			a.b.Close()
 			b.b.Close()
 			v.Wait()

@@ -56,7 +56,7 @@ func main() {
 	fs.DurationVar(&c.waitCap, "wait-cap", 90*time.Second, "how long past --ready-timeout to wait for calls that ignore their context (raw lib/pq)")
 	fs.StringVar(&c.sampleAt, "sample-at", "3s,40s", "when to take the footprint and CPU, after the last tenant was ready")
 	fs.DurationVar(&c.cpuWindow, "cpu-window", 10*time.Second, "CPU measurement window after each footprint")
-	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of each CPU window to `DIR` (<front end>-<n>.pprof; go tool pprof)")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of each CPU window to `DIR` (<front end>-<n>.pprof; go tool pprof); the profiler wakes the process, so the CPU figures of such a run are not comparable")
 	fs.IntVar(&c.maxConnections, "max-connections", 2100, "the server's max_connections")
 	fs.StringVar(&c.out, "out", "", "directory for each run's JSON (default: not kept)")
 	fs.IntVar(&c.idle, "idle", 0, "idle mode: open `N` idle tenants per front end and report heap and goroutines per tenant at 1k, 2k, 5k, 10k, ...")
