@@ -399,10 +399,9 @@ func (c *Connector) login(ctx context.Context) (driver.Conn, error) {
 			return nil, ErrClosed
 		}
 		err := (*f)(ctx)
-		if err == errEagerLogin {
-			// pgxpool's eager connect logged in for it (pool_eager.go); its
-			// end reported that dial, counted it and made the connector
-			// Ready.
+		if eagerOutcome(err) {
+			// pgxpool's eager connect was the attempt (pool_eager.go); its
+			// end reported that dial, counted it and moved the state.
 			return nil, &noEvidenceError{err: err}
 		}
 		c.stats.dials.Add(1)

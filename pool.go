@@ -164,7 +164,7 @@ func poolLogin(key weak.Pointer[pgxpool.Pool], probe *poolProbe, eager *eagerCon
 			return ErrClosed
 		}
 		if eager != nil {
-			if err := eager.await(ctx, p); err == errEagerLogin {
+			if err := eager.await(ctx); eagerOutcome(err) {
 				return err
 			} else if err != nil {
 				return &noEvidenceError{err: err}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -64,17 +63,13 @@ func endEager(ctx context.Context, err error) {
 	}
 }
 
-// eagerPoll is how often the attempt looks again for the eager connection
-// between its login and pgxpool making it idle (the application's
-// AfterConnect runs in between).
-const eagerPoll = 5 * time.Millisecond
-
-// await waits for the first eager connect. Its login is the attempt's
-// (errEagerLogin). When it failed, await returns once no eager connect is
-// left in progress (pgxpool cancels the rest of the batch) or one of them is
-// idle, and the attempt's Acquire takes that one or makes its own.
-// Once one attempt saw it end, await returns nil at once.
-func (e *eagerConnects) await(ctx context.Context, p *pgxpool.Pool) error {
+// await waits for the first eager connect; its outcome is the attempt's,
+// which dials nothing of its own: errEagerLogin when it logged in, an
+// *eagerFailedError when it failed (its connect end reported that failure
+// as a caller's dial does, and the loop's next attempt dials at its pace).
+// Once one attempt saw it end, await returns nil at once and the attempt
+// dials as usual.
+func (e *eagerConnects) await(ctx context.Context) error {
 	if e.spent.Load() {
 		return nil
 	}
@@ -84,20 +79,24 @@ func (e *eagerConnects) await(ctx context.Context, p *pgxpool.Pool) error {
 		return ctx.Err()
 	}
 	e.spent.Store(true)
-	if e.err == nil {
-		return errEagerLogin
+	if e.err != nil {
+		return &eagerFailedError{err: e.err}
 	}
-	for {
-		s := p.Stat()
-		if s.IdleConns() > 0 || s.ConstructingConns() == 0 {
-			return nil
-		}
-		t := time.NewTimer(eagerPoll)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		}
-	}
+	return errEagerLogin
+}
+
+// eagerFailedError is a first attempt's outcome when pgxpool's first eager
+// connect failed: already reported, not to be counted again.
+type eagerFailedError struct{ err error }
+
+func (e *eagerFailedError) Error() string {
+	return "pgfast: the pool's eager connect failed: " + e.err.Error()
+}
+func (e *eagerFailedError) Unwrap() error { return e.err }
+
+// eagerOutcome reports whether err is an outcome await took from an eager
+// connect.
+func eagerOutcome(err error) bool {
+	var f *eagerFailedError
+	return err == errEagerLogin || errors.As(err, &f)
 }

@@ -113,7 +113,10 @@ func TestPoolWithConfigRefusesCustomDialAndLookup(t *testing.T) {
 	}
 }
 
-// countingTracer counts the connection attempts the pool itself makes.
+// countingTracer counts the connection attempts the pool makes for its
+// callers (not the connector's own attempts while Down, which also connect
+// through the pool: each fails at once without a dial, but the tracer sees
+// it), and the queries.
 type countingTracer struct{ connects, queries atomic.Int64 }
 
 func (c *countingTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
@@ -122,7 +125,9 @@ func (c *countingTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx
 }
 func (c *countingTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 func (c *countingTracer) TraceConnectStart(ctx context.Context, _ pgx.TraceConnectStartData) context.Context {
-	c.connects.Add(1)
+	if !isLoopAttempt(ctx) {
+		c.connects.Add(1)
+	}
 	return ctx
 }
 func (c *countingTracer) TraceConnectEnd(context.Context, pgx.TraceConnectEndData) {}
