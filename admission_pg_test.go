@@ -293,6 +293,13 @@ func (p *startupProxy) serve() {
 				if _, err := io.ReadFull(s, hdr[:]); err != nil {
 					return
 				}
+				if hdr[0] == 'Z' {
+					// Counted out before the client can see it: its
+					// login then ends, its admission slot goes to the
+					// next startup, and that one's accept must not
+					// find this one still counted (38 > 37, once).
+					done()
+				}
 				if _, err := c.Write(hdr[:]); err != nil {
 					return
 				}

@@ -113,11 +113,12 @@ func TestPoolWithConfigRefusesCustomDialAndLookup(t *testing.T) {
 	}
 }
 
-// countingTracer counts the connection attempts the pool makes for its
-// callers (not the connector's own attempts while Down, which also connect
-// through the pool: each fails at once without a dial, but the tracer sees
-// it), and the queries.
-type countingTracer struct{ connects, queries atomic.Int64 }
+// countingTracer counts the connection attempts the pool makes (connects),
+// those among them made for its callers (callerConnects: not the
+// connector's own attempts, which connect through the pool too; while Down
+// each fails at once without a dial, but the tracer sees it), and the
+// queries.
+type countingTracer struct{ connects, callerConnects, queries atomic.Int64 }
 
 func (c *countingTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
 	c.queries.Add(1)
@@ -125,8 +126,9 @@ func (c *countingTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx
 }
 func (c *countingTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 func (c *countingTracer) TraceConnectStart(ctx context.Context, _ pgx.TraceConnectStartData) context.Context {
+	c.connects.Add(1)
 	if !isLoopAttempt(ctx) {
-		c.connects.Add(1)
+		c.callerConnects.Add(1)
 	}
 	return ctx
 }
@@ -155,7 +157,7 @@ func TestPoolServerDownAtStart(t *testing.T) {
 	}
 	waitPoolState(t, c, StateDown, 10*time.Second)
 
-	before := tr.connects.Load()
+	before := tr.callerConnects.Load()
 	for range 5 {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		t0 := time.Now()
@@ -173,7 +175,7 @@ func TestPoolServerDownAtStart(t *testing.T) {
 			t.Errorf("Acquire while Down took %v, want a fast failure", d)
 		}
 	}
-	if n := tr.connects.Load() - before; n != 0 {
+	if n := tr.callerConnects.Load() - before; n != 0 {
 		t.Errorf("the pool dialled %d times while Down, want 0", n)
 	}
 	if _, err := p.Exec(context.Background(), "select 1"); !errors.Is(err, ErrNotReady) {
