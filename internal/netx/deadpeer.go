@@ -327,13 +327,10 @@ const dozeMax = 10 * time.Second
 // Without it one idle pgx connection kept the watcher ticking at 2 Hz for
 // ever: 0.3 % of a core with 1,000 idle tenants, where raw pgx uses 0.02 %.
 // Nothing can be judged silent earlier: a quiet socket's silence begins
-// with a probe unanswered or a Write, and a Write pokes. It reports whether
-// it dozed, whether I/O woke it and whether the goroutine was stopped
-// meanwhile (it must exit without touching parked); it does not doze when something moved
-// since the last look (the
-// order, as park's, loses no wake-up: parked is set before the sockets
-// are compared with the look, and a Read or Write raises inIO before it
-// reads parked).
+// with a probe unanswered or a Write, and a Write pokes. It does not doze
+// when a socket's I/O moved since the last look (settle). It reports
+// whether it dozed, whether I/O woke it, and whether the goroutine was
+// stopped meanwhile (it must then exit without touching parked).
 func (w *peerWatcher) doze(stop chan struct{}, poke <-chan struct{}, until time.Time) (dozed, poked, stopped bool) {
 	d := min(until.Sub(w.now()), dozeMax)
 	if d <= w.tick {
@@ -370,34 +367,38 @@ func (w *peerWatcher) settle(stop chan struct{}) bool {
 	if w.stop != stop {
 		return false
 	}
-	w.parked.Store(true)
-	for tc := range w.socks {
-		if tc.inIO.Load() != tc.lookIO || tc.writes.Load() != tc.lookWrites || tc.writing.Load() > 0 {
-			w.parked.Store(false)
-			return false
-		}
-	}
-	return true
+	return w.parkUnlessLocked(func(tc *trackedConn) bool {
+		return tc.inIO.Load() != tc.lookIO || tc.writes.Load() != tc.lookWrites || tc.writing.Load() > 0
+	})
 }
 
-// park ends the goroutine started with stop unless a socket is in I/O. The
-// order makes a lost wake-up impossible: parked is set before inIO is read
-// here, and a Read raises inIO before it reads parked, so either the Read
-// sees parked and wakes a new goroutine or this look sees the Read.
+// park ends the goroutine started with stop unless a socket is in I/O
+// (parkUnlessLocked says why no wake-up is lost).
 func (w *peerWatcher) park(stop chan struct{}) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.stop != stop {
 		return true // stopped (remove) meanwhile
 	}
+	if !w.parkUnlessLocked(func(tc *trackedConn) bool { return tc.inIO.Load() > 0 }) {
+		return false
+	}
+	w.stop = nil
+	return true
+}
+
+// parkUnlessLocked sets parked, then clears it again and reports false if
+// any socket is busy. The order is what loses no wake-up (park, settle): a
+// Read or Write raises its counts before it reads parked, so either it sees
+// parked and wakes the watcher, or this scan sees it. w.mu is held.
+func (w *peerWatcher) parkUnlessLocked(busy func(*trackedConn) bool) bool {
 	w.parked.Store(true)
 	for tc := range w.socks {
-		if tc.inIO.Load() > 0 {
+		if busy(tc) {
 			w.parked.Store(false)
 			return false
 		}
 	}
-	w.stop = nil
 	return true
 }
 
