@@ -71,6 +71,40 @@ func AdmissionLimit(address string) int {
 	return admitStart
 }
 
+// AdmissionPeaks is what TraceAdmission saw of one address's gate.
+type AdmissionPeaks struct {
+	Held   int // most slots held at once
+	Limit  int // the highest limit an admission saw
+	Silent int // startups admitted over the limit (the gate's silent mode)
+}
+
+// TraceAdmission records every admission to address (ip:port) in the
+// process's table until stop. A limit sampled from outside misses the
+// peaks between samples: the limit grows by one per fast login and drops
+// by a tenth on a slow one.
+func TraceAdmission(address string) (stop func() AdmissionPeaks) {
+	key := admitKey{addr: netip.MustParseAddrPort(address)}
+	var p AdmissionPeaks
+	admissions.mu.Lock()
+	admissions.admitting = func(g *gate) {
+		if admissions.gates[key] != g {
+			return
+		}
+		p.Held = max(p.Held, len(g.held)+1)
+		p.Limit = max(p.Limit, g.capacity())
+		if len(g.held) >= g.capacity() {
+			p.Silent++
+		}
+	}
+	admissions.mu.Unlock()
+	return func() AdmissionPeaks {
+		admissions.mu.Lock()
+		defer admissions.mu.Unlock()
+		admissions.admitting = nil
+		return p
+	}
+}
+
 // IsBad reports whether addr is to be tried last (evicted or failing).
 func (b *Book) IsBad(addr netip.AddrPort) bool {
 	b.mu.Lock()
