@@ -205,6 +205,8 @@ type peerWatcher struct {
 	stop  chan struct{} // closed to stop the running goroutine; nil when none
 	done  chan struct{} // closed when the goroutine started with stop has exited
 	poke  chan struct{} // ends the running goroutine's doze (one slot)
+	// scans counts the looks at every registered socket (tests).
+	scans int
 }
 
 // idleTicksToPark is how many ticks in a row without a socket in I/O park
@@ -299,13 +301,13 @@ func (w *peerWatcher) run(stop chan struct{}, done chan<- struct{}, poke <-chan 
 			}
 		default:
 			if idle++; idle >= idleTicksToPark {
-				dozed, poked, stopped := w.doze(stop, poke, l.until)
+				dozed, poked, stopped := w.doze(stop, poke, l)
 				if stopped {
 					return
 				}
 				if dozed {
-					// Woken by I/O: tick again; by its timer: doze again
-					// at the next quiet look.
+					// Woken by I/O, or a quiet socket no longer is:
+					// look at every socket at once, as a tick would have.
 					woke = true
 					if poked {
 						idle = 0
@@ -314,6 +316,7 @@ func (w *peerWatcher) run(stop chan struct{}, done chan<- struct{}, poke <-chan 
 				}
 			}
 		}
+		clear(busy)
 	}
 }
 
@@ -322,33 +325,60 @@ const dozeMax = 10 * time.Second
 
 // doze sleeps, while every socket in I/O is quiet (a Read waiting with
 // nothing outstanding: pgx's background reader stays in Read on an idle
-// connection), until until, when the first of them may have sent a
-// keep-alive probe, or until a Read or Write starts anywhere (poke).
-// Without it one idle pgx connection kept the watcher ticking at 2 Hz for
-// ever: 0.3 % of a core with 1,000 idle tenants, where raw pgx uses 0.02 %.
-// Nothing can be judged silent earlier: a quiet socket's silence begins
-// with a probe unanswered or a Write, and a Write pokes. It does not doze
-// when a socket's I/O moved since the last look (settle). It reports
-// whether it dozed, whether I/O woke it, and whether the goroutine was
-// stopped meanwhile (it must then exit without touching parked).
-func (w *peerWatcher) doze(stop chan struct{}, poke <-chan struct{}, until time.Time) (dozed, poked, stopped bool) {
-	d := min(until.Sub(w.now()), dozeMax)
-	if d <= w.tick {
-		return false, false, false
+// connection), until the first of them may have sent a keep-alive probe
+// (l.until), or until a Read or Write starts anywhere (poke). Without it one
+// idle pgx connection kept the watcher ticking at 2 Hz for ever: 0.3 % of a
+// core with 1,000 idle tenants, where raw pgx uses 0.02 %. Nothing can be
+// judged silent earlier: a quiet socket's silence begins with a probe
+// unanswered or a Write, and a Write pokes. It does not doze when a socket's
+// I/O moved since the last look (settle).
+//
+// When its timer ends it, the watcher is still parked: no socket can have
+// started I/O without poking it, so it looks again at the quiet sockets only
+// (relook) and dozes on while they stay quiet. A look at every socket per
+// doze cost more than the sockets' own system calls at 1,000 idle tenants
+// (each socket's counters on a cache line of its own).
+//
+// It reports whether it dozed, whether I/O woke it, and whether the
+// goroutine was stopped meanwhile (it must then exit without touching
+// parked).
+func (w *peerWatcher) doze(stop chan struct{}, poke <-chan struct{}, l lookResult) (dozed, poked, stopped bool) {
+	quiet, until := l.busy, l.until
+	for {
+		d := min(until.Sub(w.now()), dozeMax)
+		if d <= w.tick {
+			break
+		}
+		if !dozed && !w.settle(stop) {
+			return false, false, false
+		}
+		dozed = true
+		t := time.NewTimer(d)
+		select {
+		case <-stop:
+			// remove stopped it and left parked set for the next Read or
+			// Write to start a goroutine: the flag is no longer this one's.
+			t.Stop()
+			return true, false, true
+		case <-poke:
+			poked = true
+		case <-t.C:
+		}
+		t.Stop()
+		if poked {
+			break
+		}
+		r, ended := w.relook(quiet, stop)
+		if ended {
+			return true, false, true
+		}
+		if r.waiting > 0 || len(r.busy) == 0 {
+			break
+		}
+		quiet, until = r.busy, r.until
 	}
-	if !w.settle(stop) {
+	if !dozed {
 		return false, false, false
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-stop:
-		// remove stopped it and left parked set for the next Read or
-		// Write to start a goroutine: the flag is no longer this one's.
-		return true, false, true
-	case <-poke:
-		poked = true
-	case <-t.C:
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -393,6 +423,7 @@ func (w *peerWatcher) park(stop chan struct{}) bool {
 // parked and wakes the watcher, or this scan sees it. w.mu is held.
 func (w *peerWatcher) parkUnlessLocked(busy func(*trackedConn) bool) bool {
 	w.parked.Store(true)
+	w.scans++
 	for tc := range w.socks {
 		if busy(tc) {
 			w.parked.Store(false)
@@ -420,17 +451,49 @@ func (w *peerWatcher) look(busy []*trackedConn, stop <-chan struct{}) lookResult
 		return lookResult{busy: busy[:0]}
 	default:
 	}
-	r := lookResult{busy: w.inIO(busy[:0])}
+	return w.judge(w.inIO(busy[:0]))
+}
+
+// relook is a doze's look at the sockets that were quiet when it began
+// (doze): those still registered and in I/O are judged again, the others
+// dropped. ended: stop was closed.
+func (w *peerWatcher) relook(socks []*trackedConn, stop <-chan struct{}) (r lookResult, ended bool) {
+	w.turn.Lock()
+	defer w.turn.Unlock()
+	select {
+	case <-stop:
+		return lookResult{}, true
+	default:
+	}
+	busy := socks[:0]
+	w.mu.Lock()
+	for _, tc := range socks {
+		if _, ok := w.socks[tc]; !ok {
+			continue
+		}
+		if tc.inIO.Load() > 0 {
+			busy = append(busy, tc)
+		} else {
+			tc.silence.since = time.Time{}
+		}
+	}
+	w.mu.Unlock()
+	clear(socks[len(busy):])
+	return w.judge(busy), false
+}
+
+// judge checks each socket in I/O (the turn is held): how many wait on the
+// peer and, if none does, until when the quiet ones may doze.
+func (w *peerWatcher) judge(busy []*trackedConn) lookResult {
 	now := w.now()
-	r.until = now.Add(dozeMax)
-	for _, tc := range r.busy {
+	r := lookResult{busy: busy, until: now.Add(dozeMax)}
+	for _, tc := range busy {
 		if quiet, until := w.check(tc, now); !quiet {
 			r.waiting++
 		} else if until.Before(r.until) {
 			r.until = until
 		}
 	}
-	clear(r.busy)
 	return r
 }
 
@@ -440,6 +503,7 @@ func (w *peerWatcher) look(busy []*trackedConn, stop <-chan struct{}) lookResult
 func (w *peerWatcher) inIO(out []*trackedConn) []*trackedConn {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.scans++
 	for tc := range w.socks {
 		tc.lookIO, tc.lookWrites = tc.inIO.Load(), tc.writes.Load()
 		if tc.lookIO > 0 {

@@ -90,7 +90,11 @@ func startProfile(dir, name string, logf func(string, ...any)) (stop func()) {
 	if dir == "" {
 		return func() {}
 	}
-	f, err := os.Create(filepath.Join(dir, name))
+	var f *os.File
+	err := os.MkdirAll(dir, 0o755)
+	if err == nil {
+		f, err = os.Create(filepath.Join(dir, name))
+	}
 	if err == nil {
 		err = pprof.StartCPUProfile(f)
 	}
