@@ -320,6 +320,15 @@ func (w *peerWatcher) run(stop chan struct{}, done chan<- struct{}, poke <-chan 
 	}
 }
 
+// answered: the socket's last request has its reply. replied says data was
+// read since the last Write began; the kernel's clocks say whether data came
+// after the last data sent (a tie, within the same millisecond, counts):
+// replies to a batch's first queries read while its last ones were still
+// being written do not answer the last ones.
+func answered(tc *trackedConn, s tcpSample) bool {
+	return tc.replied.Load() && s.lastDataRecv <= s.lastDataSent
+}
+
 // dozeMax bounds a doze: a look at least this often however quiet.
 const dozeMax = 10 * time.Second
 
@@ -396,6 +405,12 @@ func (w *peerWatcher) settle(stop chan struct{}) bool {
 	defer w.mu.Unlock()
 	if w.stop != stop {
 		return false
+	}
+	// A poke left from before (I/O that began during a relook that then
+	// ended the doze) would end this doze at once for nothing.
+	select {
+	case <-w.poke:
+	default:
 	}
 	return w.parkUnlessLocked(func(tc *trackedConn) bool {
 		return tc.inIO.Load() != tc.lookIO || tc.writes.Load() != tc.lookWrites || tc.writing.Load() > 0
@@ -536,7 +551,7 @@ func (w *peerWatcher) check(tc *trackedConn, now time.Time) (quiet bool, until t
 		return false, time.Time{}
 	}
 	until = now.Add(dozeMax)
-	if tc.keepIdle > 0 && !tc.replied.Load() {
+	if tc.keepIdle > 0 && !answered(tc, s) {
 		until = now.Add(tc.keepIdle - s.heard())
 	}
 	return true, until

@@ -530,7 +530,8 @@ func TestPeerWatcherDozeLooksAtQuietSocketsOnly(t *testing.T) {
 		var samples atomic.Int64
 		w.sample = func(*trackedConn) (tcpSample, bool) {
 			samples.Add(1)
-			return tcpSample{lastAck: time.Millisecond, lastDataRecv: time.Millisecond}, true
+			// Answered: data received after the last data sent.
+			return tcpSample{lastAck: time.Millisecond, lastDataRecv: time.Millisecond, lastDataSent: 2 * time.Millisecond}, true
 		}
 		b := NewBook(nil)
 		addr := netip.MustParseAddrPort("127.0.0.1:5432")
@@ -581,6 +582,80 @@ func TestPeerWatcherDozeLooksAtQuietSocketsOnly(t *testing.T) {
 		}
 		synctest.Wait()
 	})
+}
+
+// TestKeepIdleOfOSDefault: with keepalives_idle=0 (the system's) a watched
+// socket's keep-alive idle time is the one the socket has, not zero: zero
+// let a doze sleep dozeMax (10 s) past the first probe of a system whose
+// tcp_keepalive_time is shorter.
+func TestKeepIdleOfOSDefault(t *testing.T) {
+	if !watchesPeers {
+		t.Skip("the watcher runs on Linux only")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			defer c.Close()
+			_, _ = io.Copy(io.Discard, c)
+		}
+	}()
+	d := NewDialer(Settings{Keepalives: true, ConnectTimeout: 5 * time.Second}, nil)
+	d.book = NewBook(nil)
+	nc, err := d.DialContext(context.Background(), "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	tc := trackedOf(nc)
+	if tc == nil {
+		t.Fatal("the dial's socket is not tracked")
+	}
+	opts, err := ReadSocketOptions(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opts.KeepalivesIdle <= 0 || tc.keepIdle != opts.KeepalivesIdle {
+		t.Errorf("keep-alive idle time %v for the watcher, the socket's is %v", tc.keepIdle, opts.KeepalivesIdle)
+	}
+}
+
+// TestQuietSocketDozeUntil: how long the watcher may doze on a quiet socket
+// (check): an answered request, dozeMax; an unanswered one, until its first
+// keep-alive probe may go out. Data read during the last Write that came
+// before the last data sent (replies to a batch's first queries) does not
+// answer it.
+func TestQuietSocketDozeUntil(t *testing.T) {
+	const keepIdle = 3 * time.Second
+	ms := time.Millisecond
+	for _, c := range []struct {
+		name       string
+		replied    bool
+		recv, sent time.Duration // since the last data received, sent
+		want       time.Duration
+	}{
+		{"answered", true, 5 * ms, 8 * ms, dozeMax},
+		{"answered within the same millisecond", true, 5 * ms, 5 * ms, dozeMax},
+		{"nothing read since the Write", false, 50 * ms, 8 * ms, keepIdle - 8*ms},
+		{"read during the Write, before its last data", true, 50 * ms, 8 * ms, keepIdle - 8*ms},
+	} {
+		w := newPeerWatcher()
+		now := time.Now()
+		w.now = func() time.Time { return now }
+		w.sample = func(*trackedConn) (tcpSample, bool) {
+			return tcpSample{lastAck: c.sent, lastDataRecv: c.recv, lastDataSent: c.sent}, true
+		}
+		tc := watchedPipe(t, NewBook(nil), netip.MustParseAddrPort("127.0.0.1:5432"))
+		tc.keepIdle = keepIdle
+		tc.replied.Store(c.replied)
+		quiet, until := w.check(tc, now)
+		if !quiet || until.Sub(now) != c.want {
+			t.Errorf("%s: quiet %v, doze %v, want quiet, %v", c.name, quiet, until.Sub(now), c.want)
+		}
+	}
 }
 
 // TestReplyBeforeWriteReturns: a reply that a Read waiting beside the Write

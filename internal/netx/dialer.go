@@ -36,6 +36,20 @@ func (s Settings) keepIdle() time.Duration {
 	return time.Duration(CeilUnits(s.KeepalivesIdle, time.Second)) * time.Second
 }
 
+// keepIdleOf is keepIdle for the socket nc: with keepalives_idle=0 the
+// system's keep-alive time, as the socket has it (net.ipv4.tcp_keepalive_time
+// of its namespace), so a doze never outlasts its first probe where the
+// system's time is shorter than dozeMax.
+func (s Settings) keepIdleOf(nc net.Conn) time.Duration {
+	if d := s.keepIdle(); d > 0 || !s.Keepalives {
+		return d
+	}
+	if o, err := ReadSocketOptions(nc); err == nil && o.Keepalive {
+		return o.KeepalivesIdle
+	}
+	return 0
+}
+
 // Dialer resolves a host afresh on every dial and races its addresses
 // (RFC 8305), setting its TCP options on every socket before connect().
 type Dialer struct {
@@ -310,7 +324,7 @@ func (d *Dialer) attemptBooked(ctx context.Context, network string, target netip
 			tc.hearing(target)
 		}
 		if tc := trackedOf(tracked); tc != nil && watchesPeers && tc.peek != nil {
-			tc.window, tc.keepIdle = d.settings.deadPeerWindow(), d.settings.keepIdle()
+			tc.window, tc.keepIdle = d.settings.deadPeerWindow(), d.settings.keepIdleOf(tc.Conn)
 			tc.watcher = d.book.watcher()
 			tc.watcher.add(tc)
 		}

@@ -41,8 +41,9 @@ type trackedConn struct {
 	// look (its goroutine only): a doze begins only if neither moved.
 	lookIO     int32
 	lookWrites uint64
-	// replied: data arrived after the last Write (the peer answered it);
-	// a Read waiting then waits for nothing the socket asked for.
+	// replied: data was read since the last Write began (cleared before
+	// it writes); with the kernel's clocks (answered) it says the peer
+	// answered, and a Read waiting then waits for nothing asked for.
 	replied atomic.Bool
 	// watcher is the dead-peer watcher the socket is registered with (set
 	// at registration, before the socket is used; nil: none).
