@@ -54,8 +54,8 @@ func main() {
 	fs.IntVar(&c.rawConnectTimeout, "raw-connect-timeout", 0, "add connect_timeout=`S` seconds to the raw drivers' DSN (pgfast's default is 10)")
 	fs.DurationVar(&c.readyTimeout, "ready-timeout", 60*time.Second, "each tenant's first call's context")
 	fs.DurationVar(&c.waitCap, "wait-cap", 90*time.Second, "how long past --ready-timeout to wait for calls that ignore their context (raw lib/pq)")
-	fs.StringVar(&c.sampleAt, "sample-at", "3s,40s", "when to take the footprint and CPU, after the last tenant was ready")
-	fs.DurationVar(&c.cpuWindow, "cpu-window", 10*time.Second, "CPU measurement window after each footprint")
+	fs.StringVar(&c.sampleAt, "sample-at", "3s,40s", "when to measure CPU (then take the footprint), after the last tenant was ready")
+	fs.DurationVar(&c.cpuWindow, "cpu-window", 10*time.Second, "CPU measurement window, before each footprint")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of each CPU window to `DIR` (<front end>-<n>.pprof; go tool pprof); the profiler wakes the process, so the CPU figures of such a run are not comparable")
 	fs.IntVar(&c.maxConnections, "max-connections", 2100, "the server's max_connections")
 	fs.StringVar(&c.out, "out", "", "directory for each run's JSON (default: not kept)")
@@ -110,8 +110,10 @@ pgfast-pq, pgxpool.New / pgfast.NewPool. Every run is a fresh process.
 Per run: time until every tenant was ready, tenants not ready after 60 s,
 logins ("connection authorized" lines in the run's byte range of the server
 log), connections received, FATALs; at 3 s and 40 s after the last ready:
-goroutines, live heap (after two GCs) and VmRSS per tenant (net of the
-process before the first open), and the process's CPU over 10 s.
+the process's CPU over the next 10 s, then goroutines, live heap (after two
+GCs) and VmRSS per tenant (net of the process before the first open). The
+CPU is measured before the forced GCs, not after them: they would make any
+periodic work pay the runtime's cold start inside the window.
 
 The table gives medians over the rounds, raw and pgfast side by side, and
 checks issue 19's bounds (ready time <= 1.1 x raw, logins <= 1.05/tenant,
