@@ -414,7 +414,7 @@ func isNetworkFailure(err error) bool {
 }
 
 type counters struct {
-	dials, failures, handedOut, stateChanges atomic.Int64
+	dials, failures, handedOut atomic.Int64
 }
 
 // Stats is a snapshot of a connector's activity.
@@ -435,8 +435,10 @@ type Stats struct {
 
 // Stats returns a snapshot of the connector's activity.
 func (c *Connector) Stats() Stats {
+	// The state and its count in one read: a Ready waiter woken by the
+	// change sees it counted.
 	c.ready.mu.Lock()
-	st, cause, since := c.ready.state, c.ready.cause, c.ready.since
+	st, cause, since, changes := c.ready.state, c.ready.cause, c.ready.since, c.ready.changes
 	c.ready.mu.Unlock()
 	return Stats{
 		State:         st,
@@ -444,7 +446,7 @@ func (c *Connector) Stats() Stats {
 		DialFailures:  c.stats.failures.Load(),
 		WarmHandedOut: c.stats.handedOut.Load(),
 		WarmIdle:      c.warmCount(),
-		StateChanges:  c.stats.stateChanges.Load(),
+		StateChanges:  int64(changes),
 		Evictions:     c.book.Evictions(),
 		LastError:     cause,
 		StateSince:    since,

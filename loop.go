@@ -539,7 +539,6 @@ func (c *Connector) setStateOf(st State, err error, permanent bool) {
 	if !c.ready.set(st, err, permanent) {
 		return
 	}
-	c.stats.stateChanges.Add(1)
 	if c.log != nil {
 		if err != nil && st != StateClosed {
 			c.log.Warn("pgfast: state changed", "state", st.String(), "cause", err)
