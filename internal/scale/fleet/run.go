@@ -149,6 +149,7 @@ func Run(spec Spec) (Result, error) {
 		// regrows its stack pools, and a front end with any periodic work
 		// (pgfast's DNS recheck) pays that cold start inside the window,
 		// which an undisturbed idle process pays once per two minutes.
+		after := time.Since(readyAt).Seconds()
 		cpu := -1.0
 		if spec.CPUWindow > 0 {
 			stop := startProfile(spec.CPUProfile, fmt.Sprintf("%s-%d.pprof", spec.FrontEnd.Name, len(res.Samples)+1), logf)
@@ -157,7 +158,7 @@ func Run(spec Spec) (Result, error) {
 		}
 		fp := TakeFootprint()
 		s := Sample{
-			AfterReady: time.Since(readyAt).Seconds(),
+			AfterReady: after,
 			Goroutines: float64(fp.Goroutines-base.Goroutines) / n,
 			HeapKB:     (float64(fp.HeapAlloc) - float64(base.HeapAlloc)) / n / 1024,
 			RSSKB:      (float64(fp.RSS) - float64(base.RSS)) / n / 1024,
