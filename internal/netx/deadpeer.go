@@ -40,7 +40,7 @@ func (v verdict) String() string {
 type tcpSample struct {
 	lastAck      time.Duration // tcpi_last_ack_recv: since the last ACK received
 	lastDataRecv time.Duration // tcpi_last_data_recv: since the last data received
-	lastDataSent time.Duration // tcpi_last_data_sent: since new data was last sent
+	lastDataSent time.Duration // tcpi_last_data_sent: since data was last sent (retransmissions too)
 	unacked      uint32        // tcpi_unacked: segments sent and not acknowledged
 	probes       uint8         // tcpi_probes: keep-alive or window probes unanswered
 	backoff      uint8         // tcpi_backoff: retransmission / probe backoff exponent
@@ -322,9 +322,12 @@ func (w *peerWatcher) run(stop chan struct{}, done chan<- struct{}, poke <-chan 
 
 // answered: the socket's last request has its reply. replied says data was
 // read since the last Write began; the kernel's clocks say whether data came
-// after the last data sent (a tie, within the same millisecond, counts):
-// replies to a batch's first queries read while its last ones were still
-// being written do not answer the last ones.
+// after the last data sent: replies to a batch's first queries read while
+// its last ones were still being written do not answer the last ones. The
+// clocks count kernel ticks (4-10 ms), and a tie counts as answered (a
+// loopback reply often lands in its request's tick), so early replies within
+// a tick of a batch's last segment still answer it: that doze then lasts
+// dozeMax, as with replied alone, never longer.
 func answered(tc *trackedConn, s tcpSample) bool {
 	return tc.replied.Load() && s.lastDataRecv <= s.lastDataSent
 }

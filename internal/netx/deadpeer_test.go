@@ -638,7 +638,7 @@ func TestQuietSocketDozeUntil(t *testing.T) {
 		want       time.Duration
 	}{
 		{"answered", true, 5 * ms, 8 * ms, dozeMax},
-		{"answered within the same millisecond", true, 5 * ms, 5 * ms, dozeMax},
+		{"answered within the same kernel tick", true, 5 * ms, 5 * ms, dozeMax},
 		{"nothing read since the Write", false, 50 * ms, 8 * ms, keepIdle - 8*ms},
 		{"read during the Write, before its last data", true, 50 * ms, 8 * ms, keepIdle - 8*ms},
 	} {
